@@ -1,0 +1,1 @@
+"""Data: readers, the synthetic world generator, per-user sequences, splits and the input pipeline."""
