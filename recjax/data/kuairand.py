@@ -57,8 +57,9 @@ _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # ---------------------------------------------------------------------------------------------
 
 def _check_variant(variant: str) -> None:
-  if variant not in VARIANTS:
-    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+  """The official variants are VARIANTS; synthetic worlds use their own suffix (e.g. "synth")."""
+  if not (variant.isascii() and variant.isalnum() and variant.islower()):
+    raise ValueError(f"variant must be lowercase letters/digits (official: {VARIANTS}), got {variant!r}")
 
 
 def _log_name_re(variant: str, kind: str) -> re.Pattern:
@@ -187,7 +188,7 @@ def load_kuairand(data_dir: str | os.PathLike, variant: str = "pure", logs: str 
 
   Args:
     data_dir: the release folder (or its data/ folder).
-    variant: "pure", "1k" or "27k".
+    variant: "pure", "1k" or "27k" (or the suffix of a synthetic world, e.g. "synth").
     logs: "standard" (the recommender's own exposures), "random" (the random-exposure log) or
       "all" (both, merged by time).
     use_video_features: when video_features_basic_<variant>.csv is present, check that every

@@ -1,0 +1,1 @@
+"""Metrics: plain functions of scores, ranks and labels (no model, no reader)."""

@@ -1,0 +1,76 @@
+"""Shared defaults: the HSTU reference's ML-1M training protocol (papers.md §3.2, §3.5).
+
+Not a runnable config itself; each configs/<name>.py starts from `base()` and changes what differs.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "base"
+  c.dataset_label = "ml-1m"
+  c.seed = 42
+  c.quick = False
+
+  c.data = ml_collections.ConfigDict()
+  c.data.kind = "movielens"
+  c.data.name = "ml-1m"
+  c.data.data_dir = "../shared/data/ml-1m"   # relative to the repository root
+  c.data.with_timestamps = False
+  c.data.max_len = 200
+  c.data.protocol = "last_item"              # the reference: train on all but the last, test on the last
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "hstu"
+  c.model.dim = 50
+  c.model.num_blocks = 2
+  c.model.num_heads = 1
+  c.model.dqk = 50
+  c.model.dv = 50
+  c.model.max_len = c.data.get_ref("max_len")
+  c.model.attn_norm_len = 211                # reference: max_len + gr_output_length (10) + 1
+  c.model.dropout = 0.2
+  c.model.use_position_bias = True
+  c.model.use_time_bias = "auto"             # on iff the dataset has timestamps
+  c.model.num_time_buckets = 129
+  c.model.backend = "xla"
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.kind = "sampled_softmax"            # or "full_softmax"
+  c.loss.num_negatives = 128
+  c.loss.temperature = 0.05
+  c.loss.chunk = 256                         # tokens per scan step of the sampled-softmax kernel
+  c.loss.item_chunk = 65536                  # items per step of the full softmax
+  c.loss.token_bucket = 2048                 # packed supervised positions are padded to a multiple
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128
+  c.train.num_epochs = 101
+  c.train.max_steps = -1
+  c.train.learning_rate = 1e-3
+  c.train.b1 = 0.9
+  c.train.b2 = 0.98
+  c.train.eps = 1e-8
+  c.train.weight_decay = 0.0
+  c.train.eval_every_epochs = 5
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 500
+  c.train.prng_impl = "unsafe_rbg"           # threefry makes dropout masks 10x slower on CPU
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.ks = (1, 10, 50, 200)
+  c.eval.exclude_history = True              # the reference removes items of the input window
+  c.eval.batch_size = 512
+  return c
+
+
+def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The quick-test switch: a few steps, to check that a config runs end to end."""
+  c.quick = True
+  c.train.num_epochs = 1
+  c.train.max_steps = 10
+  c.train.log_every_steps = 5
+  c.train.eval_every_epochs = 0
+  return c

@@ -1,0 +1,553 @@
+"""A synthetic recommendation world with known structure, written in the KuaiRand file format.
+
+The world (all randomness from np.random.default_rng(cfg.seed), so a seed fixes every byte):
+  * Items: `num_items` videos split evenly over `num_topics` topics (clusters). Inside a topic the
+    items form a cyclic chain (a "series": item -> successor) and have Zipf popularity. Content
+    features: topic (written as the video `tag`), duration (topic-specific median), author (each
+    topic has its own authors).
+  * Users: an interest mixture over topics at the start of their history (Dirichlet) and another
+    at the end; interests drift linearly between the two along the sequence.
+  * Sequences: lengths are lognormal (heavy-tailed), clipped to [min_seq_len, max_seq_len <= 16k].
+    Events come in sessions; each session happens in one tab (domain) drawn from the user's tab
+    preference.
+  * Next-item choice: in tab k, an event is "noise" with probability tab_noise[k] (the item is drawn
+    uniformly from the catalogue); otherwise it is interest-driven: the topic persists with
+    probability `topic_stickiness`, else a new topic is drawn from the user's current interest
+    mixture; within the topic the next item is the chain successor of the previous one with
+    probability `seq_follow` (a purely sequential signal), else a popularity-weighted draw.
+    A small share of the second period's events are random exposures (KuaiRand's is_rand) that
+    go to the random log.
+  * Feedback: play time comes from duration and user-item affinity (affinity = K * the user's
+    current interest in the item's topic); is_click and long_view follow KuaiRand's definitions
+    (valid play: play >= duration if duration <= 7 s, else play > 7 s; 18 s for long_view); the
+    six other signals are Bernoulli with their own base rate and affinity slope (FEEDBACK_MODEL).
+
+Files (`write_world` / `generate_world`): log_standard_4_08_to_4_21_<v>.csv,
+log_standard_4_22_to_5_08_<v>.csv, log_random_4_22_to_5_08_<v>.csv, user_features_<v>.csv and
+video_features_basic_<v>.csv with the official headers, plus world.json (seed, every parameter,
+per-tab noise, summary statistics and the small ground truth) and world_truth.npz (per-user
+interest mixtures and per-event latent labels). `recjax.data.kuairand.load_kuairand(out_dir,
+variant=<v>, logs=...)` reads them like the real release.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import json
+import os
+
+import numpy as np
+
+from recjax.data import kuairand
+from recjax.data.text_sequences import NumericTable
+from recjax.data.types import Interactions
+
+MAX_SEQ_LEN = 16384
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8))   # KuaiRand dates/hours are Beijing time
+PERIOD_STARTS = (dt.datetime(2022, 4, 8, tzinfo=CHINA_TZ), dt.datetime(2022, 4, 22, tzinfo=CHINA_TZ))
+PERIOD_END = dt.datetime(2022, 5, 9, tzinfo=CHINA_TZ)
+LOG_FILES = ("log_standard_4_08_to_4_21", "log_standard_4_22_to_5_08", "log_random_4_22_to_5_08")
+# Bernoulli feedbacks: (rate at average affinity, slope on log affinity). Hate falls with affinity.
+FEEDBACK_MODEL = {"is_like": (0.03, 1.0), "is_follow": (0.004, 0.8), "is_comment": (0.008, 0.6),
+                  "is_forward": (0.005, 0.7), "is_hate": (0.003, -1.0), "is_profile_enter": (0.02, 0.5)}
+# Watch model: log(play / duration) ~ Normal(log(WATCH_MEDIAN) + WATCH_SLOPE * log affinity, WATCH_SIGMA).
+WATCH_MEDIAN, WATCH_SLOPE, WATCH_SIGMA = 0.45, 0.5, 0.7
+CLICK_SECONDS, LONG_VIEW_SECONDS = 7, 18
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+  """Generator parameters. Defaults: the project's main synthetic job (~120k events)."""
+  num_users: int = 2000
+  num_items: int = 1000
+  num_topics: int = 20
+  user_topic_alpha: float = 0.2     # Dirichlet concentration of interests (small = few topics per user)
+  interest_drift: float = 0.5       # 0 = static interests; 1 = end-of-history interests fully new
+  topic_stickiness: float = 0.8     # P(an interest-driven event keeps the previous topic)
+  seq_follow: float = 0.5           # P(next item = chain successor of the previous one in the topic)
+  item_zipf: float = 1.0            # popularity exponent inside a topic
+  mean_seq_len: float = 60.0        # mean of the lognormal before clipping
+  seq_len_sigma: float = 1.0        # lognormal shape: larger = heavier tail
+  min_seq_len: int = 5
+  max_seq_len: int = 1024           # up to MAX_SEQ_LEN (16k)
+  num_tabs: int = 4
+  tab_noise: tuple[float, ...] | None = None   # per-tab P(uniformly random item); None = linspace(0.05, 0.8)
+  session_mean_len: float = 8.0     # mean events per session (one tab per session)
+  random_exposure_rate: float = 0.01  # share of second-period events that are random exposures
+  authors_per_topic: int = 10
+  seed: int = 0
+  variant: str = "synth"            # file-name suffix, as in log_standard_..._<variant>.csv
+
+  def __post_init__(self):
+    if self.tab_noise is None:
+      object.__setattr__(self, "tab_noise", tuple(float(x) for x in np.linspace(0.05, 0.8, self.num_tabs)))
+    object.__setattr__(self, "tab_noise", tuple(float(x) for x in self.tab_noise))
+    _validate(self)
+
+
+def _validate(cfg: WorldConfig) -> None:
+  checks = [
+      (cfg.num_users >= 1, "num_users must be >= 1"),
+      (cfg.num_topics >= 1, "num_topics must be >= 1"),
+      (cfg.num_items >= cfg.num_topics, "num_items must be >= num_topics (every topic needs an item)"),
+      (1 <= cfg.min_seq_len <= cfg.max_seq_len <= MAX_SEQ_LEN,
+       f"need 1 <= min_seq_len <= max_seq_len <= {MAX_SEQ_LEN}"),
+      (cfg.mean_seq_len > 0 and cfg.seq_len_sigma >= 0, "mean_seq_len > 0 and seq_len_sigma >= 0"),
+      (1 <= cfg.num_tabs <= kuairand.MAX_TAB + 1, f"num_tabs must lie in 1..{kuairand.MAX_TAB + 1}"),
+      (len(cfg.tab_noise) == cfg.num_tabs, "tab_noise needs one value per tab"),
+      (all(0 <= x <= 1 for x in cfg.tab_noise), "tab_noise values must lie in [0, 1]"),
+      (all(0 <= getattr(cfg, f) <= 1 for f in ("interest_drift", "topic_stickiness", "seq_follow",
+                                               "random_exposure_rate")),
+       "interest_drift, topic_stickiness, seq_follow and random_exposure_rate must lie in [0, 1]"),
+      (cfg.user_topic_alpha > 0 and cfg.session_mean_len >= 1 and cfg.authors_per_topic >= 1,
+       "user_topic_alpha > 0, session_mean_len >= 1, authors_per_topic >= 1"),
+      (cfg.variant.isascii() and cfg.variant.isalnum() and cfg.variant.islower(),
+       "variant must be lowercase letters/digits"),
+  ]
+  for ok, msg in checks:
+    if not ok:
+      raise ValueError(f"WorldConfig: {msg}")
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+  """Everything generated. Events are user-major and time-ordered; E events, U users, N items."""
+  cfg: WorldConfig
+  item_topic: np.ndarray        # int64 [N] topic of video_id i
+  item_next: np.ndarray         # int64 [N] chain successor (video_id) inside the topic
+  item_duration_ms: np.ndarray  # int64 [N]
+  item_author: np.ndarray       # int64 [N]
+  theta_start: np.ndarray       # float64 [U, K] interests at the start of each history
+  theta_end: np.ndarray         # float64 [U, K] interests at the end
+  log: dict[str, np.ndarray]    # kuairand.LOG_COLUMNS -> int64 [E]
+  is_noise: np.ndarray          # bool [E] item drawn uniformly because of the tab's noise
+  event_topic: np.ndarray       # int64 [E] latent topic of interest-driven events (-1 otherwise)
+  followed: np.ndarray          # bool [E] item = chain successor of the previous interest-driven item
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling helpers
+# ---------------------------------------------------------------------------------------------
+
+def _sample_rows(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+  """One categorical draw per entry of `rows` from probs[row] -> int64 [len(rows)].
+
+  Every row's CDF is shifted by its row index and the rows are laid end to end, so a single
+  searchsorted draws all samples without materialising [len(rows), K].
+  """
+  n_rows, k = probs.shape
+  cdf = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
+  flat = (cdf + np.arange(n_rows)[:, None]).ravel()
+  idx = np.searchsorted(flat, rows + rng.random(len(rows)), side="right")
+  return np.clip(idx - rows * k, 0, k - 1)
+
+
+def _segment_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+  """Exclusive cumulative sum restarting at every segment start -> same shape as `values`.
+
+  Args:
+    values: [E]; starts: bool [E], True where a segment begins (starts[0] must be True).
+  """
+  total = np.cumsum(values) - values
+  seg = np.cumsum(starts) - 1
+  return total - total[np.flatnonzero(starts)][seg]
+
+
+def _last_true_index(flags: np.ndarray) -> np.ndarray:
+  """For each position, the index of the latest True at or before it (flags[0] must be True)."""
+  return np.maximum.accumulate(np.where(flags, np.arange(len(flags)), 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Items and users
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Catalogue:
+  topic: np.ndarray         # int64 [N]
+  chain: np.ndarray         # int64 [N] video ids grouped by topic, in chain order
+  chain_start: np.ndarray   # int64 [K+1] topic k owns chain[chain_start[k]:chain_start[k+1]]
+  chain_pos: np.ndarray     # int64 [N] position of video i inside its topic's chain
+  popularity: np.ndarray    # float64 [N] in chain layout: Zipf weight of chain[j]
+  duration_ms: np.ndarray   # int64 [N]
+  author: np.ndarray        # int64 [N]
+
+
+def _make_catalogue(cfg: WorldConfig, rng: np.random.Generator) -> _Catalogue:
+  n, k = cfg.num_items, cfg.num_topics
+  topic = rng.permutation(np.arange(n) % k)          # balanced topics, random ids
+  chain = np.lexsort((rng.random(n), topic))         # grouped by topic, random order inside
+  chain_start = np.searchsorted(topic[chain], np.arange(k + 1))
+  chain_pos = np.empty(n, np.int64)
+  chain_pos[chain] = np.arange(n) - chain_start[topic[chain]]
+  # Popularity rank inside the topic, independent of the chain order.
+  by_rank = np.lexsort((rng.random(n), topic))
+  rank = np.empty(n, np.int64)
+  rank[by_rank] = np.arange(n) - chain_start[topic[by_rank]]
+  popularity = (rank[chain] + 1.0) ** -cfg.item_zipf
+  topic_median_s = np.exp(rng.uniform(np.log(8), np.log(60), k))
+  duration_ms = np.clip(topic_median_s[topic] * np.exp(rng.normal(0, 0.5, n)), 3, 600) * 1000
+  authors = 1_000_000 + rng.choice(9_000_000, size=(k, cfg.authors_per_topic), replace=False)
+  author = authors[topic, rng.integers(0, cfg.authors_per_topic, n)]
+  return _Catalogue(topic, chain, chain_start, chain_pos, popularity,
+                    duration_ms.astype(np.int64), author.astype(np.int64))
+
+
+def _chain_next(cat: _Catalogue) -> np.ndarray:
+  """Successor (video id) of every video in its topic's cyclic chain -> int64 [N]."""
+  size = np.diff(cat.chain_start)[cat.topic]
+  return cat.chain[cat.chain_start[cat.topic] + (cat.chain_pos + 1) % size]
+
+
+def _sequence_lengths(cfg: WorldConfig, rng: np.random.Generator) -> np.ndarray:
+  """Heavy-tailed (lognormal) lengths with the requested pre-clipping mean -> int64 [U]."""
+  mu = np.log(cfg.mean_seq_len) - cfg.seq_len_sigma ** 2 / 2
+  raw = rng.lognormal(mu, cfg.seq_len_sigma, cfg.num_users)
+  return np.clip(np.round(raw), cfg.min_seq_len, cfg.max_seq_len).astype(np.int64)
+
+
+def _interests(cfg: WorldConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """(theta_start, theta_end), each [U, K]; the end mixes the start with fresh interests."""
+  alpha = np.full(cfg.num_topics, cfg.user_topic_alpha)
+  start = rng.dirichlet(alpha, cfg.num_users)
+  fresh = rng.dirichlet(alpha, cfg.num_users)
+  return start, (1 - cfg.interest_drift) * start + cfg.interest_drift * fresh
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Events:
+  user: np.ndarray          # int64 [E]
+  frac: np.ndarray          # float64 [E] position in the user's history, 0..1
+  session_start: np.ndarray  # bool [E]
+  period: np.ndarray        # int64 [E] 0 = 4/08-4/21, 1 = 4/22-5/08
+  tab: np.ndarray           # int64 [E]
+  is_rand: np.ndarray       # bool [E]
+  is_noise: np.ndarray      # bool [E]
+
+
+def _event_skeleton(cfg: WorldConfig, rng: np.random.Generator, lengths: np.ndarray) -> _Events:
+  """Users, sessions, periods, tabs and which events are random exposures or tab noise."""
+  user = np.repeat(np.arange(cfg.num_users), lengths)
+  first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+  pos = np.arange(len(user)) - first[user]
+  frac = pos / np.maximum(lengths[user] - 1, 1)
+  session_start = (pos == 0) | (rng.random(len(user)) < 1 / cfg.session_mean_len)
+  session_of = np.cumsum(session_start) - 1
+  session_user = user[session_start]
+  tab_pref = rng.dirichlet(np.ones(cfg.num_tabs), cfg.num_users)
+  tab = _sample_rows(rng, tab_pref, session_user)[session_of]
+  # A session belongs to the period its first event falls in (by share of the user's history).
+  period_split = (PERIOD_STARTS[1] - PERIOD_STARTS[0]) / (PERIOD_END - PERIOD_STARTS[0])
+  period = (frac[session_start] >= period_split).astype(np.int64)[session_of]
+  is_rand = (period == 1) & (rng.random(len(user)) < cfg.random_exposure_rate)
+  is_noise = ~is_rand & (rng.random(len(user)) < np.asarray(cfg.tab_noise)[tab])
+  return _Events(user, frac, session_start, period, tab, is_rand, is_noise)
+
+
+def _interest_items(cfg: WorldConfig, rng: np.random.Generator, cat: _Catalogue, user: np.ndarray,
+                    frac: np.ndarray, theta: tuple[np.ndarray, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Items of the interest-driven events (their own subsequence, time order).
+
+  Returns:
+    (video id, topic, followed) each [M] for the M interest-driven events.
+  """
+  m = len(user)
+  first = np.concatenate([[True], user[1:] != user[:-1]])
+  # Topic: sticky Markov chain; a switch draws from the start or end mixture (P(end) = frac).
+  use_end = rng.random(m) < frac
+  rows = np.where(use_end, user + cfg.num_users, user)
+  candidate = _sample_rows(rng, np.concatenate(theta), rows)
+  switch = first | (rng.random(m) >= cfg.topic_stickiness)
+  topic = candidate[_last_true_index(switch)]
+  # Item: a popularity draw inside the topic, then chain successors while "follow" holds.
+  fresh = switch | (rng.random(m) >= cfg.seq_follow)
+  anchor = _last_true_index(fresh)
+  drawn = _draw_in_topic(rng, cat, topic[fresh])
+  anchor_item = np.empty(m, np.int64)
+  anchor_item[fresh] = drawn
+  anchor_item = anchor_item[anchor]
+  size = np.diff(cat.chain_start)[topic]
+  steps = np.arange(m) - anchor
+  item = cat.chain[cat.chain_start[topic] + (cat.chain_pos[anchor_item] + steps) % size]
+  return item, topic, ~fresh
+
+
+def _draw_in_topic(rng: np.random.Generator, cat: _Catalogue, topic: np.ndarray) -> np.ndarray:
+  """Popularity-weighted video ids, one per entry of `topic` -> int64 [len(topic)]."""
+  weights = cat.popularity
+  csum = np.cumsum(weights)
+  lo = np.concatenate([[0.0], csum])[cat.chain_start[:-1]]
+  hi = csum[cat.chain_start[1:] - 1]
+  target = lo[topic] + rng.random(len(topic)) * (hi - lo)[topic]
+  j = np.searchsorted(csum, target, side="right")
+  j = np.clip(j, cat.chain_start[topic], cat.chain_start[topic + 1] - 1)
+  return cat.chain[j]
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback and time
+# ---------------------------------------------------------------------------------------------
+
+def _affinity(cfg: WorldConfig, theta: tuple[np.ndarray, np.ndarray], user: np.ndarray, frac: np.ndarray,
+              topic: np.ndarray) -> np.ndarray:
+  """log(K * current interest of the user in `topic`), clipped to [-5, 3] -> float64 [E]."""
+  current = (1 - frac) * theta[0][user, topic] + frac * theta[1][user, topic]
+  return np.clip(np.log(np.maximum(cfg.num_topics * current, 1e-12)), -5.0, 3.0)
+
+
+def _feedback(rng: np.random.Generator, log_aff: np.ndarray, duration_ms: np.ndarray
+              ) -> dict[str, np.ndarray]:
+  """Play time and the 8 binary feedbacks (+ stay times) -> {log column: int64 [E]}."""
+  e = len(log_aff)
+  watch = np.exp(np.log(WATCH_MEDIAN) + WATCH_SLOPE * log_aff + rng.normal(0, WATCH_SIGMA, e))
+  play = np.clip(duration_ms * watch, 200, 4 * duration_ms).astype(np.int64)
+  out = {"play_time_ms": play, "duration_ms": duration_ms.astype(np.int64)}
+  for name, seconds in (("is_click", CLICK_SECONDS), ("long_view", LONG_VIEW_SECONDS)):
+    short = duration_ms <= seconds * 1000
+    out[name] = np.where(short, play >= duration_ms, play > seconds * 1000).astype(np.int64)
+  for name, (rate, slope) in FEEDBACK_MODEL.items():
+    logit = np.log(rate / (1 - rate)) + slope * log_aff
+    out[name] = (rng.random(e) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+  out["profile_stay_time"] = out["is_profile_enter"] * rng.integers(1000, 60_000, e)
+  out["comment_stay_time"] = out["is_comment"] * rng.integers(2000, 120_000, e)
+  return out
+
+
+def _timeline_ms(rng: np.random.Generator, ev: _Events, play_ms: np.ndarray) -> np.ndarray:
+  """Unix-ms time of every event: sessions of back-to-back plays, idle gaps spread over each
+  (user, period) by sorted uniforms, so times strictly increase along every user's history."""
+  gap = play_ms + rng.integers(500, 3000, len(play_ms))              # watch + swipe
+  in_session = _segment_cumsum(gap, ev.session_start)
+  s_idx = np.flatnonzero(ev.session_start)
+  s_len = np.add.reduceat(gap, s_idx)
+  group = ev.user[s_idx] * 2 + ev.period[s_idx]                     # (user, period), sorted
+  g_start = np.concatenate([[True], group[1:] != group[:-1]])
+  watched_before = _segment_cumsum(s_len, g_start)
+  g_first = np.flatnonzero(g_start)
+  g_of = np.cumsum(g_start) - 1
+  watch_total = np.add.reduceat(s_len, g_first)
+  bounds_ms = [int(t.timestamp() * 1000) for t in (*PERIOD_STARTS, PERIOD_END)]
+  g_period = ev.period[s_idx][g_first]
+  period_ms = np.array(bounds_ms[1:]) - np.array(bounds_ms[:-1])
+  idle = np.maximum(period_ms[g_period] - watch_total - 60_000, 0)
+  u = rng.random(len(s_idx))
+  u = u[np.lexsort((u, g_of))]                                        # sorted within each group
+  start = np.array(bounds_ms[:-1])[g_period][g_of] + (u * idle[g_of]).astype(np.int64) + watched_before
+  start += _second_period_shift(ev.user[s_idx], ev.period[s_idx], start, s_len)
+  session_of = np.cumsum(ev.session_start) - 1
+  return start[session_of] + in_session
+
+
+def _second_period_shift(user: np.ndarray, period: np.ndarray, start: np.ndarray, s_len: np.ndarray
+                         ) -> np.ndarray:
+  """Per-session delay that keeps a user's second period after the end of their first one (only
+  a history with more than two weeks of watch time in the first period needs it) -> int64 [S]."""
+  end = start + s_len
+  first_end = np.zeros(user.max() + 1, np.int64)
+  np.maximum.at(first_end, user[period == 0], end[period == 0])
+  second_start = np.full(user.max() + 1, np.iinfo(np.int64).max)
+  np.minimum.at(second_start, user[period == 1], start[period == 1])
+  delay = np.maximum(first_end - second_start + 1000, 0)
+  return np.where(period == 1, delay[user], 0)
+
+
+def _date_hourmin(time_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """KuaiRand `date` (YYYYMMDD) and `hourmin` (Beijing time). hourmin is written as HH00: the
+  official example row (time 18:20:30) has hourmin 1800."""
+  local = (time_ms + 8 * 3600 * 1000).astype("datetime64[ms]")
+  day = local.astype("datetime64[D]")
+  year = day.astype("datetime64[Y]").astype(np.int64) + 1970
+  month = day.astype("datetime64[M]").astype(np.int64) % 12 + 1
+  dom = (day - day.astype("datetime64[M]")).astype(np.int64) + 1
+  hour = (local - day).astype("timedelta64[h]").astype(np.int64)
+  return year * 10000 + month * 100 + dom, hour * 100
+
+
+# ---------------------------------------------------------------------------------------------
+# The world
+# ---------------------------------------------------------------------------------------------
+
+def build_world(cfg: WorldConfig) -> World:
+  """Generates the whole world in memory (deterministic in cfg.seed)."""
+  rng = np.random.default_rng(cfg.seed)
+  cat = _make_catalogue(cfg, rng)
+  theta = _interests(cfg, rng)
+  lengths = _sequence_lengths(cfg, rng)
+  ev = _event_skeleton(cfg, rng, lengths)
+  driven = ~ev.is_noise & ~ev.is_rand
+  item = rng.integers(0, cfg.num_items, len(ev.user))                 # noise / random exposure
+  item_d, topic_d, followed_d = _interest_items(cfg, rng, cat, ev.user[driven], ev.frac[driven], theta)
+  item[driven] = item_d
+  event_topic = np.full(len(item), -1, np.int64)
+  event_topic[driven] = topic_d
+  followed = np.zeros(len(item), bool)
+  followed[driven] = followed_d
+  log_aff = _affinity(cfg, theta, ev.user, ev.frac, cat.topic[item])
+  fb = _feedback(rng, log_aff, cat.duration_ms[item])
+  time_ms = _timeline_ms(rng, ev, fb["play_time_ms"])
+  date, hourmin = _date_hourmin(time_ms)
+  log = {"user_id": ev.user.astype(np.int64), "video_id": item.astype(np.int64), "date": date,
+         "hourmin": hourmin, "time_ms": time_ms, **fb, "is_rand": ev.is_rand.astype(np.int64),
+         "tab": ev.tab.astype(np.int64)}
+  log = {c: log[c] for c in kuairand.LOG_COLUMNS}
+  return World(cfg, cat.topic.astype(np.int64), _chain_next(cat), cat.duration_ms, cat.author,
+               theta[0], theta[1], log, ev.is_noise, event_topic, followed)
+
+
+def _log_file_masks(world: World) -> dict[str, np.ndarray]:
+  """Which events go to which official log file: random exposures to the random log, the rest
+  by date (an unusually long first-period history can spill past 4/21 into the second file)."""
+  rand = world.log["is_rand"] == 1
+  late = world.log["date"] >= 20220422
+  return {LOG_FILES[0]: ~rand & ~late, LOG_FILES[1]: ~rand & late, LOG_FILES[2]: rand}
+
+
+def make_world_tables(world: World) -> list[NumericTable]:
+  """The three log files as in-memory tables (the order and rows `write_world` writes)."""
+  v = world.cfg.variant
+  return [NumericTable(f"<synthetic>/{name}_{v}.csv", {c: a[m] for c, a in world.log.items()}, 2)
+          for name, m in _log_file_masks(world).items()]
+
+
+def make_world_interactions(cfg: WorldConfig, logs: str = "all") -> Interactions:
+  """The world's events as Interactions, exactly as load_kuairand would see the written files."""
+  tables = make_world_tables(build_world(cfg))
+  keep = {"standard": tables[:2], "random": tables[2:], "all": tables}[logs]
+  return kuairand.log_interactions(keep, num_items=cfg.num_items + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def _write_csv_columns(path: str, header: tuple[str, ...], columns: list[np.ndarray]) -> None:
+  """Fast CSV for columns without quoting needs (numbers): one str conversion per column."""
+  strs = [c.astype(str).tolist() for c in columns]
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    f.write(",".join(header) + "\n")
+    if strs and strs[0]:
+      f.write("\n".join(map(",".join, zip(*strs))) + "\n")
+
+
+def _count_range(x: np.ndarray, edges: list[int], labels: list[str]) -> np.ndarray:
+  """Bucket strings in the style of the real *_range columns."""
+  return np.array(labels, dtype=object)[np.searchsorted(edges, x, side="right")]
+
+
+def _user_feature_rows(world: World, rng: np.random.Generator) -> list[list]:
+  """31 official columns per user. onehot_feat1 carries each user's dominant start topic (a known,
+  useful signal); the rest are plausible noise."""
+  u = world.cfg.num_users
+  lengths = np.bincount(world.log["user_id"], minlength=u)
+  q = np.quantile(lengths, [0.25, 0.5])
+  degree = np.where(lengths >= q[1], "full_active", np.where(lengths >= q[0], "high_active", "middle_active"))
+  follow = rng.geometric(0.01, u) - 1
+  fans = rng.geometric(0.05, u) - 1
+  friends = rng.geometric(0.2, u) - 1
+  register = rng.integers(10, 3000, u)
+  cols: list[np.ndarray] = [
+      np.arange(u), degree, np.zeros(u, np.int64), rng.choice([-124, 1], u), rng.integers(0, 2, u),
+      follow, _count_range(follow, [1, 11, 51, 101, 151, 251, 501],
+                           ["0", "(0,10]", "(10,50]", "(50,100]", "(100,150]", "(150,250]", "(250,500]", "500+"]),
+      fans, _count_range(fans, [1, 10, 100, 1000], ["0", "[1,10)", "[10,100)", "[100,1k)", "[1k,5k)"]),
+      friends, _count_range(friends, [1, 5, 30, 60, 120, 250],
+                            ["0", "[1,5)", "[5,30)", "[30,60)", "[60,120)", "[120,250)", "250+"]),
+      register, _count_range(register, [15, 31, 61, 181, 366, 731],
+                             ["8-14", "15-30", "31-60", "61-90", "181-365", "366-730", "730+"]),
+      rng.integers(0, 2, u), np.argmax(world.theta_start, axis=1)]
+  cols += [rng.integers(0, 50, u) for _ in range(2, 12)]
+  cols += [rng.integers(0, 2, u).astype(np.float64) for _ in range(12, 18)]
+  return [list(r) for r in zip(*[c.tolist() for c in cols])]
+
+
+def _video_feature_columns(world: World, rng: np.random.Generator) -> list[np.ndarray]:
+  """12 official columns per video; `tag` is the video's topic (the ground-truth cluster)."""
+  n = world.cfg.num_items
+  upload = np.array(["2022-04-09", "2022-04-10", "2022-04-11"])[rng.integers(0, 3, n)]
+  upload_type = np.array(["ShortImport", "LongImport", "Kmovie", "FollowShoot"])[rng.integers(0, 4, n)]
+  return [np.arange(n), world.item_author, np.full(n, "NORMAL"), upload, upload_type,
+          np.zeros(n), world.item_duration_ms.astype(np.float64), np.full(n, 720.0),
+          np.full(n, 1280.0), rng.integers(10**6, 10**10, n), rng.choice([4.0, 7.0, 9.0, 11.0], n),
+          world.item_topic]
+
+
+def _world_json(world: World, files: dict[str, str]) -> dict:
+  cfg = world.cfg
+  lengths = np.bincount(world.log["user_id"], minlength=cfg.num_users)
+  tab = world.log["tab"]
+  return {
+      "generator": "recjax.data.synthetic", "format": "KuaiRand", "variant": cfg.variant,
+      "seed": cfg.seed, "config": dataclasses.asdict(cfg),
+      "tab_noise": {str(k): x for k, x in enumerate(cfg.tab_noise)},
+      "files": files,
+      "stats": {"num_events": int(len(tab)), "num_users": cfg.num_users, "num_items": cfg.num_items,
+                "mean_seq_len": float(lengths.mean()), "max_seq_len": int(lengths.max()),
+                "events_per_tab": {str(k): int((tab == k).sum()) for k in range(cfg.num_tabs)},
+                "noise_share_per_tab": {str(k): float(world.is_noise[tab == k].mean()) if (tab == k).any()
+                                        else None for k in range(cfg.num_tabs)},
+                "random_exposures": int(world.log["is_rand"].sum()),
+                "action_rates": {n: float(world.log[n].mean()) for n in kuairand.ACTION_BITS}},
+      "ground_truth": {
+          "item_topic": world.item_topic.tolist(),
+          "item_next": world.item_next.tolist(),
+          "topic_column": "video_features_basic.tag holds the item's topic id",
+          "user_dominant_topic_column": "user_features.onehot_feat1 = argmax of theta_start",
+          "model_item_id": "video_id + 1",
+          "feedback_model": {n: {"base_rate": r, "affinity_slope": s} for n, (r, s) in FEEDBACK_MODEL.items()},
+          "watch_model": {"median_fraction": WATCH_MEDIAN, "affinity_slope": WATCH_SLOPE, "sigma": WATCH_SIGMA,
+                          "is_click": f"play >= duration if duration <= {CLICK_SECONDS}s else play > {CLICK_SECONDS}s",
+                          "long_view": f"same rule with {LONG_VIEW_SECONDS}s"},
+          "affinity": "log(K * ((1-f) theta_start[u, topic] + f theta_end[u, topic])), f = position / (len - 1)",
+          "npz": "world_truth.npz: theta_start, theta_end [U,K]; per event (user-major, time order, "
+                 "all log files merged): user_id, time_ms, video_id, is_noise, event_topic (-1 = not "
+                 "interest-driven), followed",
+      },
+  }
+
+
+def write_world(world: World, out_dir: str | os.PathLike) -> str:
+  """Writes the world's KuaiRand-format files, world.json and world_truth.npz into out_dir."""
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  cfg, v = world.cfg, world.cfg.variant
+  rng = np.random.default_rng([cfg.seed, 1])       # side features: own stream, logs unaffected
+  files = {}
+  for name, mask in _log_file_masks(world).items():
+    files[name] = f"{name}_{v}.csv"
+    _write_csv_columns(os.path.join(out_dir, files[name]), kuairand.LOG_COLUMNS,
+                       [world.log[c][mask] for c in kuairand.LOG_COLUMNS])
+  files["user_features"] = f"user_features_{v}.csv"
+  with open(os.path.join(out_dir, files["user_features"]), "w", encoding="utf-8", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(kuairand.USER_FEATURE_COLUMNS)
+    w.writerows(_user_feature_rows(world, rng))
+  files["video_features"] = f"video_features_basic_{v}.csv"
+  _write_csv_columns(os.path.join(out_dir, files["video_features"]), kuairand.VIDEO_FEATURE_COLUMNS,
+                     _video_feature_columns(world, rng))
+  np.savez_compressed(os.path.join(out_dir, "world_truth.npz"), theta_start=world.theta_start,
+                      theta_end=world.theta_end, user_id=world.log["user_id"], time_ms=world.log["time_ms"],
+                      video_id=world.log["video_id"], is_noise=world.is_noise,
+                      event_topic=world.event_topic, followed=world.followed)
+  with open(os.path.join(out_dir, "world.json"), "w", encoding="utf-8") as f:
+    json.dump(_world_json(world, files), f, indent=1)
+  return out_dir
+
+
+def generate_world(cfg: WorldConfig, out_dir: str | os.PathLike) -> str:
+  """build_world + write_world; returns out_dir (read it with kuairand.load_kuairand(out_dir,
+  variant=cfg.variant, logs=...))."""
+  return write_world(build_world(cfg), out_dir)
+
+
+def load_world_config(out_dir: str | os.PathLike) -> WorldConfig:
+  """The WorldConfig recorded in out_dir/world.json."""
+  with open(os.path.join(os.fspath(out_dir), "world.json"), encoding="utf-8") as f:
+    cfg = json.load(f)["config"]
+  cfg["tab_noise"] = tuple(cfg["tab_noise"])
+  return WorldConfig(**cfg)

@@ -1,0 +1,175 @@
+"""Retrieval losses over item embeddings: sampled softmax and exact full softmax.
+
+Both take *token-packed* inputs: `user_emb [T, D]` is one row per supervised position (padding
+already removed or carrying weight 0), so a batch of users with ragged histories costs only its
+real tokens.
+
+Sampled softmax follows the HSTU reference (papers.md §3.5 items 22-28): user and item vectors
+are L2-normalised (eps 1e-6), logits are cosines divided by a temperature, the positive sits in
+the denominator, a negative equal to the positive is removed (logit -5e4), duplicates among the
+other negatives stay, and the loss is a weighted token mean.
+
+The fast path (`sampled_softmax_loss`) is a `jax.custom_vjp` that walks the tokens in chunks so the
+gathered `[chunk, N, D]` negative embeddings stay in cache instead of materialising the full
+`[T, N, D]` tensor (≈ 650 MB at the ML-1M config): on a 2-core CPU this is the difference between
+≈ 0.5 s and ≈ 0.15 s per step. `sampled_softmax_loss_reference` is the plain formula; tests check
+that both give the same loss and gradients.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+REMOVED_LOGIT = -5e4  # what the reference code assigns to a negative that equals the positive
+NORM_EPS = 1e-6
+
+
+def l2_normalize(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
+  """x / max(||x||_2, eps) over the last axis (HSTU's L2NormEmbeddingPostprocessor)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def sample_negatives(rng: jax.Array, num_tokens: int, num_negatives: int,
+                     catalogue: jax.Array) -> jax.Array:
+  """Per-position negatives: i.i.d. uniform draws with replacement from `catalogue` -> [T, N]."""
+  idx = jax.random.randint(rng, (num_tokens, num_negatives), 0, catalogue.shape[0])
+  return catalogue[idx]
+
+
+def _logits(user_emb_TD, item_table_VD, ids_TK, temperature):
+  """Cosine logits of each token against its candidate ids (column 0 = the positive) -> [T, K]."""
+  items_TKD = item_table_VD.at[ids_TK].get(mode="promise_in_bounds")
+  s_TK = jnp.einsum("td,tkd->tk", user_emb_TD, items_TKD) / temperature
+  is_dup_of_pos = jnp.concatenate(
+      [jnp.zeros_like(ids_TK[:, :1], bool), ids_TK[:, 1:] == ids_TK[:, :1]], axis=1)
+  return jnp.where(is_dup_of_pos, REMOVED_LOGIT, s_TK)
+
+
+def _chunk(x, chunk):
+  return x.reshape((-1, chunk) + x.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _sampled_softmax_sum(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature, chunk):
+  return _sampled_softmax_fwd(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature, chunk)[0]
+
+
+def _sampled_softmax_fwd(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature, chunk):
+  def body(_, xs):
+    u, ids, w = xs
+    s = _logits(u, item_table_VD, ids, temperature)
+    lse = jax.nn.logsumexp(s, axis=-1)
+    # Keep the softmax probabilities: [T, N+1] is small (8 MB at T=16k), and it saves
+    # recomputing the gather in the backward pass.
+    return None, (jnp.sum((lse - s[:, 0]) * w), jnp.exp(s - lse[:, None]))
+
+  _, (loss_chunks, probs) = jax.lax.scan(
+      body, None, (_chunk(user_emb_TD, chunk), _chunk(ids_TK, chunk), _chunk(weights_T, chunk)))
+  residuals = (user_emb_TD, item_table_VD, ids_TK, weights_T, probs)
+  return jnp.sum(loss_chunks), residuals
+
+
+def _sampled_softmax_bwd(temperature, chunk, residuals, g):
+  user_emb_TD, item_table_VD, ids_TK, weights_T, probs = residuals
+  num_items, dim = item_table_VD.shape
+
+  def body(d_table, xs):
+    u, ids, w, p = xs
+    # d loss / d logit = p - onehot(positive); chain through 1/temperature and the token weight.
+    d_s = p.at[:, 0].add(-1.0) * (w * g / temperature)[:, None]            # [C, K]
+    items = item_table_VD.at[ids].get(mode="promise_in_bounds")            # [C, K, D]
+    d_u = jnp.einsum("ck,ckd->cd", d_s, items)
+    contrib = (d_s[:, :, None] * u[:, None, :]).reshape(-1, dim)
+    d_table = d_table + jax.ops.segment_sum(contrib, ids.reshape(-1), num_items)
+    return d_table, d_u
+
+  d_table, d_u = jax.lax.scan(
+      body, jnp.zeros_like(item_table_VD),
+      (_chunk(user_emb_TD, chunk), _chunk(ids_TK, chunk), _chunk(weights_T, chunk), probs))
+  return d_u.reshape(user_emb_TD.shape), d_table, None, None
+
+
+_sampled_softmax_sum.defvjp(_sampled_softmax_fwd, _sampled_softmax_bwd)
+
+
+def sampled_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_ids_T: jax.Array,
+                         neg_ids_TN: jax.Array, weights_T: jax.Array, *, temperature: float,
+                         chunk: int = 256, normalize: bool = True) -> jax.Array:
+  """Weighted mean sampled-softmax loss over tokens.
+
+  Args:
+    user_emb_TD: [T, D] one row per supervised position.
+    item_table_VD: [V, D] the (tied) item embedding table.
+    pos_ids_T: [T] the id each position must predict.
+    neg_ids_TN: [T, N] sampled negatives per position.
+    weights_T: [T] token weights (0 for padding rows of a packed batch).
+    temperature: logits are cosine / temperature.
+    chunk: tokens per scan step; T is padded up to a multiple of it.
+    normalize: L2-normalise user and item vectors first (HSTU protocol).
+  Returns:
+    scalar: sum_t w_t * loss_t / max(sum_t w_t, 1).
+  """
+  if user_emb_TD.ndim != 2 or neg_ids_TN.ndim != 2 or neg_ids_TN.shape[0] != user_emb_TD.shape[0]:
+    raise ValueError(f"expected user_emb [T, D] and neg_ids [T, N], got {user_emb_TD.shape} "
+                     f"and {neg_ids_TN.shape}")
+  if normalize:
+    user_emb_TD, item_table_VD = l2_normalize(user_emb_TD), l2_normalize(item_table_VD)
+  ids_TK = jnp.concatenate([pos_ids_T[:, None], neg_ids_TN], axis=1).astype(jnp.int32)
+  t = user_emb_TD.shape[0]
+  chunk = max(1, min(chunk, t))
+  pad = (-t) % chunk
+  if pad:  # padded rows have weight 0 and a valid id, so they add nothing
+    user_emb_TD = jnp.pad(user_emb_TD, ((0, pad), (0, 0)))
+    ids_TK = jnp.pad(ids_TK, ((0, pad), (0, 0)), constant_values=1)
+    weights_T = jnp.pad(weights_T, (0, pad))
+  weights_T = weights_T.astype(user_emb_TD.dtype)
+  total = _sampled_softmax_sum(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature, chunk)
+  return total / jnp.maximum(jnp.sum(weights_T), 1.0)
+
+
+def sampled_softmax_loss_reference(user_emb_TD, item_table_VD, pos_ids_T, neg_ids_TN, weights_T, *,
+                                   temperature: float, normalize: bool = True) -> jax.Array:
+  """The plain formula (materialises [T, N, D]); the oracle for `sampled_softmax_loss`."""
+  if normalize:
+    user_emb_TD, item_table_VD = l2_normalize(user_emb_TD), l2_normalize(item_table_VD)
+  ids_TK = jnp.concatenate([pos_ids_T[:, None], neg_ids_TN], axis=1)
+  s = _logits(user_emb_TD, item_table_VD, ids_TK, temperature)
+  per_token = jax.nn.logsumexp(s, axis=-1) - s[:, 0]
+  return jnp.sum(per_token * weights_T) / jnp.maximum(jnp.sum(weights_T), 1.0)
+
+
+def full_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_ids_T: jax.Array,
+                      weights_T: jax.Array, *, temperature: float, catalogue: jax.Array | None = None,
+                      item_chunk: int = 65536, normalize: bool = True) -> jax.Array:
+  """Exact softmax over the whole catalogue, chunked over items so memory stays O(T * item_chunk).
+
+  A streaming logsumexp over item chunks (under `jax.checkpoint`, so the backward pass recomputes
+  each chunk instead of storing [T, V]) keeps a 1M-item catalogue within a few hundred MB.
+  `catalogue` restricts the denominator to those ids (default: every row but padding row 0).
+  """
+  if normalize:
+    user_emb_TD, item_table_VD = l2_normalize(user_emb_TD), l2_normalize(item_table_VD)
+  if catalogue is None:
+    catalogue = jnp.arange(1, item_table_VD.shape[0], dtype=jnp.int32)
+  n = catalogue.shape[0]
+  item_chunk = max(1, min(item_chunk, n))
+  pad = (-n) % item_chunk
+  valid = jnp.pad(jnp.ones((n,), bool), (0, pad))
+  cat = jnp.pad(catalogue, (0, pad), constant_values=catalogue[0])
+
+  @jax.checkpoint
+  def chunk_lse(u, ids, ok):
+    s = (u @ item_table_VD[ids].T) / temperature
+    return jax.nn.logsumexp(jnp.where(ok[None, :], s, -jnp.inf), axis=-1)
+
+  def body(acc, xs):
+    ids, ok = xs
+    return jnp.logaddexp(acc, chunk_lse(user_emb_TD, ids, ok)), None
+
+  init = jnp.full((user_emb_TD.shape[0],), -jnp.inf, user_emb_TD.dtype)
+  lse, _ = jax.lax.scan(body, init, (cat.reshape(-1, item_chunk), valid.reshape(-1, item_chunk)))
+  pos = jnp.sum(user_emb_TD * item_table_VD[pos_ids_T], axis=-1) / temperature
+  per_token = lse - pos
+  return jnp.sum(per_token * weights_T) / jnp.maximum(jnp.sum(weights_T), 1.0)

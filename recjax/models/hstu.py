@@ -1,0 +1,110 @@
+"""HSTU: Hierarchical Sequential Transduction Units (Zhai et al., ICML 2024; papers.md §3.1, §3.5).
+
+Per block, with X [B, L, D]:
+    X̃          = LN(X)                                  (no affine, eps 1e-6)
+    U, V, Q, K = split(SiLU(X̃ · W_uvqk))                (one bias-free matrix, order U, V, Q, K)
+    A[i, j]    = SiLU(Q_i·K_j + rab_ij) / N · 1[j ≤ i]    (N = padded width, a constant)
+    Y          = W_o · Dropout(U ⊙ LN(A·V)) + b_o + X
+The item table is tied: the same rows embed the inputs and score the outputs.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.mask import MaskSpec
+from recjax.layers.attention import attention
+from recjax.layers.embeddings import ItemEmbedding
+from recjax.layers.norms import layer_norm_no_affine
+from recjax.layers.relative_bias import RelativeBucketedTimeAndPositionBias
+
+
+def _torch_linear_bias_init(fan_in: int):
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class HSTUBlock(nn.Module):
+  dim: int
+  num_heads: int
+  dqk: int
+  dv: int
+  attn_norm_len: int          # N: attention weights are divided by it, and rab covers 2N-1 offsets
+  dropout: float
+  use_position_bias: bool
+  use_time_bias: bool
+  num_time_buckets: int
+  backend: str
+
+  @nn.compact
+  def __call__(self, x_BLD, lengths_B, key_times_BL, query_times_BL, *, train: bool):
+    b, l, _ = x_BLD.shape
+    h, dqk, dv = self.num_heads, self.dqk, self.dv
+    uvqk = nn.Dense(h * (2 * dv + 2 * dqk), use_bias=False, kernel_init=nn.initializers.normal(0.02),
+                    name="uvqk")(layer_norm_no_affine(x_BLD))
+    u_BLF, v_BLF, q_BLF, k_BLF = jnp.split(jax.nn.silu(uvqk), [h * dv, 2 * h * dv, 2 * h * dv + h * dqk], -1)
+    bias = None
+    if self.use_position_bias or self.use_time_bias:
+      bias = RelativeBucketedTimeAndPositionBias(
+          self.attn_norm_len, self.num_time_buckets, self.use_position_bias, self.use_time_bias,
+          name="rab")(query_times_BL, key_times_BL)
+    o_BLHD = attention(q_BLF.reshape(b, l, h, dqk), k_BLF.reshape(b, l, h, dqk),
+                       v_BLF.reshape(b, l, h, dv), lengths_B=lengths_B, mask=MaskSpec(causal=True),
+                       kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
+                       bias=bias, backend=self.backend)
+    y = u_BLF * layer_norm_no_affine(o_BLHD.reshape(b, l, h * dv))
+    y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    y = nn.Dense(self.dim, kernel_init=nn.initializers.xavier_uniform(),
+                 bias_init=_torch_linear_bias_init(h * dv), name="out")(y)
+    return x_BLD + y
+
+
+class HSTU(nn.Module):
+  """HSTU encoder over item-id sequences.
+
+  Input batch fields: `ids` [B, L] (0 = padding, oldest first), `lengths` [B], and, when the time
+  bias is on, `times` [B, L] (each item's timestamp) and `next_times` [B, L] (the timestamp of the
+  item each position predicts).
+  Returns (outputs [B, L, D], item table [V, D]).
+  """
+  num_items: int
+  dim: int = 50
+  num_blocks: int = 2
+  num_heads: int = 1
+  dqk: int = 50
+  dv: int = 50
+  max_len: int = 200
+  attn_norm_len: int = 211     # HSTU reference: max_len + gr_output_length (10) + 1
+  dropout: float = 0.2
+  use_position_bias: bool = True
+  use_time_bias: bool = True
+  num_time_buckets: int = 129
+  backend: str = "xla"
+
+  def setup(self):
+    self.item_embedding = ItemEmbedding(self.num_items, self.dim)
+    # The reference re-initialises its [N, D] position table with xavier_normal.
+    self.position_embedding = self.param(
+        "position_embedding", nn.initializers.normal(math.sqrt(2.0 / (self.attn_norm_len + self.dim))),
+        (self.max_len, self.dim))
+    self.input_dropout = nn.Dropout(self.dropout)
+    self.blocks = [
+        HSTUBlock(self.dim, self.num_heads, self.dqk, self.dv, self.attn_norm_len, self.dropout,
+                  self.use_position_bias, self.use_time_bias, self.num_time_buckets, self.backend,
+                  name=f"block_{i}") for i in range(self.num_blocks)]
+
+  def __call__(self, batch, *, train: bool = False):
+    ids_BL = batch["ids"]
+    l = ids_BL.shape[1]
+    if l > self.max_len:
+      raise ValueError(f"batch length {l} exceeds model.max_len={self.max_len}")
+    valid_BL1 = (ids_BL != 0)[..., None]
+    x = self.item_embedding(ids_BL) * math.sqrt(self.dim) + self.position_embedding[None, :l]
+    x = self.input_dropout(x, deterministic=not train) * valid_BL1
+    times, next_times = batch.get("times"), batch.get("next_times")
+    for block in self.blocks:
+      x = block(x, batch["lengths"], times, next_times, train=train)
+    return x, self.item_embedding.table

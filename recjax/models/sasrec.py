@@ -1,0 +1,83 @@
+"""SASRec (Kang & McAuley, ICDM 2018) as in the HSTU reference code (papers.md §3.5 items 19-21).
+
+Per block:  Q = LN(x);  a = MHA(Q, x, x) (causal softmax, dropout on weights);  z = LN(Q + a);
+            x' = [z + Drop(W2 · Drop(ReLU(W1 z + b1)) + b2)] · 1[id ≠ 0]
+LayerNorms use eps 1e-8 and no affine; no final norm. Trained with the same sampled softmax as HSTU.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.mask import MaskSpec
+from recjax.layers.attention import attention
+from recjax.layers.embeddings import ItemEmbedding, truncated_normal
+from recjax.layers.norms import layer_norm_no_affine
+
+
+class SASRecBlock(nn.Module):
+  dim: int
+  num_heads: int
+  ffn_dim: int
+  dropout: float
+  backend: str
+
+  @nn.compact
+  def __call__(self, x_BLD, valid_BL1, lengths_B, *, train: bool):
+    b, l, d = x_BLD.shape
+    h = self.num_heads
+    dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.xavier_normal(), name=name)
+    q_BLD = layer_norm_no_affine(x_BLD, 1e-8)
+    q = dense(d, "query")(q_BLD).reshape(b, l, h, d // h)
+    k = dense(d, "key")(x_BLD).reshape(b, l, h, d // h)
+    v = dense(d, "value")(x_BLD).reshape(b, l, h, d // h)
+    use_dropout = train and self.dropout > 0
+    a = attention(q, k, v, lengths_B=lengths_B, mask=MaskSpec(causal=True), kind="softmax",
+                  alpha=1.0 / math.sqrt(d // h), backend=self.backend,
+                  dropout_rate=self.dropout if use_dropout else 0.0,
+                  dropout_rng=self.make_rng("dropout") if use_dropout else None)
+    a = dense(d, "attn_out")(a.reshape(b, l, d))
+    z = layer_norm_no_affine(q_BLD + a, 1e-8)
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    bias_init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+        key, shape, dtype, -1 / math.sqrt(d), 1 / math.sqrt(d))
+    f = nn.Dense(self.ffn_dim, kernel_init=nn.initializers.xavier_normal(), bias_init=bias_init,
+                 name="ffn_in")(z)
+    f = nn.Dense(d, kernel_init=nn.initializers.xavier_normal(), bias_init=bias_init,
+                 name="ffn_out")(drop(jax.nn.relu(f)))
+    return (z + drop(f)) * valid_BL1
+
+
+class SASRec(nn.Module):
+  """SASRec encoder. Batch fields: `ids` [B, L], `lengths` [B]. Returns (outputs, item table)."""
+  num_items: int
+  dim: int = 50
+  num_blocks: int = 2
+  num_heads: int = 1
+  ffn_dim: int = 50
+  max_len: int = 200
+  dropout: float = 0.2
+  backend: str = "xla"
+
+  def setup(self):
+    self.item_embedding = ItemEmbedding(self.num_items, self.dim)
+    self.position_embedding = self.param("position_embedding", truncated_normal(math.sqrt(1.0 / self.dim)),
+                                         (self.max_len, self.dim))
+    self.input_dropout = nn.Dropout(self.dropout)
+    self.blocks = [SASRecBlock(self.dim, self.num_heads, self.ffn_dim, self.dropout, self.backend,
+                               name=f"block_{i}") for i in range(self.num_blocks)]
+
+  def __call__(self, batch, *, train: bool = False):
+    ids_BL = batch["ids"]
+    l = ids_BL.shape[1]
+    if l > self.max_len:
+      raise ValueError(f"batch length {l} exceeds model.max_len={self.max_len}")
+    valid_BL1 = (ids_BL != 0)[..., None]
+    x = self.item_embedding(ids_BL) * math.sqrt(self.dim) + self.position_embedding[None, :l]
+    x = self.input_dropout(x, deterministic=not train) * valid_BL1
+    for block in self.blocks:
+      x = block(x, valid_BL1, batch["lengths"], train=train)
+    return x, self.item_embedding.table
