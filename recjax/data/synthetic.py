@@ -50,9 +50,9 @@ PERIOD_END = dt.datetime(2022, 5, 9, tzinfo=CHINA_TZ)
 LOG_FILES = ("log_standard_4_08_to_4_21", "log_standard_4_22_to_5_08", "log_random_4_22_to_5_08")
 # Bernoulli feedbacks: (rate at average affinity, slope on log affinity). Hate falls with affinity.
 FEEDBACK_MODEL = {"is_like": (0.03, 1.0), "is_follow": (0.004, 0.8), "is_comment": (0.008, 0.6),
-                  "is_forward": (0.005, 0.7), "is_hate": (0.003, -1.0), "is_profile_enter": (0.02, 0.5)}
+                  "is_forward": (0.005, 0.7), "is_hate": (0.003, -0.5), "is_profile_enter": (0.02, 0.5)}
 # Watch model: log(play / duration) ~ Normal(log(WATCH_MEDIAN) + WATCH_SLOPE * log affinity, WATCH_SIGMA).
-WATCH_MEDIAN, WATCH_SLOPE, WATCH_SIGMA = 0.45, 0.5, 0.7
+WATCH_MEDIAN, WATCH_SLOPE, WATCH_SIGMA = 0.35, 0.5, 0.7
 CLICK_SECONDS, LONG_VIEW_SECONDS = 7, 18
 
 
@@ -296,9 +296,9 @@ def _draw_in_topic(rng: np.random.Generator, cat: _Catalogue, topic: np.ndarray)
 
 def _affinity(cfg: WorldConfig, theta: tuple[np.ndarray, np.ndarray], user: np.ndarray, frac: np.ndarray,
               topic: np.ndarray) -> np.ndarray:
-  """log(K * current interest of the user in `topic`), clipped to [-5, 3] -> float64 [E]."""
+  """log(K * current interest of the user in `topic`), clipped to [-3, 2.5] -> float64 [E]."""
   current = (1 - frac) * theta[0][user, topic] + frac * theta[1][user, topic]
-  return np.clip(np.log(np.maximum(cfg.num_topics * current, 1e-12)), -5.0, 3.0)
+  return np.clip(np.log(np.maximum(cfg.num_topics * current, 1e-12)), -3.0, 2.5)
 
 
 def _feedback(rng: np.random.Generator, log_aff: np.ndarray, duration_ms: np.ndarray
