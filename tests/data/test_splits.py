@@ -1,0 +1,77 @@
+"""The HSTU protocol split and the grain pipeline."""
+import numpy as np
+import pytest
+
+from recjax.data import pipeline, splits
+from recjax.data.types import UserSequences
+
+
+def _seqs(with_times=True):
+  items = [np.array([5, 6, 7, 8]), np.array([9, 3]), np.array([1, 2, 3, 4, 5, 6, 7])]
+  offsets = np.concatenate([[0], np.cumsum([len(x) for x in items])])
+  flat = np.concatenate(items).astype(np.int32)
+  times = (np.arange(len(flat)) * 10 + 1000).astype(np.int64) if with_times else None
+  return UserSequences(np.array([1, 2, 3]), offsets, flat, times, 10, "test")
+
+
+def test_train_examples_last_item_protocol():
+  ex = splits.train_examples(_seqs(), max_len=3, protocol="last_item")
+  # user 1: items 5 6 7 8 -> train part 5 6 7 -> inputs 5 6, labels 6 7
+  np.testing.assert_array_equal(ex.ids[0], [5, 6, 0])
+  np.testing.assert_array_equal(ex.labels[0], [6, 7, 0])
+  assert ex.lengths[0] == 2
+  # user 2 has 2 items: only 1 left for training -> no example; user 3: window of the last 4 of 1..6
+  np.testing.assert_array_equal(ex.user_ids, [1, 3])
+  np.testing.assert_array_equal(ex.ids[1], [3, 4, 5])
+  np.testing.assert_array_equal(ex.labels[1], [4, 5, 6])
+  # times: each label's time is the next item's time
+  np.testing.assert_array_equal(ex.next_times[1][:2], ex.times[1][1:])
+
+
+def test_eval_examples_and_target_times():
+  s = _seqs()
+  ex = splits.eval_examples(s, max_len=3, split="test")
+  np.testing.assert_array_equal(ex.targets, [8, 3, 7])
+  np.testing.assert_array_equal(ex.ids[0], [5, 6, 7])
+  np.testing.assert_array_equal(ex.ids[1], [9, 0, 0])
+  np.testing.assert_array_equal(ex.ids[2], [4, 5, 6])
+  # the query's time (last real position) is the target's own timestamp
+  t0 = s.timestamps.min()
+  assert ex.next_times[1][0] == s.timestamps[5] - t0
+  assert ex.next_times[2][2] == s.timestamps[-1] - t0
+
+
+def test_last_two_protocol_has_valid_split():
+  s = _seqs(with_times=False)
+  v = splits.eval_examples(s, 3, "valid", "last_two")
+  # user 2 ([9, 3]): the validation target 9 has no history before it, so the user is dropped
+  np.testing.assert_array_equal(v.targets, [7, 6])
+  assert v.times is None
+
+
+def test_unknown_protocol_and_split_raise():
+  with pytest.raises(ValueError, match="protocol"):
+    splits.train_examples(_seqs(), 3, "random")
+  with pytest.raises(ValueError, match="no 'valid'"):
+    splits.eval_examples(_seqs(), 3, "valid", "last_item")
+
+
+def test_pipeline_batches_pack_tokens_and_resume():
+  ex = splits.train_examples(_seqs(), max_len=3)
+  ds = pipeline.train_dataset(ex, batch_size=4, num_epochs=3, seed=0, token_bucket=4)
+  assert len(ds) == 3  # one (padded) batch per epoch
+  b = ds[0]
+  assert b["ids"].shape == (4, 3)
+  assert b["token_index"].shape == (8,)  # 5 real tokens -> padded to a multiple of 4
+  real = b["token_weight"] > 0
+  assert real.sum() == ex.lengths.sum()
+  np.testing.assert_array_equal(np.sort(b["labels"].reshape(-1)[b["token_index"][real]]),
+                                np.sort(ex.labels[ex.labels > 0]))
+  it = pipeline.TrainIterator(ds)
+  first = next(it)
+  state = it.get_state()
+  second = next(it)
+  it2 = pipeline.TrainIterator(ds)
+  it2.set_state(state)
+  np.testing.assert_array_equal(next(it2)["ids"], second["ids"])
+  assert first["ids"].shape == second["ids"].shape
