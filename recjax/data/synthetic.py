@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 
@@ -44,6 +45,7 @@ from recjax.data.text_sequences import NumericTable
 from recjax.data.types import Interactions
 
 MAX_SEQ_LEN = 16384
+GENERATOR_VERSION = 1   # bump when the same config would generate different files
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))   # KuaiRand dates/hours are Beijing time
 PERIOD_STARTS = (dt.datetime(2022, 4, 8, tzinfo=CHINA_TZ), dt.datetime(2022, 4, 22, tzinfo=CHINA_TZ))
 PERIOD_END = dt.datetime(2022, 5, 9, tzinfo=CHINA_TZ)
@@ -84,6 +86,11 @@ class WorldConfig:
       object.__setattr__(self, "tab_noise", tuple(float(x) for x in np.linspace(0.05, 0.8, self.num_tabs)))
     object.__setattr__(self, "tab_noise", tuple(float(x) for x in self.tab_noise))
     _validate(self)
+
+  def fingerprint(self) -> str:
+    """12 hex digits identifying (generator version, every parameter): a cache key for the files."""
+    blob = json.dumps({"generator_version": GENERATOR_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def _validate(cfg: WorldConfig) -> None:
@@ -482,7 +489,8 @@ def _world_json(world: World, files: dict[str, str]) -> dict:
   lengths = np.bincount(world.log["user_id"], minlength=cfg.num_users)
   tab = world.log["tab"]
   return {
-      "generator": "recjax.data.synthetic", "format": "KuaiRand", "variant": cfg.variant,
+      "generator": "recjax.data.synthetic", "generator_version": GENERATOR_VERSION,
+      "fingerprint": cfg.fingerprint(), "format": "KuaiRand", "variant": cfg.variant,
       "seed": cfg.seed, "config": dataclasses.asdict(cfg),
       "tab_noise": {str(k): x for k, x in enumerate(cfg.tab_noise)},
       "files": files,

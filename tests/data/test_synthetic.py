@@ -119,6 +119,9 @@ def test_world_json_and_truth(small_dir):
   assert meta["tab_noise"] == {"0": 0.05, "1": 0.9}
   assert len(meta["ground_truth"]["item_topic"]) == SMALL.num_items
   assert sy.load_world_config(small_dir) == SMALL
+  assert meta["fingerprint"] == SMALL.fingerprint() != sy.WorldConfig(**{**SMALL.__dict__, "seed": 8}).fingerprint()
+  assert sy.WorldConfig(tab_noise=[0.1, 0.2, 0.3, 0.4]).fingerprint() == sy.WorldConfig(
+      tab_noise=(0.1, 0.2, 0.3, 0.4)).fingerprint()          # list or tuple from a config: same key
   truth = np.load(os.path.join(small_dir, "world_truth.npz"))
   assert truth["theta_start"].shape == (120, 8) and len(truth["is_noise"]) == meta["stats"]["num_events"]
   v = kr.read_video_features(small_dir, variant="synth")
