@@ -404,6 +404,9 @@ def load_movielens(name: str, data_dir: str | os.PathLike, *, with_timestamps: b
   if name == "ml-1m":
     ratings_path = os.path.join(data_dir, "ratings.dat")
     if not os.path.exists(ratings_path):
+      if not os.path.exists(os.path.join(data_dir, ML1M_SEQUENCES)):
+        raise DataError(data_dir, f"neither ratings.dat (official ML-1M) nor {ML1M_SEQUENCES} (the shared "
+                        "copy) found; run scripts/download_movielens.sh or point data_dir at a copy")
       return read_ml1m_sequences(data_dir, with_timestamps=with_timestamps)
     inter = _ratings_with_movies(read_ml1m_ratings(ratings_path), os.path.join(data_dir, "movies.dat"),
                                  read_ml1m_movies, item_field="MovieID", first_line=1)

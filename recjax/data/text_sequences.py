@@ -207,6 +207,8 @@ def _fast_chunk(buf: bytes, sep: str, nf: int, float_fields: np.ndarray) -> np.n
   prev_boundary = np.concatenate([[True], boundary[:-1]])
   if np.any(boundary & prev_boundary):        # an empty field or blank line
     return None
+  if np.diff(np.flatnonzero(boundary), prepend=-1).max() > 19:
+    return None                                # > 18 characters: numpy would saturate, not fail
   next_boundary = np.concatenate([boundary[1:], [True]])
   if np.any((b == ord("-")) & ~(prev_boundary & ~next_boundary)):
     return None                                # '-' not leading a number: numpy might accept it
@@ -241,6 +243,7 @@ def _slow_chunk(path: str, buf: bytes, sep: str, names: Sequence[str], float_fie
   if lines and lines[-1] == b"":
     lines.pop()
   out = np.zeros((len(lines), nf), np.float64 if float_fields.any() else np.int64)
+  int_limit = 2**53 if float_fields.any() else 2**63 - 1   # exact in the table's dtype
   for i, raw in enumerate(lines):
     line = first_line + i
     text = _decode(path, raw, encoding, line).rstrip("\r")
@@ -253,8 +256,11 @@ def _slow_chunk(path: str, buf: bytes, sep: str, names: Sequence[str], float_fie
     for j, (name, tok) in enumerate(zip(names, fields)):
       if float_fields[j]:
         out[i, j] = parse_float(path, tok, line=line, field=name)
-      else:
-        out[i, j] = parse_int(path, tok, line=line, field=name)
+        continue
+      x = parse_int(path, tok, line=line, field=name)
+      if abs(x) > int_limit:
+        raise DataError(path, f"integer {tok} is too large (limit {int_limit})", line=line, field=name)
+      out[i, j] = x
   return out
 
 

@@ -165,9 +165,15 @@ def test_ml20m_errors(tmp_path, text, line, field, msg):
   assert_error(e, p, line=line, field=field, contains=msg)
 
 
-def test_unknown_name(tmp_path):
+def test_unknown_name_and_missing_files(tmp_path):
   with pytest.raises(ValueError, match="unknown MovieLens dataset"):
     ml.load_movielens("ml-10m", tmp_path)
+  with pytest.raises(DataError) as e:
+    ml.load_movielens("ml-1m", tmp_path)
+  assert_error(e, str(tmp_path), contains="neither ratings.dat")
+  with pytest.raises(DataError) as e:
+    ml.load_movielens("ml-100k", tmp_path)
+  assert_error(e, str(tmp_path / "u.data"), contains="file not found")
 
 
 # --------------------------------------------------------------------------------------------

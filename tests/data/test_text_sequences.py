@@ -50,6 +50,7 @@ def test_numeric_table_line_numbers_across_chunks(tmp_path):
     ("1, 2,3,4", "item", "' 2' is not an integer"),
     ("1,2,3,4e3", "ts", "'4e3' is not an integer"),
     ("", None, "blank line"),
+    ("1,99999999999999999999,3,4", "item", "too large"),
 ])
 def test_numeric_table_rejects_bad_rows(tmp_path, row, field, msg):
   p = write(tmp_path, "r.csv", f"1,1,1,1\n{row}\n2,2,2,2\n")
