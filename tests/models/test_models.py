@@ -1,0 +1,85 @@
+"""Model shapes, causality (no position sees its future) and config validation."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from recjax.models import build_model
+from recjax.models.hstu import HSTU
+from recjax.models.sasrec import SASRec
+
+B, L, V = 3, 12, 40
+
+
+def _batch(seed=0, with_times=True):
+  rng = np.random.default_rng(seed)
+  lengths = np.array([L, 7, 1], np.int32)
+  ids = rng.integers(1, V, (B, L)).astype(np.int32)
+  ids[np.arange(L)[None] >= lengths[:, None]] = 0
+  batch = {"ids": jnp.asarray(ids), "lengths": jnp.asarray(lengths)}
+  if with_times:
+    t = np.cumsum(rng.integers(1, 10_000, (B, L)), axis=1).astype(np.int32)
+    batch["times"] = jnp.asarray(t)
+    batch["next_times"] = jnp.asarray(np.concatenate([t[:, 1:], t[:, -1:] + 5], axis=1))
+  return batch
+
+
+MODELS = {
+    "hstu": lambda: HSTU(num_items=V, dim=16, num_blocks=2, num_heads=2, dqk=8, dv=8, max_len=L,
+                         attn_norm_len=L + 3, dropout=0.0),
+    "hstu_no_time": lambda: HSTU(num_items=V, dim=16, num_blocks=1, num_heads=1, dqk=8, dv=8, max_len=L,
+                                 attn_norm_len=L, dropout=0.0, use_time_bias=False),
+    "sasrec": lambda: SASRec(num_items=V, dim=16, num_blocks=2, num_heads=2, ffn_dim=16, max_len=L, dropout=0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shapes_and_tied_table(name):
+  model, batch = MODELS[name](), _batch()
+  params = model.init(jax.random.key(0), batch)
+  out, table = model.apply(params, batch)
+  assert out.shape == (B, L, 16)
+  assert table.shape == (V, 16)
+  assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_causal(name):
+  """Changing item (and time) at position p never changes outputs at positions < p."""
+  model, batch = MODELS[name](), _batch()
+  params = model.init(jax.random.key(1), batch)
+  out, _ = model.apply(params, batch)
+  p = 5
+  ids = batch["ids"].at[0, p:].set((batch["ids"][0, p:] + 7) % (V - 1) + 1)
+  changed = dict(batch, ids=ids)
+  if "times" in batch:
+    changed["times"] = batch["times"].at[0, p:].add(12345)
+    changed["next_times"] = batch["next_times"].at[0, p:].add(12345)
+  out2, _ = model.apply(params, changed)
+  np.testing.assert_allclose(out2[0, :p], out[0, :p], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(out2[0, p:], out[0, p:])   # the change does reach later positions
+
+
+def test_time_bias_needs_timestamps():
+  model = MODELS["hstu"]()
+  with pytest.raises(ValueError, match="timestamps"):
+    model.init(jax.random.key(0), _batch(with_times=False))
+
+
+def test_build_model_rejects_unknown_keys():
+  with pytest.raises(ValueError, match="unknown model config key"):
+    build_model({"name": "hstu", "dimm": 3}, V)
+  with pytest.raises(ValueError, match="unknown model.name"):
+    build_model({"name": "bert"}, V)
+
+
+def test_dropout_only_in_training():
+  model = HSTU(num_items=V, dim=16, num_blocks=1, dqk=8, dv=8, max_len=L, attn_norm_len=L, dropout=0.5,
+               use_time_bias=False)
+  batch = _batch(with_times=False)
+  params = model.init(jax.random.key(0), batch)
+  a, _ = model.apply(params, batch)
+  b, _ = model.apply(params, batch)
+  c, _ = model.apply(params, batch, train=True, rngs={"dropout": jax.random.key(3)})
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
