@@ -82,15 +82,11 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
 
 
 def _pallas(q, k, v, lengths, mask, kind, activation, alpha, scale, bias):
-  from pallas_kernels import hstu_attention as kernels  # imported lazily: optional on CPU
-  interpret = jax.default_backend() == "cpu"
+  # Imported here so that the XLA path never pays for (or depends on) the kernel module.
+  from pallas_kernels.hstu_attention import hstu_attention  # pylint: disable=import-outside-toplevel
   bias = bias or RelativeBias(None, None)
-  if kind == "softmax":
-    return kernels.softmax_attention(q, k, v, lengths, mask=mask, alpha=alpha,
-                                     pos_weights=bias.pos_weights, ts_weights=bias.ts_weights,
-                                     query_times=bias.query_times, key_times=bias.key_times,
-                                     interpret=interpret)
-  return kernels.hstu_attention(q, k, v, lengths, mask=mask, pos_weights=bias.pos_weights,
-                                ts_weights=bias.ts_weights, query_times=bias.query_times,
-                                key_times=bias.key_times, activation=activation, alpha=alpha,
-                                scale=scale, interpret=interpret)
+  return hstu_attention(q, k, v, lengths, mask=mask, scale=scale,
+                        pos_weights=bias.pos_weights, ts_weights=bias.ts_weights,
+                        query_times=bias.query_times, key_times=bias.key_times,
+                        activation="softmax" if kind == "softmax" else activation, alpha=alpha,
+                        interpret=jax.default_backend() == "cpu")
