@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
+# (pip prints a harmless "Location ... is ignored" line per package on machines with a local index)
+quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; return "${PIPESTATUS[0]}"; }
+quiet .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+quiet .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 .venv/bin/python -c "import jax, flax, optax, orbax.checkpoint, grain, recjax; print('recjax set up: jax', jax.__version__, 'on', jax.default_backend())"
