@@ -91,7 +91,8 @@ def bench_model(name, seqs, steps, warmup):
   fwd = jax.jit(lambda p, b, k: loss_fn(p, model, b, k, config.loss, catalogue))
   fwd_bwd = jax.jit(lambda p, b, k: jax.value_and_grad(loss_fn)(p, model, b, k, config.loss, catalogue))
   step = make_train_step(model, tx, config.loss, seqs.catalogue(), key)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+  # The step donates its state: give it its own copy of the parameters.
+  state = TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params), tx.init(params))
   flops = step.lower(state, batches[0]).compile().cost_analysis().get("flops", float("nan"))
 
   # Warm up: compile every token bucket these batches use.

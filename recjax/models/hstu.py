@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
+from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import ItemEmbedding
 from recjax.layers.norms import layer_norm_no_affine
 from recjax.layers.relative_bias import RelativeBucketedTimeAndPositionBias
@@ -56,7 +57,7 @@ class HSTUBlock(nn.Module):
                        kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
                        bias=bias, backend=self.backend)
     y = u_BLF * layer_norm_no_affine(o_BLHD.reshape(b, l, h * dv))
-    y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    y = Dropout(self.dropout, deterministic=not train)(y)
     y = nn.Dense(self.dim, kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=_torch_linear_bias_init(h * dv), name="out")(y)
     return x_BLD + y
@@ -90,7 +91,7 @@ class HSTU(nn.Module):
     self.position_embedding = self.param(
         "position_embedding", nn.initializers.normal(math.sqrt(2.0 / (self.attn_norm_len + self.dim))),
         (self.max_len, self.dim))
-    self.input_dropout = nn.Dropout(self.dropout)
+    self.input_dropout = Dropout(self.dropout)
     self.blocks = [
         HSTUBlock(self.dim, self.num_heads, self.dqk, self.dv, self.attn_norm_len, self.dropout,
                   self.use_position_bias, self.use_time_bias, self.num_time_buckets, self.backend,

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
+from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import ItemEmbedding, truncated_normal
 from recjax.layers.norms import layer_norm_no_affine
 
@@ -41,7 +42,7 @@ class SASRecBlock(nn.Module):
                   dropout_rng=self.make_rng("dropout") if use_dropout else None)
     a = dense(d, "attn_out")(a.reshape(b, l, d))
     z = layer_norm_no_affine(q_BLD + a, 1e-8)
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = Dropout(self.dropout, deterministic=not train)
     bias_init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
         key, shape, dtype, -1 / math.sqrt(d), 1 / math.sqrt(d))
     f = nn.Dense(self.ffn_dim, kernel_init=nn.initializers.xavier_normal(), bias_init=bias_init,
@@ -66,7 +67,7 @@ class SASRec(nn.Module):
     self.item_embedding = ItemEmbedding(self.num_items, self.dim)
     self.position_embedding = self.param("position_embedding", truncated_normal(math.sqrt(1.0 / self.dim)),
                                          (self.max_len, self.dim))
-    self.input_dropout = nn.Dropout(self.dropout)
+    self.input_dropout = Dropout(self.dropout)
     self.blocks = [SASRecBlock(self.dim, self.num_heads, self.ffn_dim, self.dropout, self.backend,
                                name=f"block_{i}") for i in range(self.num_blocks)]
 

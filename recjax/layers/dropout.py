@@ -1,0 +1,56 @@
+"""Dropout whose mask comes from a counter-based integer hash instead of the JAX PRNG.
+
+On CPU, drawing one PRNG word per element costs ≈ 10 ns (threefry or rbg), which made dropout
+≈ 20% of an HSTU training step and ≈ 30% of a SASRec one (its [B, L, L] attention-weight dropout).
+Here one PRNG word per call seeds a stateless hash of the element index (the `lowbias32` mixer:
+two multiply-xorshift rounds, a full-avalanche 32-bit permutation), which XLA fuses into the
+surrounding elementwise work. Masks are independent across calls (fresh seed each time) and
+uniform to within 2^-32 per element; they are deterministic given the flax "dropout" rng, so a
+resumed run draws the same masks.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _lowbias32(x: jax.Array) -> jax.Array:
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+  """Bernoulli(1 - rate) mask of `shape` from a uint32 seed."""
+  idx = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+  bits = _lowbias32(idx * jnp.uint32(0x9E3779B9) + _lowbias32(seed.astype(jnp.uint32)))
+  threshold = jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
+  return bits >= threshold
+
+
+def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """Inverted dropout of x with a hash mask seeded by one draw from `rng`."""
+  if rate <= 0.0:
+    return x
+  if rate >= 1.0:
+    return jnp.zeros_like(x)
+  seed = jax.random.bits(rng, (), jnp.uint32)
+  return jnp.where(keep_mask(seed, x.shape, rate), x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class Dropout(nn.Module):
+  """Drop-in for `nn.Dropout` (same `rate` / `deterministic` / "dropout" rng stream)."""
+  rate: float
+  deterministic: bool | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+    if deterministic or self.rate == 0.0:
+      return x
+    return hash_dropout(x, self.rate, self.make_rng("dropout"))

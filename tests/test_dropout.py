@@ -1,0 +1,35 @@
+"""The hash dropout: the right keep rate, independent masks per seed, no structure along the index."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from recjax.layers.dropout import hash_dropout, keep_mask
+
+
+def test_keep_rate_and_scaling():
+  x = jnp.ones((400, 500))
+  y = hash_dropout(x, 0.2, jax.random.key(0))
+  kept = np.asarray(y) > 0
+  assert abs(kept.mean() - 0.8) < 0.005
+  np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.8, rtol=1e-6)
+  np.testing.assert_allclose(float(jnp.mean(y)), 1.0, atol=0.01)
+
+
+def test_masks_differ_across_seeds_and_are_uncorrelated():
+  a = np.asarray(keep_mask(jnp.uint32(1), (200_000,), 0.5), np.float64)
+  b = np.asarray(keep_mask(jnp.uint32(2), (200_000,), 0.5), np.float64)
+  assert abs(np.corrcoef(a, b)[0, 1]) < 0.01
+  # neighbouring elements are not correlated either (no stripes along rows or columns)
+  assert abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 0.01
+  m = a.reshape(400, 500)
+  assert abs(np.corrcoef(m[:-1].ravel(), m[1:].ravel())[0, 1]) < 0.01
+
+
+def test_works_under_jit():
+  y = jax.jit(lambda k: hash_dropout(jnp.ones((8, 9)), 0.5, k))(jax.random.key(1))
+  assert y.shape == (8, 9) and 0 < float((y > 0).mean()) < 1
+
+
+def test_same_rng_same_mask():
+  x = jnp.ones((64, 64))
+  np.testing.assert_array_equal(hash_dropout(x, 0.3, jax.random.key(5)), hash_dropout(x, 0.3, jax.random.key(5)))
