@@ -20,6 +20,7 @@ from recjax.metrics.retrieval import metrics_from_ranks
 from recjax.models import build_model
 from recjax.train.checkpoint import Checkpointer
 from recjax.train.progress import Progress
+from recjax.train.results import git_commit
 from recjax.train.state import TrainState, make_optimizer
 from recjax.train.step import make_eval_step, make_train_step
 
@@ -85,15 +86,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
   it = pipeline.TrainIterator(dataset)
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  history, wall_before, start_step = [], 0.0, 0
+  history, wall_before, start_step, segments = [], 0.0, 0, []
   latest = ckpt.latest_step()
   if latest is not None:
     state, meta = ckpt.restore(latest, state)
     it.set_state(meta["loader_state"])
     history, wall_before, start_step = meta["history"], meta["wall_clock_s"], meta["step"]
+    segments = meta.get("segments", [])
     logging.info("resumed from %s at step %d", ckpt, start_step)
     print(f"resumed from checkpoint at step {start_step}", flush=True)
 
+  # Each (re)start is a segment: a run resumed under newer code says so in its results.
+  segments.append({"start_step": start_step, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
   train_step = make_train_step(model, tx, config.loss, catalogue, step_key)
   eval_step = make_eval_step(model, catalogue, seqs.num_items, config.eval.exclude_history)
   progress = Progress(workdir, total_steps, start_step)
@@ -105,7 +109,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return wall_before + (time.time() - t_resume)
 
   def meta(step):
-    return {"step": step, "loader_state": it.get_state(), "history": history, "wall_clock_s": wall()}
+    return {"step": step, "loader_state": it.get_state(), "history": history, "wall_clock_s": wall(),
+            "segments": segments}
 
   step = start_step
   losses_since_log = []
@@ -151,6 +156,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         "has_timestamps": seqs.has_timestamps, "source": seqs.source},
       "model_config": model_cfg,
       "notes": notes,
+      "segments": segments,
   }
   if history:
     key = "ndcg@10"
