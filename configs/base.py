@@ -33,7 +33,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.attn_norm_len = 211                # reference: max_len + gr_output_length (10) + 1
   c.model.dropout = 0.2
   c.model.use_position_bias = True
-  c.model.use_time_bias = "auto"             # on iff the dataset has timestamps
+  c.model.use_time_bias = "auto"             # "auto" (on iff the dataset has timestamps) | "on" | "off"
   c.model.num_time_buckets = 129
   c.model.backend = "xla"
 

@@ -35,11 +35,15 @@ def resolve_model_config(config, seqs):
   notes = []
   if model_cfg["name"] == "hstu":
     want = model_cfg.get("use_time_bias", "auto")
+    want = {"on": True, "off": False}.get(want, want)   # configs may spell it "auto" | "on" | "off"
+    model_cfg["use_time_bias"] = want
     if want == "auto":
       model_cfg["use_time_bias"] = seqs.has_timestamps
       if not seqs.has_timestamps:
         notes.append("time bias off: the dataset has no timestamps (position bias only)")
-    elif want and not seqs.has_timestamps:
+    elif not want:
+      notes.append("time bias off (model.use_time_bias='off')")
+    elif not seqs.has_timestamps:
       raise ValueError(f"model.use_time_bias=True but {seqs.source} has no timestamps")
   return model_cfg, notes
 

@@ -1,0 +1,125 @@
+"""Regenerates the README's result tables from the committed results files.
+
+    python scripts/make_readme_tables.py          # rewrites the marked sections of README.md
+    python scripts/make_readme_tables.py --check  # exit 1 if README.md is out of date
+
+Sections live between `<!-- BEGIN <name> -->` and `<!-- END <name> -->` markers:
+  reproduction  results/ml-1m/*.json, results/ml-100k/*.json, beside the published HSTU-paper rows
+  speed         results/bench/train_cpu.json (scripts/bench_train.py)
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The HSTU paper / generative-recommenders README (papers.md §3.3); full ranking, last item.
+PUBLISHED = {
+    ("ml-1m", "sasrec"): (0.2853, 0.1603, 0.5474, 0.2185, 0.7528, 0.2498),
+    ("ml-1m", "hstu"): (0.3097, 0.1720, 0.5754, 0.2307, 0.7716, 0.2606),
+    ("ml-1m", "hstu_large"): (0.3294, 0.1893, 0.5935, 0.2481, 0.7839, 0.2771),
+}
+COLS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200")
+ORDER = ("sasrec", "hstu", "hstu_large")
+
+
+def _model_key(r):
+  name = r["config"]
+  return "hstu_large" if "large" in name else r["model"]
+
+
+def _fmt_time(s):
+  return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def reproduction_table() -> str:
+  rows = []
+  for path in sorted(glob.glob(os.path.join(ROOT, "results", "ml-*", "*.json"))):
+    r = json.load(open(path))
+    if r.get("config", "").endswith("_quick"):
+      continue
+    rows.append(r)
+  rows.sort(key=lambda r: (r["dataset"], ORDER.index(_model_key(r)) if _model_key(r) in ORDER else 9, r["config"]))
+  out = ["| dataset | model | source | HR@10 | NDCG@10 | HR@50 | NDCG@50 | HR@200 | NDCG@200 | epochs | wall-clock | notes |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  seen_published = set()
+  for r in rows:
+    key = (r["dataset"], _model_key(r))
+    if key in PUBLISHED and key not in seen_published:
+      seen_published.add(key)
+      vals = " | ".join(f"{v:.4f}" for v in PUBLISHED[key])
+      out.append(f"| {key[0]} | {key[1]} | published (HSTU paper) | {vals} | 101 | – | with timestamps |")
+    t = r["metrics"]["test"]
+    vals = " | ".join(f"{t[c]:.4f}" for c in COLS)
+    notes = "; ".join(r.get("notes", []))
+    if r.get("partial"):
+      notes = "PARTIAL run; " + notes
+    rel = os.path.relpath(os.path.join("results", r["dataset"], r["config"] + ".json"))
+    out.append(f"| {r['dataset']} | {_model_key(r)} | [recjax, last epoch]({rel}) | {vals} | "
+               f"{r['epochs']:.0f} | {_fmt_time(r['wall_clock_s'])} | {notes} |")
+    best = r["metrics"].get("best_epoch")
+    if best:
+      bvals = " | ".join(f"{best[c]:.4f}" for c in COLS)
+      out.append(f"| {r['dataset']} | {_model_key(r)} | recjax, best epoch {best['epoch']} (selected on test: optimistic) "
+                 f"| {bvals} | {best['epoch']} | – | |")
+  return "\n".join(out)
+
+
+def speed_table() -> str:
+  path = os.path.join(ROOT, "results", "bench", "train_cpu.json")
+  if not os.path.exists(path):
+    return "_not yet measured: run `python scripts/bench_train.py`_"
+  b = json.load(open(path))
+  out = [f"Measured {b['date'][:10]} on {b['hardware']['cpu']} ({b['hardware']['cores']} cores), jax "
+         f"{b['versions']['jax']}, {b['data']}; matmul peak measured in the same run: "
+         f"{b['matmul_peak_gflops']:.0f} GFLOP/s; peak RSS of the whole benchmark process: {b['peak_rss_mb']:.0f} MB.",
+         "",
+         "| model | ms / step | forward | backward | optimizer | real tokens/s | examples/s | GFLOP / step | "
+         "utilisation | PyTorch reference (same machine) | speed-up |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in b["rows"]:
+    peer = f"{r['peer_step_s_median'] * 1e3:.0f} ms" if "peer_step_s_median" in r else "–"
+    sp = f"{r['speedup_vs_peer']:.1f}×" if "speedup_vs_peer" in r else "–"
+    out.append(f"| {r['config']} | {r['step_s_median'] * 1e3:.0f} | {r['forward_s'] * 1e3:.0f} | "
+               f"{r['backward_s'] * 1e3:.0f} | {r['optimizer_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | "
+               f"{r['examples_per_s']:.0f} | {r['flops_per_step'] / 1e9:.1f} | {r['utilisation_vs_matmul_peak']:.1%} | "
+               f"{peer} | {sp} |")
+  if b.get("peer"):
+    p = b["peer"]
+    out.append("")
+    out.append(f"Reference: generative-recommenders research trainer, torch {p.get('torch_version')}, "
+               f"allocator env {p.get('allocator_env') or 'default'}, anomaly detection "
+               f"{'on' if p.get('anomaly_detection') else 'off'} (timed by ../shared/tools/peer-hstu).")
+  return "\n".join(out)
+
+
+SECTIONS = {"reproduction": reproduction_table, "speed": speed_table}
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--check", action="store_true")
+  args = ap.parse_args()
+  path = os.path.join(ROOT, "README.md")
+  text = open(path, encoding="utf-8").read()
+  new = text
+  for name, fn in SECTIONS.items():
+    pat = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+    if not pat.search(new):
+      print(f"README.md has no {name} markers", file=sys.stderr)
+      continue
+    new = pat.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), new)
+  if args.check:
+    sys.exit(0 if new == text else 1)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(new)
+  print("README.md tables regenerated")
+
+
+if __name__ == "__main__":
+  main()
