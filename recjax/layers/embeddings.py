@@ -1,6 +1,8 @@
 """Embedding tables and initialisers shared by the models."""
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,3 +26,17 @@ class ItemEmbedding(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return jnp.take(self.table, ids, axis=0)
+
+
+def sequence_inputs(item_embedding: ItemEmbedding, position_table_PD: jax.Array, ids_BL: jax.Array,
+                    dropout, *, train: bool) -> tuple[jax.Array, jax.Array]:
+  """The HSTU/SASRec input layer: x_i = Dropout(sqrt(D) * E[id_i] + P[i]) * 1[id_i != 0].
+
+  (papers.md §3.5 item 10.) Returns (x [B, L, D], valid [B, L, 1]).
+  """
+  l = ids_BL.shape[1]
+  if l > position_table_PD.shape[0]:
+    raise ValueError(f"batch length {l} exceeds model.max_len={position_table_PD.shape[0]}")
+  valid_BL1 = (ids_BL != 0)[..., None]
+  x = item_embedding(ids_BL) * math.sqrt(item_embedding.dim) + position_table_PD[None, :l]
+  return dropout(x, deterministic=not train) * valid_BL1, valid_BL1

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
 from recjax.layers.dropout import Dropout
-from recjax.layers.embeddings import ItemEmbedding
+from recjax.layers.embeddings import ItemEmbedding, sequence_inputs
 from recjax.layers.norms import layer_norm_no_affine
 from recjax.layers.relative_bias import RelativeBucketedTimeAndPositionBias
 
@@ -98,13 +98,8 @@ class HSTU(nn.Module):
                   name=f"block_{i}") for i in range(self.num_blocks)]
 
   def __call__(self, batch, *, train: bool = False):
-    ids_BL = batch["ids"]
-    l = ids_BL.shape[1]
-    if l > self.max_len:
-      raise ValueError(f"batch length {l} exceeds model.max_len={self.max_len}")
-    valid_BL1 = (ids_BL != 0)[..., None]
-    x = self.item_embedding(ids_BL) * math.sqrt(self.dim) + self.position_embedding[None, :l]
-    x = self.input_dropout(x, deterministic=not train) * valid_BL1
+    x, _ = sequence_inputs(self.item_embedding, self.position_embedding, batch["ids"],
+                           self.input_dropout, train=train)
     times, next_times = batch.get("times"), batch.get("next_times")
     for block in self.blocks:
       x = block(x, batch["lengths"], times, next_times, train=train)

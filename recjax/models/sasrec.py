@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
 from recjax.layers.dropout import Dropout
-from recjax.layers.embeddings import ItemEmbedding, truncated_normal
+from recjax.layers.embeddings import ItemEmbedding, sequence_inputs, truncated_normal
 from recjax.layers.norms import layer_norm_no_affine
 
 
@@ -72,13 +72,8 @@ class SASRec(nn.Module):
                                name=f"block_{i}") for i in range(self.num_blocks)]
 
   def __call__(self, batch, *, train: bool = False):
-    ids_BL = batch["ids"]
-    l = ids_BL.shape[1]
-    if l > self.max_len:
-      raise ValueError(f"batch length {l} exceeds model.max_len={self.max_len}")
-    valid_BL1 = (ids_BL != 0)[..., None]
-    x = self.item_embedding(ids_BL) * math.sqrt(self.dim) + self.position_embedding[None, :l]
-    x = self.input_dropout(x, deterministic=not train) * valid_BL1
+    x, valid_BL1 = sequence_inputs(self.item_embedding, self.position_embedding, batch["ids"],
+                                   self.input_dropout, train=train)
     for block in self.blocks:
       x = block(x, valid_BL1, batch["lengths"], train=train)
     return x, self.item_embedding.table
