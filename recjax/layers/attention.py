@@ -2,7 +2,7 @@
 
     out[b, i, h] = sum_j  w(b, h, i, j) * v[b, j, h]
     pointwise:  w = act(alpha * q_i·k_j + rab_ij) * scale * mask_ij      (HSTU, GDPA)
-    softmax:    w = softmax_j(alpha * q_i·k_j + rab_ij | mask_ij)          (SASRec, Transformer)
+    softmax:    w = scale * softmax_j(alpha * q_i·k_j + rab_ij | mask_ij)  (SASRec, Transformer: scale 1)
 
 `backend` is config: "xla" materialises the dense [B, H, Lq, Lk] scores (fast enough on CPU at
 L ≤ 1k, and the only option on machines without Pallas), "pallas" calls the kernel family in
@@ -42,7 +42,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     kind: "pointwise" or "softmax".
     activation: pointwise activation (silu, gelu, relu, identity).
     alpha: multiplies q·k before the bias (HSTU: 1; Transformer: 1/sqrt(d)).
-    scale: multiplies the activated scores (HSTU: 1/N with N the padded width).
+    scale: multiplies the attention weights (HSTU: 1/N with N the padded width; softmax: 1).
     bias: relative attention bias, shared across heads.
     backend: "xla" or "pallas".
     dropout_rate, dropout_rng: dropout on the attention weights (SASRec); XLA backend only.
@@ -84,7 +84,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     s_NQK = jnp.where(visible_NQK, s_NQK, -jnp.inf)
     m = jnp.max(s_NQK, axis=-1, keepdims=True)
     e = jnp.exp(s_NQK - jnp.where(jnp.isfinite(m), m, 0.0))   # fully masked rows give 0, not NaN
-    w_NQK = e / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), 1e-30)
+    w_NQK = e * (scale / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), 1e-30))
   if dropout_rate > 0.0 and dropout_rng is not None:
     w_NQK = hash_dropout(w_NQK, dropout_rate, dropout_rng)
   o_NQD = jnp.einsum("nqk,nkd->nqd", w_NQK.astype(v_BKHD.dtype), fold(v_BKHD))
