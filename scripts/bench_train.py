@@ -8,8 +8,10 @@ batches of the same shape): producing a batch (input), the loss alone (forward),
 (forward + backward), and the whole jitted train step (+ Adam update). Backward and optimizer times
 are the differences. It also reports real (non-padding) tokens/s, examples/s, FLOPs per step from
 XLA's cost analysis, utilisation against a matmul peak measured in the same run, and peak RSS.
-With --peer_json (the JSON that ../shared/tools/peer-hstu/run.sh writes) it adds the speed-up over
-the PyTorch reference measured on the same machine.
+With --run_peer it first times the PyTorch reference on the same machine through
+../shared/tools/peer-hstu/run.sh (as shipped, and with the tuned allocator the peer's README
+describes), so both sides of the ratio come from one invocation; --peer_json reuses a JSON that
+run.sh wrote earlier instead.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -38,6 +42,9 @@ from recjax.train.state import TrainState, make_optimizer  # noqa: E402
 from recjax.train.step import loss_fn, make_train_step  # noqa: E402
 
 CONFIGS = {"hstu": hstu_ml1m, "sasrec": sasrec_ml1m, "hstu_large": hstu_large_ml1m}
+PEER_RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "shared", "tools", "peer-hstu", "run.sh")
+TUNED_ALLOCATOR = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 SHARED_ML1M = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "shared", "data", "ml-1m")
 
@@ -130,6 +137,21 @@ def bench_model(name, seqs, steps, warmup):
   }
 
 
+PEER_FIELDS = ("step_s_median", "step_s_min", "tokens_per_s", "torch_version", "peer_commit", "cpu_model",
+               "allocator_env", "anomaly_detection", "date", "peak_rss_mb")
+
+
+def run_peer(tuned_allocator: bool) -> dict:
+  """Times the reference trainer with peer-hstu/run.sh (needs PEER_GIT_DIR once; see its README)."""
+  out = os.path.join(tempfile.mkdtemp(prefix="peer-"), "result.json")
+  env = dict(os.environ, PEER_OUT=out)
+  if tuned_allocator:
+    env["GLIBC_TUNABLES"] = TUNED_ALLOCATOR
+  print(f"timing the PyTorch reference ({'tuned' if tuned_allocator else 'default'} allocator) ...", flush=True)
+  subprocess.run(["bash", PEER_RUN], env=env, check=True, stdout=subprocess.DEVNULL)
+  return json.load(open(out))
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--steps", type=int, default=20)
@@ -137,27 +159,36 @@ def main():
   ap.add_argument("--models", default="hstu,sasrec")
   ap.add_argument("--out", default="results/bench/train_cpu.json")
   ap.add_argument("--peer_json", default=None, help="peer-hstu result JSON measured on this machine")
+  ap.add_argument("--run_peer", action="store_true", help="time the PyTorch reference first (peer-hstu)")
   args = ap.parse_args()
+
+  peer = peer_tuned = None
+  if args.run_peer:
+    peer, peer_tuned = run_peer(False), run_peer(True)
+  elif args.peer_json:
+    peer = json.load(open(args.peer_json))
 
   seqs, data_label = load_sequences()
   peak = matmul_peak_gflops()
   rows = [bench_model(m, seqs, args.steps, args.warmup) for m in args.models.split(",")]
   peak_after = matmul_peak_gflops()
   peak = max(peak, peak_after)
-  peer = json.load(open(args.peer_json)) if args.peer_json else None
   for r in rows:
     r["utilisation_vs_matmul_peak"] = r["achieved_gflops"] / peak
     if peer and r["model"] == "hstu":
       r["peer_step_s_median"] = peer["step_s_median"]
       r["speedup_vs_peer"] = peer["step_s_median"] / r["step_s_median"]
+    if peer_tuned and r["model"] == "hstu":
+      r["peer_tuned_allocator_step_s_median"] = peer_tuned["step_s_median"]
+      r["speedup_vs_peer_tuned_allocator"] = peer_tuned["step_s_median"] / r["step_s_median"]
   rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   record = {
       "kind": "bench_train", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "data": data_label, "commit": results.git_commit(), "versions": results.versions(),
       "hardware": results.hardware(), "matmul_peak_gflops": peak, "peak_rss_mb": rss_mb,
       "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows,
-      "peer": peer and {k: peer.get(k) for k in ("step_s_median", "torch_version", "cpu_model", "allocator_env",
-                                                 "anomaly_detection", "date", "peak_rss_mb")},
+      "peer": peer and {k: peer.get(k) for k in PEER_FIELDS},
+      "peer_tuned_allocator": peer_tuned and {k: peer_tuned.get(k) for k in PEER_FIELDS},
   }
   hdr = (f"{'model':11s} {'step ms':>8s} {'input':>7s} {'fwd':>7s} {'bwd':>7s} {'opt':>7s} {'tok/s':>8s} "
          f"{'ex/s':>7s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'util':>6s} {'vs peer':>8s}")
@@ -165,6 +196,8 @@ def main():
   print(hdr)
   for r in rows:
     vs = f"{r['speedup_vs_peer']:.1f}x" if "speedup_vs_peer" in r else "-"
+    if "speedup_vs_peer_tuned_allocator" in r:
+      vs += f" ({r['speedup_vs_peer_tuned_allocator']:.1f}x tuned)"
     print(f"{r['model']:11s} {r['step_s_median']*1e3:8.1f} {r['input_s']*1e3:7.1f} {r['forward_s']*1e3:7.1f} "
           f"{r['backward_s']*1e3:7.1f} {r['optimizer_s']*1e3:7.1f} {r['tokens_per_s']:8.0f} {r['examples_per_s']:7.1f} "
           f"{r['flops_per_step']/1e9:7.2f} {r['achieved_gflops']:8.1f} {r['utilisation_vs_matmul_peak']:6.1%} {vs:>8s}")

@@ -80,21 +80,25 @@ def speed_table() -> str:
          f"{b['matmul_peak_gflops']:.0f} GFLOP/s; peak RSS of the whole benchmark process: {b['peak_rss_mb']:.0f} MB.",
          "",
          "| model | ms / step | forward | backward | optimizer | real tokens/s | examples/s | GFLOP / step | "
-         "utilisation | PyTorch reference (same machine) | speed-up |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "utilisation | PyTorch reference, as shipped | speed-up | reference, tuned allocator | speed-up |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in b["rows"]:
     peer = f"{r['peer_step_s_median'] * 1e3:.0f} ms" if "peer_step_s_median" in r else "–"
     sp = f"{r['speedup_vs_peer']:.1f}×" if "speedup_vs_peer" in r else "–"
+    tpeer = (f"{r['peer_tuned_allocator_step_s_median'] * 1e3:.0f} ms"
+             if "peer_tuned_allocator_step_s_median" in r else "–")
+    tsp = f"{r['speedup_vs_peer_tuned_allocator']:.1f}×" if "speedup_vs_peer_tuned_allocator" in r else "–"
     out.append(f"| {r['config']} | {r['step_s_median'] * 1e3:.0f} | {r['forward_s'] * 1e3:.0f} | "
                f"{r['backward_s'] * 1e3:.0f} | {r['optimizer_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | "
                f"{r['examples_per_s']:.0f} | {r['flops_per_step'] / 1e9:.1f} | {r['utilisation_vs_matmul_peak']:.1%} | "
-               f"{peer} | {sp} |")
+               f"{peer} | {sp} | {tpeer} | {tsp} |")
   if b.get("peer"):
     p = b["peer"]
     out.append("")
-    out.append(f"Reference: generative-recommenders research trainer, torch {p.get('torch_version')}, "
-               f"allocator env {p.get('allocator_env') or 'default'}, anomaly detection "
-               f"{'on' if p.get('anomaly_detection') else 'off'} (timed by ../shared/tools/peer-hstu).")
+    out.append(f"Reference: generative-recommenders research trainer @ {str(p.get('peer_commit'))[:8]}, torch "
+               f"{p.get('torch_version')}, anomaly detection {'on' if p.get('anomaly_detection') else 'off'}, "
+               f"timed in the same benchmark invocation by ../shared/tools/peer-hstu (median of its 20 steps; "
+               f"tuned allocator = GLIBC_TUNABLES from the peer README).")
   return "\n".join(out)
 
 
