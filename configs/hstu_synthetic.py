@@ -21,7 +21,8 @@ def get_config(arg: str | None = None):
   c.name = "hstu_synthetic"
   c.dataset_label = "synthetic"
   c.data = ml_collections.ConfigDict(dict(
-      kind="synthetic", world=dict(seed=0), logs="standard", max_len=100, protocol="last_item"))
+      kind="synthetic", world=dict(seed=0), logs="standard", max_len=100, protocol="last_item",
+      array_record=True))   # file -> reader -> sequences -> array_record on disk -> grain, as in WORKSPACE.md
   c.model.dim = 64
   c.model.dqk = 64
   c.model.dv = 64

@@ -49,3 +49,4 @@ def test_xla_path_matches_kernel_reference(heads, kind):
   np.testing.assert_allclose(la, lb, rtol=1e-5)
   for x, y in zip(ga, gb):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+

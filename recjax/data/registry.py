@@ -19,6 +19,21 @@ def resolve_path(path: str) -> str:
 
 
 def load_dataset(data_cfg, cache_dir: str | None = None) -> UserSequences:
+  """Reads the dataset a config names; with `data.array_record=True` the sequences go through an
+  array_record TFDS dataset in `cache_dir` (written once, then read back on every start)."""
+  if not data_cfg.get("array_record", False):
+    return _read_source(data_cfg, cache_dir)
+  from recjax.data import tfds_builder  # pylint: disable=import-outside-toplevel
+  root = os.path.join(cache_dir or resolve_path("workdirs/data"), "array_record")
+  name = "recjax_sequences"
+  path = tfds_builder.version_dir(root, name)
+  if not os.path.exists(path):
+    path = tfds_builder.write_sequences_array_record(_read_source(data_cfg, cache_dir), root, name)
+    logging.info("wrote array_record dataset %s", path)
+  return tfds_builder.read_sequences_array_record(path)
+
+
+def _read_source(data_cfg, cache_dir: str | None) -> UserSequences:
   """Reads (or, for "synthetic", generates then reads) the dataset a config names."""
   kind = data_cfg.kind
   if kind == "movielens":
