@@ -33,6 +33,9 @@ def main(argv):
             **results.base_record(config, config_path),
             "wall_clock_s": summary["train_wall_clock_s"], "partial": False,
             **summary, "config_values": config.to_dict()}
+  # The code that ran is the last segment's (HEAD may have moved while a long run trained).
+  if summary.get("segments"):
+    record["commit"] = summary["segments"][-1]["commit"]
   path = _RESULTS.value or os.path.join("results", config.dataset_label, f"{name}.json")
   results.write_results(path, record)
   t = summary["metrics"]["test"]
