@@ -40,16 +40,15 @@ def _take_rows(arr, rows, batch_size):
   return out
 
 
-def make_train_batch(ex: TrainExamples, rows: np.ndarray, batch_size: int, token_bucket: int) -> dict:
-  rows = np.asarray(rows, np.int64)
-  batch = {
-      "ids": _take_rows(ex.ids, rows, batch_size),
-      "labels": _take_rows(ex.labels, rows, batch_size),
-      "lengths": _take_rows(ex.lengths, rows, batch_size),
-  }
+def _take_fields(ex, fields: tuple[str, ...], rows: np.ndarray, batch_size: int) -> dict:
+  """The named per-user arrays of `rows`, padded to `batch_size`; times too when the data has them."""
   if ex.times is not None:
-    batch["times"] = _take_rows(ex.times, rows, batch_size)
-    batch["next_times"] = _take_rows(ex.next_times, rows, batch_size)
+    fields = fields + ("times", "next_times")
+  return {f: _take_rows(getattr(ex, f), rows, batch_size) for f in fields}
+
+
+def make_train_batch(ex: TrainExamples, rows: np.ndarray, batch_size: int, token_bucket: int) -> dict:
+  batch = _take_fields(ex, ("ids", "labels", "lengths"), np.asarray(rows, np.int64), batch_size)
   batch["token_index"], batch["token_weight"] = _pack_tokens(batch["labels"], token_bucket)
   return batch
 
@@ -95,12 +94,4 @@ def eval_batches(ex: EvalExamples, batch_size: int) -> Iterator[tuple[dict, int]
   """Fixed-size eval batches in user order; yields (batch, number of real rows)."""
   for start in range(0, len(ex), batch_size):
     rows = np.arange(start, min(start + batch_size, len(ex)))
-    batch = {
-        "ids": _take_rows(ex.ids, rows, batch_size),
-        "lengths": _take_rows(ex.lengths, rows, batch_size),
-        "targets": _take_rows(ex.targets, rows, batch_size),
-    }
-    if ex.times is not None:
-      batch["times"] = _take_rows(ex.times, rows, batch_size)
-      batch["next_times"] = _take_rows(ex.next_times, rows, batch_size)
-    yield batch, len(rows)
+    yield _take_fields(ex, ("ids", "lengths", "targets"), rows, batch_size), len(rows)
