@@ -41,7 +41,8 @@ def base() -> ml_collections.ConfigDict:
   c.loss.kind = "sampled_softmax"            # or "full_softmax"
   c.loss.num_negatives = 128
   c.loss.temperature = 0.05
-  c.loss.chunk = 256                         # tokens per scan step of the sampled-softmax kernel
+  c.loss.impl = "auto"                       # sampled softmax: "auto" (C++ kernel on CPU) | "xla" | "native"
+  c.loss.chunk = 128                         # tokens per scan step of the sampled-softmax kernel (L2-sized)
   c.loss.item_chunk = 65536                  # items per step of the full softmax
   c.loss.token_bucket = 2048                 # packed supervised positions are padded to a multiple
 

@@ -17,6 +17,8 @@ _RESULTS = flags.DEFINE_string("results", None, "results JSON path (default resu
 
 def main(argv):
   del argv
+  from recjax import cpu_allocator  # pylint: disable=import-outside-toplevel
+  cpu_allocator.tune()   # before JAX starts its threads: reuse XLA's per-step scratch memory
   import jax  # pylint: disable=import-outside-toplevel
   from recjax.train import loop, results  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS["verbosity"].present:

@@ -13,7 +13,9 @@ The fast path (`sampled_softmax_loss`) is a `jax.custom_vjp` that walks the toke
 gathered `[chunk, N, D]` negative embeddings stay in cache instead of materialising the full
 `[T, N, D]` tensor (≈ 650 MB at the ML-1M config): on a 2-core CPU this is the difference between
 ≈ 0.5 s and ≈ 0.15 s per step. `sampled_softmax_loss_reference` is the plain formula; tests check
-that both give the same loss and gradients.
+that both give the same loss and gradients. On CPU, `impl="auto"` uses the fused C++ kernel of
+`recjax.native` instead (one pass computing the loss and both gradients: ≈ 35 ms against ≈ 135 ms
+for the scan at the ML-1M shape on 2 cores), with the scan as the fallback.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from recjax import counter_rng, native
 
 REMOVED_LOGIT = -5e4  # what the reference code assigns to a negative that equals the positive
 NORM_EPS = 1e-6
@@ -33,9 +37,14 @@ def l2_normalize(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
 
 def sample_negatives(rng: jax.Array, num_tokens: int, num_negatives: int,
                      catalogue: jax.Array) -> jax.Array:
-  """Per-position negatives: i.i.d. uniform draws with replacement from `catalogue` -> [T, N]."""
-  idx = jax.random.randint(rng, (num_tokens, num_negatives), 0, catalogue.shape[0])
-  return catalogue[idx]
+  """Per-position negatives: i.i.d. uniform draws with replacement from `catalogue` -> [T, N].
+
+  The draws come from a counter-based hash seeded by one word of `rng` (`counter_rng`), not from
+  `jax.random.randint`, which costs ≈ 37 ms per ML-1M step on a 2-core CPU against ≈ 2 ms here.
+  """
+  seed = counter_rng.seed_from(rng)
+  idx = counter_rng.uniform_ints(seed, (num_tokens, num_negatives), catalogue.shape[0])
+  return catalogue.at[idx].get(mode="promise_in_bounds")
 
 
 def _logits(user_emb_TD, item_table_VD, ids_TK, temperature):
@@ -94,9 +103,40 @@ def _sampled_softmax_bwd(temperature, chunk, residuals, g):
 _sampled_softmax_sum.defvjp(_sampled_softmax_fwd, _sampled_softmax_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _native_sampled_softmax_sum(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature):
+  return native.sampled_softmax_with_grads(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature)[0]
+
+
+def _native_fwd(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature):
+  # The kernel returns the gradients of the sum with the loss: one pass, kept as residuals.
+  total, d_u, d_table = native.sampled_softmax_with_grads(user_emb_TD, item_table_VD, ids_TK, weights_T,
+                                                          temperature)
+  return total, (d_u, d_table)
+
+
+def _native_bwd(temperature, residuals, g):
+  d_u, d_table = residuals
+  return g * d_u, g * d_table, None, None
+
+
+_native_sampled_softmax_sum.defvjp(_native_fwd, _native_bwd)
+
+SAMPLED_SOFTMAX_IMPLS = ("auto", "xla", "native")
+
+
+def resolve_impl(impl: str) -> str:
+  """"auto" -> "native" on a CPU backend where the C++ kernel builds, else "xla"."""
+  if impl not in SAMPLED_SOFTMAX_IMPLS:
+    raise ValueError(f"sampled-softmax impl must be one of {SAMPLED_SOFTMAX_IMPLS}, got {impl!r}")
+  if impl == "auto":
+    return "native" if jax.default_backend() == "cpu" and native.available() else "xla"
+  return impl
+
+
 def sampled_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_ids_T: jax.Array,
                          neg_ids_TN: jax.Array, weights_T: jax.Array, *, temperature: float,
-                         chunk: int = 256, normalize: bool = True) -> jax.Array:
+                         chunk: int = 256, normalize: bool = True, impl: str = "auto") -> jax.Array:
   """Weighted mean sampled-softmax loss over tokens.
 
   Args:
@@ -108,6 +148,8 @@ def sampled_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_i
     temperature: logits are cosine / temperature.
     chunk: tokens per scan step; T is padded up to a multiple of it.
     normalize: L2-normalise user and item vectors first (HSTU protocol).
+    impl: "xla" (the chunked scan above), "native" (the fused C++ kernel of `recjax.native`, CPU
+      only) or "auto" (native where available). Same loss and gradients (tests/test_losses.py).
   Returns:
     scalar: sum_t w_t * loss_t / max(sum_t w_t, 1).
   """
@@ -117,6 +159,10 @@ def sampled_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_i
   if normalize:
     user_emb_TD, item_table_VD = l2_normalize(user_emb_TD), l2_normalize(item_table_VD)
   ids_TK = jnp.concatenate([pos_ids_T[:, None], neg_ids_TN], axis=1).astype(jnp.int32)
+  if resolve_impl(impl) == "native":
+    weights_T = weights_T.astype(user_emb_TD.dtype)
+    total = _native_sampled_softmax_sum(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature)
+    return total / jnp.maximum(jnp.sum(weights_T), 1.0)
   t = user_emb_TD.shape[0]
   chunk = max(1, min(chunk, t))
   pad = (-t) % chunk

@@ -26,11 +26,16 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from recjax import cpu_allocator  # noqa: E402
+
+cpu_allocator.tune()   # as experiments/run.py does, before JAX starts its threads
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 from configs import hstu_large_ml1m, hstu_ml1m, sasrec_ml1m  # noqa: E402
 from recjax.data import pipeline, splits  # noqa: E402

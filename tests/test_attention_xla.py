@@ -8,6 +8,7 @@ from pallas_kernels.hstu_attention import hstu_attention_reference
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import add_broadcast_bias, attention
 from recjax.layers.relative_bias import RelativeBias
+from recjax.layers.tiled_attention import CausalTiling
 
 
 @pytest.mark.parametrize("rows", [1, 6])
@@ -50,3 +51,49 @@ def test_xla_path_matches_kernel_reference(heads, kind):
   for x, y in zip(ga, gb):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("heads,kind,dropout,time_bias,tiling", [
+    (1, "pointwise", 0.0, False, CausalTiling(rows=2, q_tiles=3)),   # tiles that do not divide L
+    (3, "pointwise", 0.0, True, CausalTiling(rows=4, q_tiles=4)),
+    (2, "softmax", 0.3, False, CausalTiling(rows=3, q_tiles=2)),      # SASRec: weight dropout
+    (1, "softmax", 0.0, True, CausalTiling(rows=64, q_tiles=1)),      # one group, one tile
+])
+def test_tiled_causal_path_equals_dense_path(heads, kind, dropout, time_bias, tiling):
+  """Skipping causally and padding-hidden tiles changes nothing: values, all gradients, dropout."""
+  b, l, d = 7, 11, 4
+  ks = jax.random.split(jax.random.key(4), 6)
+  q, k, v = (jax.random.normal(ks[i], (b, l, heads, d)) for i in range(3))
+  lengths = jnp.array([11, 4, 0, 7, 11, 1, 9])
+  pos_w = jax.random.normal(ks[3], (2 * l - 1,)) * 0.1
+  ts_w = jax.random.normal(ks[4], (8,)) * 0.1 if time_bias else None
+  times = jnp.cumsum(jax.random.randint(ks[5], (b, l), 1, 500), axis=1)
+
+  def f(q, k, v, pw, tw, tiling):
+    out = attention(q, k, v, lengths_B=lengths, mask=MaskSpec(causal=True), kind=kind, alpha=0.5, scale=1 / l,
+                    bias=RelativeBias(pw, tw, times if time_bias else None, times if time_bias else None),
+                    dropout_rate=dropout, dropout_rng=jax.random.key(9) if dropout else None, tiling=tiling)
+    return jnp.sum(jnp.sin(out)), out
+
+  argnums = (0, 1, 2, 3, 4) if time_bias else (0, 1, 2, 3)
+  args = (q, k, v, pos_w, ts_w)
+  (la, oa), ga = jax.value_and_grad(f, argnums, has_aux=True)(*args, tiling)
+  (lb, ob), gb = jax.value_and_grad(f, argnums, has_aux=True)(*args, None)
+  np.testing.assert_allclose(oa, ob, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(la, lb, rtol=1e-5)
+  for x, y in zip(ga, gb):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_tiled_path_skips_tiles_it_cannot_see():
+  """A batch of short rows runs no branch past the first tile: output there is exactly zero."""
+  q = jax.random.normal(jax.random.key(0), (4, 12, 1, 3))
+  out = attention(q, q, q, lengths_B=jnp.array([3, 2, 0, 1]), mask=MaskSpec(causal=True),
+                  tiling=CausalTiling(rows=2, q_tiles=4))
+  np.testing.assert_array_equal(out[:, 3:], 0.0)
+  assert float(jnp.abs(out[0, :3]).sum()) > 0
+
+
+def test_tiling_rejects_bad_sizes():
+  with pytest.raises(ValueError, match="rows >= 1"):
+    CausalTiling(rows=0)

@@ -16,8 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec, dense_mask
+from recjax import counter_rng
 from recjax.layers.dropout import hash_dropout
 from recjax.layers.relative_bias import RelativeBias, materialize
+from recjax.layers.tiled_attention import CausalTiling, causal_tiled_attention
 
 ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -26,13 +28,15 @@ ACTIVATIONS = {
     "identity": lambda x: x,
 }
 BACKENDS = ("xla", "pallas")
+PLAIN_CAUSAL = MaskSpec(causal=True)
 
 
 def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
               lengths_B: jax.Array | None, mask: MaskSpec, kind: str = "pointwise",
               activation: str = "silu", alpha: float = 1.0, scale: float = 1.0,
               bias: RelativeBias | None = None, backend: str = "xla",
-              dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None) -> jax.Array:
+              dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
+              tiling: CausalTiling | None = CausalTiling()) -> jax.Array:
   """Masked (pointwise or softmax) attention -> [B, Lq, H, Dv].
 
   Args:
@@ -46,6 +50,8 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     bias: relative attention bias, shared across heads.
     backend: "xla" or "pallas".
     dropout_rate, dropout_rng: dropout on the attention weights (SASRec); XLA backend only.
+    tiling: XLA backend with a plain causal mask: skip the tiles that causality and padding hide
+      (`tiled_attention`; same result). None computes the dense [B*H, Lq, Lk] scores.
   """
   if backend not in BACKENDS:
     raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
@@ -69,6 +75,15 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   def fold(x):
     return jnp.swapaxes(x, 1, 2).reshape(b * h, x.shape[1], x.shape[3])
 
+  use_dropout = dropout_rate > 0.0 and dropout_rng is not None
+  if tiling is not None and mask == PLAIN_CAUSAL and lq == lk:
+    out_NQD = causal_tiled_attention(
+        fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), kind=kind,
+        act=ACTIVATIONS[activation], alpha=alpha, scale=scale, bias=bias,
+        batch_of_row=jnp.repeat(jnp.arange(b), h), dropout_rate=dropout_rate if use_dropout else 0.0,
+        dropout_seed=counter_rng.seed_from(dropout_rng) if use_dropout else None, tiling=tiling)
+    return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2)
+
   def per_head(x_BQK):   # [1 or B, Lq, Lk] -> broadcastable against [B*H, Lq, Lk]
     if h == 1 or x_BQK.shape[0] == 1:
       return x_BQK
@@ -85,7 +100,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     m = jnp.max(s_NQK, axis=-1, keepdims=True)
     e = jnp.exp(s_NQK - jnp.where(jnp.isfinite(m), m, 0.0))   # fully masked rows give 0, not NaN
     w_NQK = e * (scale / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), 1e-30))
-  if dropout_rate > 0.0 and dropout_rng is not None:
+  if use_dropout:
     w_NQK = hash_dropout(w_NQK, dropout_rate, dropout_rng)
   o_NQD = jnp.einsum("nqk,nkd->nqd", w_NQK.astype(v_BKHD.dtype), fold(v_BKHD))
   return jnp.swapaxes(o_NQD.reshape(b, h, lq, -1), 1, 2)

@@ -10,27 +10,17 @@ resumed run draws the same masks.
 """
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def _lowbias32(x: jax.Array) -> jax.Array:
-  x = x ^ (x >> 16)
-  x = x * jnp.uint32(0x7FEB352D)
-  x = x ^ (x >> 15)
-  x = x * jnp.uint32(0x846CA68B)
-  return x ^ (x >> 16)
+from recjax import counter_rng
 
 
 def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
   """Bernoulli(1 - rate) mask of `shape` from a uint32 seed."""
-  idx = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-  bits = _lowbias32(idx * jnp.uint32(0x9E3779B9) + _lowbias32(seed.astype(jnp.uint32)))
   threshold = jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
-  return bits >= threshold
+  return counter_rng.random_bits(seed, shape) >= threshold
 
 
 def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
@@ -39,7 +29,7 @@ def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
     return x
   if rate >= 1.0:
     return jnp.zeros_like(x)
-  seed = jax.random.bits(rng, (), jnp.uint32)
+  seed = counter_rng.seed_from(rng)
   return jnp.where(keep_mask(seed, x.shape, rate), x / (1.0 - rate), 0.0).astype(x.dtype)
 
 

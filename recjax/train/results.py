@@ -33,8 +33,11 @@ def hardware() -> dict:
   except OSError:
     pass
   import jax  # pylint: disable=import-outside-toplevel
+  from recjax import cpu_allocator, native  # pylint: disable=import-outside-toplevel
   return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
-          "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+          "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+          "malloc_tuned": cpu_allocator.tune(), "native_kernels": native.available(),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def git_commit(cwd: str | None = None) -> str:

@@ -32,7 +32,8 @@ def loss_fn(params, model, batch, key, loss_cfg, catalogue):
   if loss_cfg.kind == "sampled_softmax":
     neg_TN = losses.sample_negatives(negatives_key, user_TD.shape[0], loss_cfg.num_negatives, catalogue)
     return losses.sampled_softmax_loss(user_TD, table_VD, pos_T, neg_TN, weight_T,
-                                       temperature=loss_cfg.temperature, chunk=loss_cfg.chunk)
+                                       temperature=loss_cfg.temperature, chunk=loss_cfg.chunk,
+                                       impl=loss_cfg.get("impl", "auto"))
   if loss_cfg.kind == "full_softmax":
     return losses.full_softmax_loss(user_TD, table_VD, pos_T, weight_T, temperature=loss_cfg.temperature,
                                     catalogue=catalogue, item_chunk=loss_cfg.item_chunk)
