@@ -7,7 +7,9 @@ For each model it times, on real ML-1M batches when ../shared/data/ml-1m exists 
 batches of the same shape): producing a batch (input), the loss alone (forward), loss + gradients
 (forward + backward), and the whole jitted train step (+ Adam update). Backward and optimizer times
 are the differences. It also reports real (non-padding) tokens/s, examples/s, FLOPs per step from
-XLA's cost analysis, utilisation against a matmul peak measured in the same run, and peak RSS.
+XLA's cost analysis of the plain step (dense attention, XLA loss: the work the step stands for),
+utilisation against a matmul peak measured in the same run, and peak RSS. With the fused C++
+loss kernel, "forward" includes the loss's backward (the kernel computes both in one pass).
 With --run_peer it first times the PyTorch reference on the same machine through
 ../shared/tools/peer-hstu/run.sh (as shipped, and with the tuned allocator the peer's README
 describes), so both sides of the ratio come from one invocation; --peer_json reuses a JSON that
@@ -105,7 +107,14 @@ def bench_model(name, seqs, steps, warmup):
   step = make_train_step(model, tx, config.loss, seqs.catalogue(), key)
   # The step donates its state: give it its own copy of the parameters.
   state = TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params), tx.init(params))
-  flops = step.lower(state, batches[0]).compile().cost_analysis().get("flops", float("nan"))
+  # FLOPs of the *plain* step (dense attention, XLA loss), from XLA's cost analysis: the work the
+  # step stands for. The fast step's own count would leave out the C++ kernel (opaque to XLA) and
+  # count both sides of every skipped-tile branch.
+  plain_cfg = config.loss.copy_and_resolve_references()
+  plain_cfg.impl = "xla"
+  plain_model = build_model(dict(model_cfg, attention_tiling=False), seqs.num_items)
+  plain_step = make_train_step(plain_model, tx, plain_cfg, seqs.catalogue(), key)
+  flops = plain_step.lower(state, batches[0]).compile().cost_analysis().get("flops", float("nan"))
 
   # Warm up: compile every token bucket these batches use.
   for b in batches:
@@ -197,7 +206,9 @@ def main():
   }
   hdr = (f"{'model':11s} {'step ms':>8s} {'input':>7s} {'fwd':>7s} {'bwd':>7s} {'opt':>7s} {'tok/s':>8s} "
          f"{'ex/s':>7s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'util':>6s} {'vs peer':>8s}")
-  print(f"data: {data_label}; matmul peak {peak:.0f} GFLOP/s; peak RSS {rss_mb:.0f} MB; {record['hardware']['cpu']}")
+  hw = record["hardware"]
+  print(f"data: {data_label}; matmul peak {peak:.0f} GFLOP/s; peak RSS {rss_mb:.0f} MB; {hw['cpu']}; "
+        f"malloc tuned {hw['malloc_tuned']}, native kernels {hw['native_kernels']}")
   print(hdr)
   for r in rows:
     vs = f"{r['speedup_vs_peer']:.1f}x" if "speedup_vs_peer" in r else "-"

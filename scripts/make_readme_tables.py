@@ -83,7 +83,10 @@ def speed_table() -> str:
   b = json.load(open(path))
   out = [f"Measured {b['date'][:10]} on {b['hardware']['cpu']} ({b['hardware']['cores']} cores), jax "
          f"{b['versions']['jax']}, {b['data']}; matmul peak measured in the same run: "
-         f"{b['matmul_peak_gflops']:.0f} GFLOP/s; peak RSS of the whole benchmark process: {b['peak_rss_mb']:.0f} MB.",
+         f"{b['matmul_peak_gflops']:.0f} GFLOP/s; peak RSS of the whole benchmark process: {b['peak_rss_mb']:.0f} MB"
+         + (f"; malloc tuned: {'yes' if b['hardware'].get('malloc_tuned') else 'no'}, fused C++ loss kernel: "
+            f"{'yes' if b['hardware'].get('native_kernels') else 'no'}" if "malloc_tuned" in b["hardware"] else "")
+         + ". GFLOP / step is XLA's count for the plain step (dense attention, XLA loss), the work the step stands for.",
          "",
          "| model | ms / step | forward | backward | optimizer | real tokens/s | examples/s | GFLOP / step | "
          "utilisation | PyTorch reference, as shipped | speed-up | reference, tuned allocator | speed-up |",

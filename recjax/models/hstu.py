@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
+from recjax.layers.tiled_attention import CausalTiling
 from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import ItemEmbedding, sequence_inputs
 from recjax.layers.norms import layer_norm_no_affine
@@ -39,6 +40,7 @@ class HSTUBlock(nn.Module):
   use_time_bias: bool
   num_time_buckets: int
   backend: str
+  attention_tiling: bool
 
   @nn.compact
   def __call__(self, x_BLD, lengths_B, key_times_BL, query_times_BL, *, train: bool):
@@ -55,7 +57,8 @@ class HSTUBlock(nn.Module):
     o_BLHD = attention(q_BLF.reshape(b, l, h, dqk), k_BLF.reshape(b, l, h, dqk),
                        v_BLF.reshape(b, l, h, dv), lengths_B=lengths_B, mask=MaskSpec(causal=True),
                        kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
-                       bias=bias, backend=self.backend)
+                       bias=bias, backend=self.backend,
+                       tiling=CausalTiling() if self.attention_tiling else None)
     y = u_BLF * layer_norm_no_affine(o_BLHD.reshape(b, l, h * dv))
     y = Dropout(self.dropout, deterministic=not train)(y)
     y = nn.Dense(self.dim, kernel_init=nn.initializers.xavier_uniform(),
@@ -84,6 +87,7 @@ class HSTU(nn.Module):
   use_time_bias: bool = True
   num_time_buckets: int = 129
   backend: str = "xla"
+  attention_tiling: bool = True   # XLA path: skip causally hidden and padding tiles (same result)
 
   def setup(self):
     self.item_embedding = ItemEmbedding(self.num_items, self.dim)
@@ -95,6 +99,7 @@ class HSTU(nn.Module):
     self.blocks = [
         HSTUBlock(self.dim, self.num_heads, self.dqk, self.dv, self.attn_norm_len, self.dropout,
                   self.use_position_bias, self.use_time_bias, self.num_time_buckets, self.backend,
+                  self.attention_tiling,
                   name=f"block_{i}") for i in range(self.num_blocks)]
 
   def __call__(self, batch, *, train: bool = False):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
+from recjax.layers.tiled_attention import CausalTiling
 from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import ItemEmbedding, sequence_inputs, truncated_normal
 from recjax.layers.norms import layer_norm_no_affine
@@ -25,6 +26,7 @@ class SASRecBlock(nn.Module):
   ffn_dim: int
   dropout: float
   backend: str
+  attention_tiling: bool
 
   @nn.compact
   def __call__(self, x_BLD, valid_BL1, lengths_B, *, train: bool):
@@ -38,6 +40,7 @@ class SASRecBlock(nn.Module):
     use_dropout = train and self.dropout > 0
     a = attention(q, k, v, lengths_B=lengths_B, mask=MaskSpec(causal=True), kind="softmax",
                   alpha=1.0 / math.sqrt(d // h), backend=self.backend,
+                  tiling=CausalTiling() if self.attention_tiling else None,
                   dropout_rate=self.dropout if use_dropout else 0.0,
                   dropout_rng=self.make_rng("dropout") if use_dropout else None)
     a = dense(d, "attn_out")(a.reshape(b, l, d))
@@ -62,13 +65,14 @@ class SASRec(nn.Module):
   max_len: int = 200
   dropout: float = 0.2
   backend: str = "xla"
+  attention_tiling: bool = True   # XLA path: skip causally hidden and padding tiles (same result)
 
   def setup(self):
     self.item_embedding = ItemEmbedding(self.num_items, self.dim)
     self.position_embedding = self.param("position_embedding", truncated_normal(math.sqrt(1.0 / self.dim)),
                                          (self.max_len, self.dim))
     self.input_dropout = Dropout(self.dropout)
-    self.blocks = [SASRecBlock(self.dim, self.num_heads, self.ffn_dim, self.dropout, self.backend,
+    self.blocks = [SASRecBlock(self.dim, self.num_heads, self.ffn_dim, self.dropout, self.backend, self.attention_tiling,
                                name=f"block_{i}") for i in range(self.num_blocks)]
 
   def __call__(self, batch, *, train: bool = False):
