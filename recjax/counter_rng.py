@@ -44,6 +44,12 @@ def random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return bits_at(seed, jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape))
 
 
+def keep_at(seed: jax.Array, index: jax.Array, rate: float) -> jax.Array:
+  """Dropout keep decisions (True with probability 1 - rate) for element indices `index`."""
+  threshold = jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
+  return bits_at(seed, index) >= threshold
+
+
 def _mulhi32(a: jax.Array, n: int) -> jax.Array:
   """floor(a * n / 2^32) for uint32 a and 0 < n < 2^32, exactly, in 32-bit arithmetic."""
   a1, a0 = a >> 16, a & jnp.uint32(0xFFFF)

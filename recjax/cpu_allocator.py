@@ -48,3 +48,8 @@ def tune() -> bool:
         libc.mallopt(param, value) == 1
         for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NO_TRIM)))
   return _applied
+
+
+def is_tuned() -> bool:
+  """Whether `tune()` has run and taken effect in this process (reports; applies nothing)."""
+  return bool(_applied)

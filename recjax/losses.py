@@ -40,7 +40,8 @@ def sample_negatives(rng: jax.Array, num_tokens: int, num_negatives: int,
   """Per-position negatives: i.i.d. uniform draws with replacement from `catalogue` -> [T, N].
 
   The draws come from a counter-based hash seeded by one word of `rng` (`counter_rng`), not from
-  `jax.random.randint`, which costs ≈ 37 ms per ML-1M step on a 2-core CPU against ≈ 2 ms here.
+  `jax.random.randint`: at the ML-1M step's [14336, 128] on a 2-core Zen 3, ≈ 44 ms against ≈ 6 ms
+  here (both including the catalogue lookup).
   """
   seed = counter_rng.seed_from(rng)
   idx = counter_rng.uniform_ints(seed, (num_tokens, num_negatives), catalogue.shape[0])
@@ -128,7 +129,7 @@ SAMPLED_SOFTMAX_IMPLS = ("auto", "xla", "native")
 def resolve_impl(impl: str) -> str:
   """"auto" -> "native" on a CPU backend where the C++ kernel builds, else "xla"."""
   if impl not in SAMPLED_SOFTMAX_IMPLS:
-    raise ValueError(f"sampled-softmax impl must be one of {SAMPLED_SOFTMAX_IMPLS}, got {impl!r}")
+    raise ValueError(f"loss.impl: sampled-softmax impl must be one of {SAMPLED_SOFTMAX_IMPLS}, got {impl!r}")
   if impl == "auto":
     return "native" if jax.default_backend() == "cpu" and native.available() else "xla"
   return impl

@@ -19,7 +19,7 @@ from pallas_kernels.mask import MaskSpec, dense_mask
 from recjax import counter_rng
 from recjax.layers.dropout import hash_dropout
 from recjax.layers.relative_bias import RelativeBias, materialize
-from recjax.layers.tiled_attention import CausalTiling, causal_tiled_attention
+from recjax.layers.tiled_attention import CausalTiling, causal_tiled_attention, masked_softmax
 
 ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -96,10 +96,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   if kind == "pointwise":
     w_NQK = jnp.where(visible_NQK, ACTIVATIONS[activation](s_NQK) * scale, 0.0)
   else:
-    s_NQK = jnp.where(visible_NQK, s_NQK, -jnp.inf)
-    m = jnp.max(s_NQK, axis=-1, keepdims=True)
-    e = jnp.exp(s_NQK - jnp.where(jnp.isfinite(m), m, 0.0))   # fully masked rows give 0, not NaN
-    w_NQK = e * (scale / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), 1e-30))
+    w_NQK = masked_softmax(s_NQK, visible_NQK) * scale
   if use_dropout:
     w_NQK = hash_dropout(w_NQK, dropout_rate, dropout_rng)
   o_NQD = jnp.einsum("nqk,nkd->nqd", w_NQK.astype(v_BKHD.dtype), fold(v_BKHD))

@@ -10,6 +10,8 @@ resumed run draws the same masks.
 """
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,8 +21,7 @@ from recjax import counter_rng
 
 def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
   """Bernoulli(1 - rate) mask of `shape` from a uint32 seed."""
-  threshold = jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
-  return counter_rng.random_bits(seed, shape) >= threshold
+  return counter_rng.keep_at(seed, jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape), rate)
 
 
 def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:

@@ -36,7 +36,7 @@ def hardware() -> dict:
   from recjax import cpu_allocator, native  # pylint: disable=import-outside-toplevel
   return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
           "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-          "malloc_tuned": cpu_allocator.tune(), "native_kernels": native.available(),
+          "malloc_tuned": cpu_allocator.is_tuned(), "native_kernels": native.available(),
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
