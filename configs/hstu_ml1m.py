@@ -11,7 +11,7 @@ file says so; the published numbers used real timestamps).
 
 Command:   python -m experiments.run --config=configs/hstu_ml1m.py --workdir=workdirs/hstu_ml1m
 Quick:     python -m experiments.run --config=configs/hstu_ml1m.py:quick
-Hardware:  2-core x86 CPU, 24 GB: 27 min on an AMD EPYC Zen 3 (AVX2), 0.26 s per step.
+Hardware:  2-core x86 CPU, 24 GB: 27 min on an AMD EPYC Zen 3 (AVX2), 0.26–0.39 s per step.
 Expected:  HR@10 .2886, NDCG@10 .1639 at the last epoch (results/ml-1m/hstu_ml1m.json; time bias off);
            published HR@10 .3097, NDCG@10 .1720 with timestamps.
 """
