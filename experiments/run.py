@@ -2,10 +2,16 @@
 
 Overrides: --config.model.num_blocks=4 ; quick test: --config=configs/<name>.py:quick
 Writes results/<dataset>/<config name>.json (or --results=PATH).
+
+--snapshot: while a long run trains (or after it was stopped), evaluate the latest checkpoint in
+--workdir and write its results file marked `"partial": true`, without training or touching the
+run's workdir. The finished run later overwrites that file with the final one.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -13,6 +19,34 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs; rerun to resume")
 _RESULTS = flags.DEFINE_string("results", None, "results JSON path (default results/<dataset>/<config>.json)")
+_SNAPSHOT = flags.DEFINE_bool("snapshot", False, "evaluate --workdir's latest checkpoint (no training) and "
+                              "write a results file marked partial")
+
+
+def latest_finished_checkpoint(checkpoint_dir: str) -> int | None:
+  """Highest step orbax has finalised in `checkpoint_dir` (in-progress saves have non-numeric names)."""
+  if not os.path.isdir(checkpoint_dir):
+    return None
+  steps = [int(d) for d in os.listdir(checkpoint_dir) if d.isdigit()]
+  return max(steps) if steps else None
+
+
+def _snapshot_workdir(workdir: str, scratch: str) -> int:
+  """Copies the latest checkpoint of `workdir` into `scratch` (a live run may save or delete meanwhile)."""
+  src = os.path.join(workdir, "checkpoints")
+  for _ in range(5):
+    step = latest_finished_checkpoint(src)
+    if step is None:
+      raise FileNotFoundError(f"--snapshot: no finished checkpoint in {src}; nothing to evaluate")
+    try:
+      shutil.copytree(os.path.join(src, str(step)), os.path.join(scratch, "checkpoints", str(step)))
+    except (FileNotFoundError, shutil.Error):   # the live run deleted it while we copied: take the next
+      shutil.rmtree(os.path.join(scratch, "checkpoints"), ignore_errors=True)
+      continue
+    if os.path.isdir(os.path.join(workdir, "data")):   # generated data / array_record cache: reuse, read-only
+      os.symlink(os.path.abspath(os.path.join(workdir, "data")), os.path.join(scratch, "data"))
+    return step
+  raise RuntimeError(f"--snapshot: checkpoints in {src} kept changing while being copied; try again")
 
 
 def main(argv):
@@ -24,26 +58,39 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # orbax and grain are chatty at INFO; progress is printed
   config = _CONFIG.value
+  config_values = config.to_dict()
   config_path = flags.FLAGS["config"].config_filename
   quick = config.get("quick", False)
   name = config.name + ("_quick" if quick else "")
   workdir = _WORKDIR.value or os.path.join("workdirs", name)
   logging.info("config %s, workdir %s, backend %s", config_path, workdir, jax.default_backend())
-  print(f"recjax: {name} -> workdir {workdir}", flush=True)
-  summary = loop.train_and_evaluate(config, workdir)
+  path = _RESULTS.value or os.path.join("results", config.dataset_label, f"{name}.json")
+  extra = {"partial": False}
+  with tempfile.TemporaryDirectory(prefix="recjax_snapshot_") as scratch:
+    if _SNAPSHOT.value:
+      step = _snapshot_workdir(workdir, scratch)
+      print(f"recjax: {name} -> evaluating the checkpoint at step {step} of {workdir} (snapshot)", flush=True)
+      config.train.max_steps = step   # resume at `step`, train nothing, evaluate
+      summary = loop.train_and_evaluate(config, scratch)
+      summary["segments"] = summary["segments"][:-1]   # the snapshot's own segment trained nothing
+      extra = {"partial": True, "snapshot_of": os.path.abspath(workdir),
+               "partial_note": (f"snapshot of a run in progress: checkpoint at step {step}, "
+                                f"{summary['epochs']:.1f} of {config_values['train']['num_epochs']} epochs")}
+    else:
+      print(f"recjax: {name} -> workdir {workdir}", flush=True)
+      summary = loop.train_and_evaluate(config, workdir)
   record = {"dataset": config.dataset_label, "model": config.model.name, "config": name,
             **results.base_record(config, config_path),
-            "wall_clock_s": summary["train_wall_clock_s"], "partial": False,
-            **summary, "config_values": config.to_dict()}
+            "wall_clock_s": summary["train_wall_clock_s"], **extra,
+            **summary, "config_values": config_values}
   # The code that ran is the last segment's (HEAD may have moved while a long run trained).
   if summary.get("segments"):
     record["commit"] = summary["segments"][-1]["commit"]
-  path = _RESULTS.value or os.path.join("results", config.dataset_label, f"{name}.json")
   results.write_results(path, record)
   t = summary["metrics"]["test"]
   print("test: " + "  ".join(f"{k} {t[k]:.4f}" for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200",
                                                          "ndcg@200", "mrr")), flush=True)
-  print(f"results written to {path}", flush=True)
+  print(f"results written to {path}" + (" (PARTIAL)" if extra["partial"] else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,30 @@ def test_sigkill_then_resume_gives_same_metrics(tmp_path):
   assert a["metrics"]["per_epoch"] == b["metrics"]["per_epoch"]
   for field in ("dataset", "model", "config", "command", "commit", "versions", "hardware", "wall_clock_s", "seed"):
     assert field in b, field
+
+
+def test_snapshot_evaluates_latest_checkpoint_as_partial(tmp_path):
+  """--snapshot: the latest checkpoint's metrics, marked partial, and the run's workdir untouched."""
+  from recjax.train import loop
+  config_path = _config(tmp_path, epochs=6)
+  config = _load(config_path)
+  config.train.max_steps = 8   # a run stopped at step 8 of 12 (checkpoint every 4 steps)
+  stopped = loop.train_and_evaluate(config, str(tmp_path / "w"))
+  before = sorted(os.listdir(tmp_path / "w" / "checkpoints")), sorted(os.listdir(tmp_path / "w" / "tensorboard"))
+
+  cmd = [sys.executable, "-m", "experiments.run", f"--config={config_path}", f"--workdir={tmp_path / 'w'}",
+         f"--results={tmp_path / 'partial.json'}", "--snapshot"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+  r = json.load(open(tmp_path / "partial.json"))
+  assert r["partial"] is True and "step 8" in r["partial_note"], r.get("partial_note")
+  assert r["steps"] == 8
+  assert r["config_values"]["train"]["max_steps"] == -1, "the record must show the run's config, not the override"
+  assert r["metrics"]["per_epoch"] == stopped["metrics"]["per_epoch"]
+  assert r["metrics"]["test"] == pytest.approx(stopped["metrics"]["test"], rel=1e-6)
+  after = sorted(os.listdir(tmp_path / "w" / "checkpoints")), sorted(os.listdir(tmp_path / "w" / "tensorboard"))
+  assert before == after, "the snapshot wrote into the run's workdir"
+
+  empty = subprocess.run(cmd[:4] + [f"--workdir={tmp_path / 'none'}", "--snapshot"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+  assert empty.returncode != 0 and "no finished checkpoint" in empty.stderr
