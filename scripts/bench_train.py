@@ -42,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 from configs import hstu_large_ml1m, hstu_ml1m, sasrec_ml1m  # noqa: E402
 from recjax.data import pipeline, splits  # noqa: E402
 from recjax.data.types import UserSequences  # noqa: E402
-from recjax.models import build_model  # noqa: E402
+from recjax.models import build_model, init_params  # noqa: E402
 from recjax.train import results  # noqa: E402
 from recjax.train.loop import resolve_model_config  # noqa: E402
 from recjax.train.state import TrainState, make_optimizer  # noqa: E402
@@ -100,7 +100,7 @@ def bench_model(name, seqs, steps, warmup):
   batches = [ds[i] for i in range(n)]
   input_s = (time.perf_counter() - t0) / n
   key = jax.random.key(0, impl=tc.prng_impl)
-  params = model.init({"params": key, "dropout": key}, batches[0], train=False)["params"]
+  params = init_params(model, key, batches[0])
   catalogue = jnp.asarray(seqs.catalogue(), jnp.int32)
   fwd = jax.jit(lambda p, b, k: loss_fn(p, model, b, k, config.loss, catalogue))
   fwd_bwd = jax.jit(lambda p, b, k: jax.value_and_grad(loss_fn)(p, model, b, k, config.loss, catalogue))

@@ -17,7 +17,7 @@ import numpy as np
 
 from recjax.data import pipeline, registry, splits
 from recjax.metrics.retrieval import metrics_from_ranks
-from recjax.models import build_model
+from recjax.models import build_model, init_params
 from recjax.train.checkpoint import Checkpointer
 from recjax.train.progress import Progress
 from recjax.train.results import git_commit
@@ -76,8 +76,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   base_key = jax.random.key(config.seed, impl=tc.prng_impl)
   init_batch = pipeline.make_train_batch(train_ex, np.arange(min(2, len(train_ex))), 2, 0)
   init_key, step_key = jax.random.split(base_key)   # init and per-step keys never overlap
-  params = model.init({"params": init_key, "dropout": init_key},
-                      init_batch, train=False)["params"]
+  params = init_params(model, init_key, init_batch)
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   num_params = int(sum(x.size for x in jax.tree.leaves(params)))
 
