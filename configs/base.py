@@ -56,7 +56,7 @@ def base() -> ml_collections.ConfigDict:
   c.train.b2 = 0.98
   c.train.eps = 1e-8
   c.train.weight_decay = 0.0
-  c.train.eval_every_epochs = 5
+  c.train.eval_every_epochs = 1              # the reference evaluates after every epoch
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 500
   c.train.prng_impl = "unsafe_rbg"           # threefry makes dropout masks 10x slower on CPU

@@ -20,6 +20,16 @@ from recjax.layers.embeddings import ItemEmbedding, sequence_inputs, truncated_n
 from recjax.layers.norms import layer_norm_no_affine
 
 
+# torch.nn.init.xavier_normal_ draws from an untruncated normal (flax's xavier_normal truncates).
+_xavier_normal = nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
+
+
+def _in_proj_init(key, shape, dtype=jnp.float32):
+  """xavier-normal of one of the three [d, d] slices of torch's fused [3d, d] MHA in_proj."""
+  fan_in, fan_out = shape[0], 3 * shape[1]
+  return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / (fan_in + fan_out))
+
+
 class SASRecBlock(nn.Module):
   dim: int
   num_heads: int
@@ -32,11 +42,13 @@ class SASRecBlock(nn.Module):
   def __call__(self, x_BLD, valid_BL1, lengths_B, *, train: bool):
     b, l, d = x_BLD.shape
     h = self.num_heads
-    dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.xavier_normal(), name=name)
+    dense = lambda n, name, init=_xavier_normal: nn.Dense(n, kernel_init=init, name=name)
     q_BLD = layer_norm_no_affine(x_BLD, 1e-8)
-    q = dense(d, "query")(q_BLD).reshape(b, l, h, d // h)
-    k = dense(d, "key")(x_BLD).reshape(b, l, h, d // h)
-    v = dense(d, "value")(x_BLD).reshape(b, l, h, d // h)
+    # The reference's torch MultiheadAttention holds q, k, v as one [3d, d] in_proj: xavier-normal over
+    # that fused matrix gives std sqrt(2 / (d + 3d)) (0.1 at d = 50), not the 0.141 of three [d, d].
+    q = dense(d, "query", _in_proj_init)(q_BLD).reshape(b, l, h, d // h)
+    k = dense(d, "key", _in_proj_init)(x_BLD).reshape(b, l, h, d // h)
+    v = dense(d, "value", _in_proj_init)(x_BLD).reshape(b, l, h, d // h)
     use_dropout = train and self.dropout > 0
     a = attention(q, k, v, lengths_B=lengths_B, mask=MaskSpec(causal=True), kind="softmax",
                   alpha=1.0 / math.sqrt(d // h), backend=self.backend,
@@ -48,9 +60,9 @@ class SASRecBlock(nn.Module):
     drop = Dropout(self.dropout, deterministic=not train)
     bias_init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
         key, shape, dtype, -1 / math.sqrt(d), 1 / math.sqrt(d))
-    f = nn.Dense(self.ffn_dim, kernel_init=nn.initializers.xavier_normal(), bias_init=bias_init,
+    f = nn.Dense(self.ffn_dim, kernel_init=_xavier_normal, bias_init=bias_init,
                  name="ffn_in")(z)
-    f = nn.Dense(d, kernel_init=nn.initializers.xavier_normal(), bias_init=bias_init,
+    f = nn.Dense(d, kernel_init=_xavier_normal, bias_init=bias_init,
                  name="ffn_out")(drop(jax.nn.relu(f)))
     return (z + drop(f)) * valid_BL1
 
