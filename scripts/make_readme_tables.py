@@ -37,37 +37,78 @@ def _fmt_time(s):
   return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
-def reproduction_table() -> str:
-  rows = []
+_SEED_SUFFIX = re.compile(r"_seed(\d+)$")
+
+
+def _group_name(config: str) -> str:
+  """`hstu_ml1m_seed2` -> `hstu_ml1m`: the runs of one config at several seeds form one row."""
+  return _SEED_SUFFIX.sub("", config)
+
+
+def _mean_std(values) -> str:
+  """`mean ± std` (sample std, n-1) over seeds; a single run is shown bare."""
+  if len(values) == 1:
+    return f"{values[0]:.4f}"
+  m = sum(values) / len(values)
+  sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+  return f"{m:.4f} ± {sd:.4f}"
+
+
+def _load_runs():
+  runs = []
   for path in sorted(glob.glob(os.path.join(ROOT, "results", "ml-*", "*.json"))
                      + glob.glob(os.path.join(ROOT, "results", "synthetic", "*.json"))):
     r = json.load(open(path))
     if r.get("config", "").endswith("_quick"):
       continue
-    rows.append(r)
-  rows.sort(key=lambda r: (r["dataset"] == "synthetic", r["dataset"], ORDER.index(_model_key(r)) if _model_key(r) in ORDER else 9, r["config"]))
-  out = ["| dataset | model | source | HR@10 | NDCG@10 | HR@50 | NDCG@50 | HR@200 | NDCG@200 | epochs | wall-clock | notes |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    r["_path"] = os.path.relpath(path, ROOT)
+    runs.append(r)
+  return runs
+
+
+def reproduction_table() -> str:
+  """One row per (dataset, config) with the mean ± std over its seeds (files `<config>_seed<S>.json`).
+
+  A config that has seeded runs hides its older single-run file (`<config>.json`, the earlier
+  protocol); one that has none yet shows that single run, labelled "1 seed".
+  """
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for r in _load_runs():
+    groups.setdefault((r["dataset"], _group_name(r["config"])), []).append(r)
+  for key, rs in list(groups.items()):
+    seeded = [r for r in rs if _SEED_SUFFIX.search(r["config"])]
+    groups[key] = sorted(seeded, key=lambda r: r["seed"]) if seeded else rs
+  order = sorted(groups, key=lambda k: (k[0] == "synthetic", k[0],
+                                        ORDER.index(_model_key(groups[k][0])) if _model_key(groups[k][0]) in ORDER else 9,
+                                        k[1]))
+  out = ["| dataset | model | source | seeds | HR@10 | NDCG@10 | HR@50 | NDCG@50 | HR@200 | NDCG@200 | epochs "
+         "| wall-clock / seed | notes |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   seen_published = set()
-  for r in rows:
-    key = (r["dataset"], _model_key(r))
-    if key in PUBLISHED and key not in seen_published:
-      seen_published.add(key)
-      vals = " | ".join(f"{v:.4f}" for v in PUBLISHED[key])
-      out.append(f"| {key[0]} | {key[1]} | published (HSTU paper) | {vals} | 101 | – | with timestamps |")
-    t = r["metrics"]["test"]
-    vals = " | ".join(f"{t[c]:.4f}" for c in COLS)
-    notes = "; ".join(r.get("notes", []))
-    if r.get("partial"):
-      notes = "PARTIAL run; " + notes
-    rel = os.path.relpath(os.path.join("results", r["dataset"], r["config"] + ".json"))
-    out.append(f"| {r['dataset']} | {_model_key(r)} | [recjax, last epoch]({rel}) | {vals} | "
-               f"{r['epochs']:.0f} | {_fmt_time(r['wall_clock_s'])} | {notes} |")
-    best = r["metrics"].get("best_epoch")
-    if best:
-      bvals = " | ".join(f"{best[c]:.4f}" for c in COLS)
-      out.append(f"| {r['dataset']} | {_model_key(r)} | recjax, best epoch {best['epoch']} (selected on test: optimistic) "
-                 f"| {bvals} | {best['epoch']} | – | |")
+  for key in order:
+    rs = groups[key]
+    dataset, model = key[0], _model_key(rs[0])
+    if (dataset, model) in PUBLISHED and (dataset, model) not in seen_published:
+      seen_published.add((dataset, model))
+      vals = " | ".join(f"{v:.4f}" for v in PUBLISHED[(dataset, model)])
+      out.append(f"| {dataset} | {model} | published (HSTU paper) | 1 | {vals} | 101 | – | with timestamps |")
+    vals = " | ".join(_mean_std([r["metrics"]["test"][c] for r in rs]) for c in COLS)
+    notes = sorted({n for r in rs for n in r.get("notes", [])})
+    if any(r.get("partial") for r in rs):
+      notes.insert(0, "PARTIAL: " + ", ".join(f"seed {r['seed']}" for r in rs if r.get("partial")))
+    if not _SEED_SUFFIX.search(rs[0]["config"]) and dataset != "synthetic":
+      notes.append("single run, earlier protocol (evaluated every 5th epoch)")
+    links = ", ".join(f"[{r['seed']}]({r['_path']})" for r in rs)
+    epochs = "/".join(sorted({f"{r['epochs']:.0f}" for r in rs}))
+    wall = _fmt_time(sum(r["wall_clock_s"] for r in rs) / len(rs))
+    out.append(f"| {dataset} | {model} | recjax `{key[1]}`, last epoch | {links} | {vals} | {epochs} | {wall} | "
+               f"{'; '.join(notes)} |")
+    bests = [r["metrics"]["best_epoch"] for r in rs if r["metrics"].get("best_epoch")]
+    if len(bests) == len(rs):
+      bvals = " | ".join(_mean_std([b[c] for b in bests]) for c in COLS)
+      eps = ", ".join(str(b["epoch"]) for b in bests)
+      out.append(f"| {dataset} | {model} | recjax, best epoch (selected on test: optimistic) | {len(rs)} | {bvals} | "
+                 f"{eps} | – | |")
   return "\n".join(out)
 
 
