@@ -5,26 +5,108 @@ and frees it at the end. glibc serves the request from a worker thread, whose se
 cannot hold it, so it is `mmap`ed and `munmap`ed every step: 66k page faults and ≈ 200 ms of
 kernel time per step on a 2-core machine (measured; `strace` shows one 270 MB mmap/munmap pair
 per step). With one malloc arena, no mmap and no trimming, the block is reused and a step runs
-≈ 35% faster; RSS stays at its high-water mark instead of shrinking between steps.
+≈ 35% faster. The price: RSS stays near its high-water mark (up to 2 GB of free heap top is kept,
+and memory freed by one phase is not given back to the system), which is why it is applied only
+where it pays.
 
-`tune()` applies that with `mallopt` (glibc only; elsewhere it does nothing). It must run before
-JAX starts its thread pool, i.e. before the first JAX computation: the entry points call it first
-thing. The same settings can be given from outside as
+When `tune()` applies the settings (the rule, decided from the environment before JAX starts):
+  1. `RECJAX_TUNE_MALLOC=0` (or off/false/no): never. `=1` (or on/true/yes): skip rule 3.
+  2. `LD_PRELOAD` names another allocator (jemalloc, tcmalloc, mimalloc): never; it owns malloc
+     and glibc's settings would change nothing.
+  3. The backend will be CPU: `JAX_PLATFORMS` is set and names only "cpu", or it is unset and no
+     accelerator plugin is installed (no `jax_plugins` entry point or module, no `libtpu`). A CUDA
+     or TPU plugin on a host without the device therefore leaves malloc alone: set
+     `JAX_PLATFORMS=cpu` (or `RECJAX_TUNE_MALLOC=1`) there.
+  4. Linux with glibc (`mallopt`); elsewhere nothing is done.
+`tune()` must run before JAX starts its thread pool, i.e. before the first JAX computation: the
+entry points call it first thing. Its `MallocStatus` (what was applied, or why not) goes into
+every results file. The same settings can be given from outside as
 `GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736`.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
+import importlib.util
+from importlib import metadata
+import os
+import pkgutil
 import platform
+from typing import Mapping
+
+ENV_VAR = "RECJAX_TUNE_MALLOC"
+OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
 # mallopt parameter numbers from glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _NO_TRIM = 2 ** 31 - 1   # mallopt takes an int: 2 GB of free heap top is kept, not returned
+SETTINGS = {"arena_max": 1, "mmap_max": 0, "trim_threshold": _NO_TRIM}
+_PARAMS = {"arena_max": _M_ARENA_MAX, "mmap_max": _M_MMAP_MAX, "trim_threshold": _M_TRIM_THRESHOLD}
 
-_applied: bool | None = None
+_FALSE = ("0", "off", "false", "no")
+_TRUE = ("1", "on", "true", "yes")
+
+
+@dataclasses.dataclass(frozen=True)
+class MallocStatus:
+  """What `tune()` did: `applied` settings (empty when nothing changed) and the reason."""
+  applied: bool
+  reason: str
+  settings: dict = dataclasses.field(default_factory=dict)
+
+  def to_dict(self) -> dict:
+    return {"applied": self.applied, "reason": self.reason, "settings": dict(self.settings)}
+
+
+_status: MallocStatus | None = None
+
+
+def accelerator_plugins() -> list[str]:
+  """Names of installed JAX accelerator plugins (found without importing JAX)."""
+  found = [ep.name for ep in metadata.entry_points(group="jax_plugins")]
+  try:
+    spec = importlib.util.find_spec("jax_plugins")
+  except (ImportError, ValueError):
+    spec = None
+  if spec is not None and spec.submodule_search_locations:
+    found += [m.name for m in pkgutil.iter_modules(list(spec.submodule_search_locations))]
+  if importlib.util.find_spec("libtpu") is not None:
+    found.append("libtpu")
+  return sorted(set(found))
+
+
+def decide(environ: Mapping[str, str] | None = None, plugins: list[str] | None = None) -> tuple[bool, str]:
+  """(tune?, why) by rules 1-3 of the module docstring; reads only `environ` and `plugins`.
+
+  Args:
+    environ: the environment (default os.environ).
+    plugins: installed accelerator plugins (default `accelerator_plugins()`).
+  """
+  env = os.environ if environ is None else environ
+  choice = env.get(ENV_VAR, "").strip().lower()
+  if choice in _FALSE:
+    return False, f"opted out ({ENV_VAR}={env[ENV_VAR]})"
+  if choice and choice not in _TRUE:
+    raise ValueError(f"{ENV_VAR} must be one of {_FALSE + _TRUE} (or unset), got {env[ENV_VAR]!r}")
+  preload = env.get("LD_PRELOAD", "")
+  other = [a for a in OTHER_ALLOCATORS if a in preload.lower()]
+  if other:
+    return False, f"another allocator is preloaded ({other[0]} in LD_PRELOAD={preload})"
+  if choice in _TRUE:
+    return True, f"forced ({ENV_VAR}={env[ENV_VAR]})"
+  platforms = [p.strip().lower() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+  if platforms:
+    if platforms != ["cpu"]:
+      return False, f"backend is not CPU-only (JAX_PLATFORMS={env['JAX_PLATFORMS']})"
+    return True, "CPU backend (JAX_PLATFORMS=cpu)"
+  plugins = accelerator_plugins() if plugins is None else plugins
+  if plugins:
+    return False, (f"accelerator plugin(s) installed ({', '.join(plugins)}): the backend may not be CPU; "
+                   f"set JAX_PLATFORMS=cpu or {ENV_VAR}=1 to tune anyway")
+  return True, "CPU backend (no accelerator plugin installed)"
 
 
 def _libc():
@@ -39,17 +121,34 @@ def _libc():
     return None
 
 
-def tune() -> bool:
-  """Apply the settings once; True where they took effect (Linux with glibc)."""
-  global _applied
-  if _applied is None:
-    libc = _libc()
-    _applied = bool(libc) and all(
-        libc.mallopt(param, value) == 1
-        for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NO_TRIM)))
-  return _applied
+def tune() -> MallocStatus:
+  """Decides once per process and applies the settings where the rule says so; returns the status."""
+  global _status
+  if _status is not None:
+    return _status
+  want, why = decide()
+  if not want:
+    _status = MallocStatus(False, why)
+    return _status
+  libc = _libc()
+  if libc is None:
+    _status = MallocStatus(False, f"{why}, but malloc is not glibc's ({platform.system()}): nothing to tune")
+    return _status
+  failed = [name for name, value in SETTINGS.items() if libc.mallopt(_PARAMS[name], value) != 1]
+  if failed:
+    # mallopt settings already taken stay in effect; report exactly which ones.
+    applied = {k: v for k, v in SETTINGS.items() if k not in failed}
+    _status = MallocStatus(bool(applied), f"{why}; mallopt refused {', '.join(failed)}", applied)
+  else:
+    _status = MallocStatus(True, why, dict(SETTINGS))
+  return _status
+
+
+def status() -> MallocStatus:
+  """The status of this process's `tune()` (applies nothing; "not called" before it runs)."""
+  return _status if _status is not None else MallocStatus(False, "tune() was not called in this process")
 
 
 def is_tuned() -> bool:
   """Whether `tune()` has run and taken effect in this process (reports; applies nothing)."""
-  return bool(_applied)
+  return status().applied

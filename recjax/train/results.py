@@ -36,17 +36,24 @@ def hardware() -> dict:
   from recjax import cpu_allocator, native  # pylint: disable=import-outside-toplevel
   return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
           "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-          "malloc_tuned": cpu_allocator.is_tuned(), "native_kernels": native.available(),
+          "malloc_tuned": cpu_allocator.is_tuned(), "malloc": cpu_allocator.status().to_dict(),
+          "native_kernels": native.available(),
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
+SOURCE_DIRS = ("recjax", "configs", "experiments", "pallas_kernels", "scripts")
+
+
 def git_commit(cwd: str | None = None) -> str:
+  """HEAD's sha, "+dirty" when the source folders differ from it: modified, staged, deleted or
+  untracked (not ignored) files, since a new untracked module changes what runs as much as an edit."""
   try:
     sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=cwd, text=True,
                                   stderr=subprocess.DEVNULL).strip()
-    dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "recjax", "pallas_kernels", "configs",
-                             "experiments"], cwd=cwd, stderr=subprocess.DEVNULL) != 0
-    return sha + ("+dirty" if dirty else "")
+    pathspecs = [f":(top){d}" for d in SOURCE_DIRS]   # the repository's folders, whatever the cwd
+    changes = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=all", "--", *pathspecs],
+                                      cwd=cwd, text=True, stderr=subprocess.DEVNULL)
+    return sha + ("+dirty" if changes.strip() else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
 
