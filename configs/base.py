@@ -14,11 +14,19 @@ def base() -> ml_collections.ConfigDict:
   c.seed = 42
   c.quick = False
 
+  # Every key recjax.data.registry reads is declared here (the command line can only set declared
+  # keys); each kind reads its own (registry.SOURCE_KEYS), the others are ignored.
   c.data = ml_collections.ConfigDict()
-  c.data.kind = "movielens"
-  c.data.name = "ml-1m"
-  c.data.data_dir = "../shared/data/ml-1m"   # relative to the repository root
-  c.data.with_timestamps = False
+  c.data.kind = "movielens"                  # "movielens" | "text" | "kuairand" | "synthetic"
+  c.data.name = "ml-1m"                      # movielens: "ml-100k" | "ml-1m" | "ml-20m"
+  c.data.data_dir = "../shared/data/ml-1m"   # movielens, kuairand: relative to the repository root
+  c.data.with_timestamps = False             # movielens: read the ratings file's timestamps
+  c.data.path = ""                           # text: the one-line-per-user sequence file
+  c.data.id_offset = 0                       # text: added to every item id of the file
+  c.data.variant = "pure"                    # kuairand: "pure" | "1k" | "27k"
+  c.data.logs = "standard"                   # kuairand, synthetic: "standard" | "random" | "all"
+  c.data.world = ml_collections.ConfigDict()  # synthetic: recjax.data.synthetic.WorldConfig fields (unset = default)
+  c.data.array_record = False                # route the sequences through an array_record cache in the workdir
   c.data.max_len = 200
   c.data.protocol = "last_item"              # the reference: train on all but the last, test on the last
 
@@ -30,7 +38,9 @@ def base() -> ml_collections.ConfigDict:
   c.model.dqk = 50
   c.model.dv = 50
   c.model.max_len = c.data.get_ref("max_len")
-  c.model.attn_norm_len = 211                # reference: max_len + gr_output_length (10) + 1
+  # The reference's N: max_len + gr_output_length (10) + 1 = 211; follows --config.data.max_len
+  # unless a config sets it (setting it replaces the formula with that number).
+  c.model.attn_norm_len = c.data.get_ref("max_len") + 11
   c.model.dropout = 0.2
   c.model.use_position_bias = True
   c.model.use_time_bias = "auto"             # "auto" (on iff the dataset has timestamps) | "on" | "off"

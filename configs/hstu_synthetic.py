@@ -11,8 +11,6 @@ Quick:     python -m experiments.run --config=configs/hstu_synthetic.py:quick
 Hardware:  2-core x86 CPU; expected about 1-2 minutes end to end, HR@10 well above the
            popularity level (see results/synthetic/hstu_synthetic.json).
 """
-import ml_collections
-
 from configs import base
 
 
@@ -20,7 +18,7 @@ def get_config(arg: str | None = None):
   c = base.base()
   c.name = "hstu_synthetic"
   c.dataset_label = "synthetic"
-  c.data = ml_collections.ConfigDict(dict(
+  c.data.update(dict(   # update, not replace: base's keys stay declared for command-line overrides
       kind="synthetic", world=dict(seed=0), logs="standard", max_len=100, protocol="last_item",
       array_record=True))   # file -> reader -> sequences -> array_record on disk -> grain, as in WORKSPACE.md
   c.model.dim = 64

@@ -85,8 +85,11 @@ def _metadata(seqs: UserSequences) -> dict:
 
 
 def write_sequences_array_record(seqs: UserSequences, data_dir: str | os.PathLike, name: str, *,
-                                 overwrite: bool = False) -> str:
+                                 overwrite: bool = False, provenance: dict | None = None) -> str:
   """Writes `seqs` as the TFDS dataset `name` under data_dir (array_record, split "train").
+
+  `provenance` (JSON-able; e.g. the data config and its fingerprint, which the registry keys its
+  cache by) is kept in the metadata file, where `read_metadata` returns it.
 
   Returns:
     The dataset's version folder (pass it to read_sequences_array_record / sequences_data_source).
@@ -100,8 +103,11 @@ def write_sequences_array_record(seqs: UserSequences, data_dir: str | os.PathLik
   cls = type(f"RecjaxSequences_{name}", (_SequencesBuilder,), {"name": name}, skip_registration=True)
   builder = cls(seqs=seqs, data_dir=os.fspath(data_dir), file_format="array_record")
   builder.download_and_prepare()
-  with open(os.path.join(builder.data_dir, META_FILE), "w", encoding="utf-8") as f:
-    json.dump(_metadata(seqs), f)
+  # Written last, through a rename: a dataset whose metadata file exists is complete.
+  meta_path = os.path.join(builder.data_dir, META_FILE)
+  with open(meta_path + ".part", "w", encoding="utf-8") as f:
+    json.dump({**_metadata(seqs), "provenance": provenance}, f)
+  os.replace(meta_path + ".part", meta_path)
   return builder.data_dir
 
 
