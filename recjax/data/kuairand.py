@@ -5,6 +5,8 @@ Layout (after `tar xzf KuaiRand-Pure.tar.gz`): KuaiRand-Pure/data/ holds
   log_random_4_22_to_5_08_pure.csv, user_features_pure.csv, video_features_basic_pure.csv, ...
 (1K uses the `_1k` suffix, 27K `_27k` and splits the standard logs into `_part1`, `_part2`).
 `data_dir` may be the release folder or its `data/` folder.
+Log columns are found by their header names, in any order (each official column exactly once;
+missing, repeated or extra columns are errors naming the file and the column).
 
 Conversion into recjax conventions:
   * model item id = video_id + 1 (video ids start at 0; 0 is padding);
@@ -24,7 +26,7 @@ import numpy as np
 
 from recjax.data.errors import DataError
 from recjax.data.sequences import sequences_from_interactions
-from recjax.data.text_sequences import (NumericTable, TextTable, check_range, open_binary,
+from recjax.data.text_sequences import (NumericTable, TextTable, check_header, check_range, open_binary,
                                         read_numeric_table, read_text_table)
 from recjax.data.types import Interactions, UserSequences
 
@@ -147,9 +149,33 @@ def decode_actions(mask: np.ndarray) -> dict[str, np.ndarray]:
   return {name: (np.asarray(mask) & bit) != 0 for name, bit in ACTION_BITS.items()}
 
 
+def _log_column_order(path: str) -> list[str]:
+  """The log's columns in file order: its header must name each of LOG_COLUMNS once, in any order.
+
+  Extra columns are rejected, not skipped: every log column is parsed as an integer, and an
+  unknown column is more likely a different file format than harmless surplus.
+  """
+  with open_binary(path) as f:
+    raw = f.readline()
+  if not raw:
+    raise DataError(path, "empty file")
+  found = raw.decode("utf-8", "replace").rstrip("\r\n").lstrip("\ufeff").split(",")
+  twice = sorted({c for c in found if found.count(c) > 1})
+  if twice:
+    raise DataError(path, f"header names column(s) {', '.join(twice)} more than once", line=1)
+  if sorted(found) != sorted(LOG_COLUMNS):
+    check_header(path, found, LOG_COLUMNS)   # raises, naming the missing and unexpected columns
+  return found
+
+
 def read_log(path: str | os.PathLike) -> NumericTable:
-  """Reads and validates one log CSV (exact official header). Columns are int64 [E], file order."""
-  table = read_numeric_table(path, LOG_COLUMNS, sep=",", header=True)
+  """Reads and validates one log CSV, its columns found by header name (any order).
+
+  Returns:
+    NumericTable with the LOG_COLUMNS as int64 [E] columns, rows in file order.
+  """
+  path = os.fspath(path)
+  table = read_numeric_table(path, _log_column_order(path), sep=",", header=True)
   _check_log(table)
   return table
 

@@ -93,6 +93,49 @@ def test_log_header_and_empty_errors(tmp_path):
   assert_error(e, p, contains="empty file")
 
 
+def _reorder(lines, order):
+  """CSV lines (header first) with their columns permuted: new column j = old column order[j]."""
+  return [",".join(line.split(",")[k] for k in order) for line in lines]
+
+
+def test_logs_read_by_header_name_in_any_column_order(tmp_path):
+  want = kr.load_kuairand(_release(tmp_path / "official"), logs="all")
+  order = np.random.default_rng(0).permutation(len(kr.LOG_COLUMNS)).tolist()
+  assert order != list(range(len(kr.LOG_COLUMNS)))
+  d = tmp_path / "shuffled" / "KuaiRand-Pure"
+  _release(tmp_path / "shuffled")
+  for name, rows in (("log_standard_4_08_to_4_21_pure.csv", STD_1), ("log_random_4_22_to_5_08_pure.csv", RAND)):
+    write(d / "data", name, "\n".join(_reorder([HEADER, *rows], order)) + "\n")   # one file kept official
+  got = kr.load_kuairand(d, logs="all")
+  np.testing.assert_array_equal(got.items, want.items)
+  np.testing.assert_array_equal(got.timestamps, want.timestamps)
+  np.testing.assert_array_equal(got.user_ids, want.user_ids)
+  assert got.extras.keys() == want.extras.keys()
+  for k in want.extras:
+    np.testing.assert_array_equal(got.extras[k], want.extras[k])
+  # Row errors still name the right field in a reordered file.
+  bad = STD_1[0].split(",")
+  bad[kr.LOG_COLUMNS.index("tab")] = "15"
+  p = write(d / "data", "log_standard_4_08_to_4_21_pure.csv", "\n".join(_reorder([HEADER, ",".join(bad)], order)) + "\n")
+  with pytest.raises(DataError) as e:
+    kr.load_kuairand(d)
+  assert_error(e, p, line=2, field="tab", contains="tab 15")
+
+
+@pytest.mark.parametrize("header,msg", [
+    (HEADER.replace("user_id,video_id", "video_id"), "missing column(s): user_id"),
+    (HEADER + ",extra", "unexpected column(s): extra"),
+    (HEADER.replace("is_like", "like"), "missing column(s): is_like; unexpected column(s): like"),
+    (HEADER.replace("is_like", "is_click"), "column(s) is_click more than once"),
+])
+def test_log_header_must_name_every_column_once(tmp_path, header, msg):
+  d = _release(tmp_path)
+  p = write(d / "data", "log_standard_4_22_to_5_08_pure.csv", header + "\n" + STD_2[0] + "\n")
+  with pytest.raises(DataError) as e:
+    kr.load_kuairand(d)
+  assert_error(e, p, line=1, contains=msg)
+
+
 def test_unlisted_video_and_missing_logs(tmp_path):
   d = _release(tmp_path, std2=["0,9,20220423,1000,1650679200000,0,0,0,0,0,0,0,100,5000,0,0,0,0,0"])
   with pytest.raises(DataError) as e:
