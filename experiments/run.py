@@ -3,6 +3,12 @@
 Overrides: --config.model.num_blocks=4 ; quick test: --config=configs/<name>.py:quick
 Writes results/<dataset>/<config name>.json (or --results=PATH).
 
+--allow_config_change: resuming --workdir with a config that differs from its checkpoint's (other
+than in train length, logging/eval/checkpoint frequency, eval batch size or cut-offs; see
+recjax/train/config_check.py) stops with the differing keys named; this flag continues anyway.
+The allocator: RECJAX_TUNE_MALLOC=0 keeps glibc's defaults (recjax/cpu_allocator.py has the rule);
+what was applied is in the results file under hardware.malloc.
+
 --snapshot: while a long run trains (or after it was stopped), evaluate the latest checkpoint in
 --workdir and write its results file marked `"partial": true`, without training or touching the
 run's workdir. The finished run later overwrites that file with the final one.
@@ -21,6 +27,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs; 
 _RESULTS = flags.DEFINE_string("results", None, "results JSON path (default results/<dataset>/<config>.json)")
 _SNAPSHOT = flags.DEFINE_bool("snapshot", False, "evaluate --workdir's latest checkpoint (no training) and "
                               "write a results file marked partial")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "resume even where the config differs from the checkpoint's beyond "
+    "recjax.train.config_check.RESUMABLE_CHANGES (the differences are recorded in the results' segments)")
 
 
 def latest_finished_checkpoint(checkpoint_dir: str) -> int | None:
@@ -52,7 +61,7 @@ def _snapshot_workdir(workdir: str, scratch: str) -> int:
 def main(argv):
   del argv
   from recjax import cpu_allocator  # pylint: disable=import-outside-toplevel
-  cpu_allocator.tune()   # before JAX starts its threads: reuse XLA's per-step scratch memory
+  malloc = cpu_allocator.tune()   # before JAX starts its threads: reuse XLA's per-step scratch memory
   import jax  # pylint: disable=import-outside-toplevel
   from recjax.train import loop, results  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS["verbosity"].present:
@@ -63,7 +72,8 @@ def main(argv):
   quick = config.get("quick", False)
   name = config.name + ("_quick" if quick else "")
   workdir = _WORKDIR.value or os.path.join("workdirs", name)
-  logging.info("config %s, workdir %s, backend %s", config_path, workdir, jax.default_backend())
+  logging.info("config %s, workdir %s, backend %s; malloc tuned: %s (%s)", config_path, workdir,
+               jax.default_backend(), malloc.applied, malloc.reason)
   path = _RESULTS.value or os.path.join("results", config.dataset_label, f"{name}.json")
   extra = {"partial": False}
   with tempfile.TemporaryDirectory(prefix="recjax_snapshot_") as scratch:
@@ -71,14 +81,14 @@ def main(argv):
       step = _snapshot_workdir(workdir, scratch)
       print(f"recjax: {name} -> evaluating the checkpoint at step {step} of {workdir} (snapshot)", flush=True)
       config.train.max_steps = step   # resume at `step`, train nothing, evaluate
-      summary = loop.train_and_evaluate(config, scratch)
+      summary = loop.train_and_evaluate(config, scratch, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
       summary["segments"] = summary["segments"][:-1]   # the snapshot's own segment trained nothing
       extra = {"partial": True, "snapshot_of": os.path.abspath(workdir),
                "partial_note": (f"snapshot of a run in progress: checkpoint at step {step}, "
                                 f"{summary['epochs']:.1f} of {config_values['train']['num_epochs']} epochs")}
     else:
       print(f"recjax: {name} -> workdir {workdir}", flush=True)
-      summary = loop.train_and_evaluate(config, workdir)
+      summary = loop.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   record = {"dataset": config.dataset_label, "model": config.model.name, "config": name,
             **results.base_record(config, config_path),
             "wall_clock_s": summary["train_wall_clock_s"], **extra,

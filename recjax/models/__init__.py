@@ -2,15 +2,24 @@
 from __future__ import annotations
 
 
-def build_model(config, num_items: int):
-  """The model named by `config.name`, sized for `num_items` embedding rows."""
+def model_class(name: str):
+  """The model class registered as `name` (a new model is a file in models/ plus a line here).
+
+  A class may define `resolve_config(model_cfg: dict, seqs) -> (model_cfg, notes)`: how it fills
+  data-dependent settings from the dataset (e.g. HSTU's time bias); the trainer calls it without
+  knowing which model it has."""
   from recjax.models import hstu, sasrec  # pylint: disable=import-outside-toplevel
   registry = {"hstu": hstu.HSTU, "sasrec": sasrec.SASRec}
-  config = dict(config)
-  name = config.pop("name")
   if name not in registry:
     raise ValueError(f"unknown model.name {name!r}; known: {sorted(registry)}")
-  cls = registry[name]
+  return registry[name]
+
+
+def build_model(config, num_items: int):
+  """The model named by `config.name`, sized for `num_items` embedding rows."""
+  config = dict(config)
+  name = config.pop("name")
+  cls = model_class(name)
   unknown = sorted(set(config) - set(cls.__dataclass_fields__))
   if unknown:
     raise ValueError(f"unknown model config key(s) for {name}: {unknown}")

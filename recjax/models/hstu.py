@@ -109,3 +109,25 @@ class HSTU(nn.Module):
     for block in self.blocks:
       x = block(x, batch["lengths"], times, next_times, train=train)
     return x, self.item_embedding.table
+
+  @staticmethod
+  def resolve_config(model_cfg: dict, seqs) -> tuple[dict, list[str]]:
+    """Data-dependent settings (the trainer's hook, see models.model_class): `use_time_bias`
+    "auto" (on iff `seqs.has_timestamps`) | "on" | "off" (or a bool) -> a bool, with notes for the
+    results file. "on" without timestamps is an error."""
+    cfg = dict(model_cfg)
+    want = cfg.get("use_time_bias", "auto")
+    want = {"on": True, "off": False}.get(want, want)   # configs may spell it "auto" | "on" | "off"
+    if want not in ("auto", True, False):
+      raise ValueError(f"model.use_time_bias must be 'auto', 'on' or 'off', got {model_cfg['use_time_bias']!r}")
+    notes = []
+    if want == "auto":
+      want = bool(seqs.has_timestamps)
+      if not want:
+        notes.append("time bias off: the dataset has no timestamps (position bias only)")
+    elif not want:
+      notes.append("time bias off (model.use_time_bias='off')")
+    elif not seqs.has_timestamps:
+      raise ValueError(f"model.use_time_bias={model_cfg['use_time_bias']!r} but {seqs.source} has no timestamps")
+    cfg["use_time_bias"] = want
+    return cfg, notes

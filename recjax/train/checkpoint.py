@@ -32,5 +32,9 @@ class Checkpointer:
                                                          meta=ocp.args.JsonRestore()))
     return r.state, r.meta
 
+  def restore_meta(self, step: int) -> dict:
+    """Only the JSON sidecar of `step` (no state: readable whatever the model's shapes)."""
+    return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
   def close(self):
     self._mngr.close()

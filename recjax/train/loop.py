@@ -17,7 +17,8 @@ import numpy as np
 
 from recjax.data import pipeline, registry, splits
 from recjax.metrics.retrieval import metrics_from_ranks
-from recjax.models import build_model, init_params
+from recjax.models import build_model, init_params, model_class
+from recjax.train import config_check
 from recjax.train.checkpoint import Checkpointer
 from recjax.train.progress import Progress
 from recjax.train.results import git_commit
@@ -30,22 +31,11 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def resolve_model_config(config, seqs):
-  """Fills data-dependent model settings: the time bias is on only where timestamps exist."""
+  """config.model resolved (references, then data-dependent settings through the model class's
+  `resolve_config` hook, if it has one) -> (model settings dict, notes for the results file)."""
   model_cfg = dict(config.model.copy_and_resolve_references())
-  notes = []
-  if model_cfg["name"] == "hstu":
-    want = model_cfg.get("use_time_bias", "auto")
-    want = {"on": True, "off": False}.get(want, want)   # configs may spell it "auto" | "on" | "off"
-    model_cfg["use_time_bias"] = want
-    if want == "auto":
-      model_cfg["use_time_bias"] = seqs.has_timestamps
-      if not seqs.has_timestamps:
-        notes.append("time bias off: the dataset has no timestamps (position bias only)")
-    elif not want:
-      notes.append("time bias off (model.use_time_bias='off')")
-    elif not seqs.has_timestamps:
-      raise ValueError(f"model.use_time_bias=True but {seqs.source} has no timestamps")
-  return model_cfg, notes
+  hook = getattr(model_class(model_cfg["name"]), "resolve_config", None)
+  return hook(model_cfg, seqs) if hook is not None else (model_cfg, [])
 
 
 def evaluate(eval_step, params, examples: splits.EvalExamples, batch_size: int, ks) -> dict:
@@ -55,8 +45,11 @@ def evaluate(eval_step, params, examples: splits.EvalExamples, batch_size: int, 
   return metrics_from_ranks(np.concatenate(ranks), ks)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the run summary."""
+def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the run summary.
+
+  A resume checks `config` against the one stored in the checkpoint (train/config_check.py) and
+  raises ConfigMismatchError naming the differing keys, unless `allow_config_change`."""
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
   seqs = registry.load_dataset(config.data, cache_dir=os.path.join(workdir, "data"))
@@ -89,9 +82,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   it = pipeline.TrainIterator(dataset)
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  history, wall_before, start_step, segments = [], 0.0, 0, []
+  history, wall_before, start_step, segments, config_changes = [], 0.0, 0, [], {}
   latest = ckpt.latest_step()
   if latest is not None:
+    # Checked before the state is restored: a changed model would fail there with a shape error.
+    config_changes = config_check.check_resume(ckpt.restore_meta(latest).get("config"), config,
+                                               allow_change=allow_config_change,
+                                               where=f"the checkpoint at step {latest} in {workdir}")
     state, meta = ckpt.restore(latest, state)
     it.set_state(meta["loader_state"])
     history, wall_before, start_step = meta["history"], meta["wall_clock_s"], meta["step"]
@@ -101,6 +98,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # Each (re)start is a segment: a run resumed under newer code says so in its results.
   segments.append({"start_step": start_step, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+  if config_changes:   # what this segment runs differently from the checkpoint's config
+    segments[-1]["config_changes"] = {k: list(v) for k, v in config_changes.items()}
   train_step = make_train_step(model, tx, config.loss, catalogue, step_key)
   eval_step = make_eval_step(model, catalogue, seqs.num_items, config.eval.exclude_history)
   progress = Progress(workdir, total_steps, start_step)
@@ -113,7 +112,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   def meta(step):
     return {"step": step, "loader_state": it.get_state(), "history": history, "wall_clock_s": wall(),
-            "segments": segments}
+            "segments": segments, "config": config_check.config_record(config)}
 
   step = start_step
   losses_since_log = []
