@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 
+from absl import logging
+
 RESUMABLE_CHANGES = (
     "quick",
     "train.num_epochs", "train.max_steps",
@@ -60,6 +62,7 @@ def check_resume(stored: dict | None, current: dict, *, allow_change: bool = Fal
   (unless `allow_change`); returns all differences. `stored=None` (a checkpoint written before
   configs were stored) checks nothing."""
   if stored is None:
+    logging.warning("%s stores no config (written before configs were stored): not checked", where)
     return {}
   changes = config_changes(stored, config_record(current))
   blocking = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}

@@ -40,6 +40,8 @@ def test_every_key_registry_reads_is_declared_in_base():
   read = _keys_read_by_registry()
   assert {"kind", "data_dir", "path", "variant", "logs", "id_offset", "world", "array_record"} <= read
   assert read <= set(base.base().data), f"undeclared in configs/base.py: {sorted(read - set(base.base().data))}"
+  for key, default in registry.DEFAULTS.items():   # a config without base gets base's defaults
+    assert base.base().data[key] == default, key
 
 
 def _parse(*argv):

@@ -65,3 +65,11 @@ def test_tracked_change_is_dirty(repo, change):
 
 def test_not_a_repository(tmp_path):
   assert results.git_commit(str(tmp_path)) == "unknown"
+
+
+def test_hardware_reports_the_malloc_status():
+  from recjax import cpu_allocator
+  hw = results.hardware()
+  assert hw["malloc"] == cpu_allocator.status().to_dict()
+  assert hw["malloc"]["applied"] is hw["malloc_tuned"] is False   # this process never tunes
+  assert hw["malloc"]["reason"] == "tune() was not called in this process"
