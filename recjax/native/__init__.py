@@ -9,15 +9,20 @@ pure-JAX function that stays the reference (and the path on GPU, on other platfo
 compiler is found); tests check that both give the same values and gradients.
 
 The sources are compiled on first use with the system C++ compiler (`CXX`, else g++ / c++ /
-clang++) against the XLA FFI headers that ship with jaxlib, and cached under
-`$RECJAX_NATIVE_CACHE` (default `~/.cache/recjax/native`), keyed by the source, the jaxlib
-version and this CPU's instruction set. `RECJAX_NATIVE=0` turns the kernels off.
+clang++) against the XLA FFI headers that ship with jaxlib, within
+`$RECJAX_NATIVE_COMPILE_TIMEOUT` seconds (default 300), and cached under `$RECJAX_NATIVE_CACHE`
+(default `~/.cache/recjax/native`), keyed by the source, the flags, the jaxlib version, the
+compiler and its version string, and this CPU's instruction set. `RECJAX_NATIVE=0` turns the
+kernels off. Kernels run on `thread_count` threads: the CPUs this process may use (affinity mask
+and cgroup quota, not the host's core count), at most one per 512 tokens, or
+`$RECJAX_NATIVE_THREADS`.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -26,12 +31,15 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = {"recjax_sampled_softmax": ("sampled_softmax.cc", "RecjaxSampledSoftmax")}
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 _state: dict[str, object] = {}
+MIN_TOKENS_PER_THREAD = 512   # below this a thread's start-up and its share of pass 2 outweigh its work
+DEFAULT_COMPILE_TIMEOUT_S = 300.0
 
 
 def _cpu_signature() -> str:
@@ -48,8 +56,42 @@ def _cpu_signature() -> str:
 def _compiler() -> str | None:
   for cxx in (os.environ.get("CXX"), "g++", "c++", "clang++"):
     if cxx and shutil.which(cxx):
-      return cxx
+      return shutil.which(cxx)
   return None
+
+
+def _positive_env(name: str, default: float, kind=float):
+  raw = os.environ.get(name, "").strip()
+  if not raw:
+    return default
+  try:
+    value = kind(raw)
+  except ValueError:
+    value = 0
+  if not value > 0:
+    raise ValueError(f"${name} must be a positive {kind.__name__}, got {raw!r}")
+  return value
+
+
+def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
+  """Runs `cmd` with the compile timeout; a hang or a missing program is a RuntimeError naming it."""
+  timeout = _positive_env("RECJAX_NATIVE_COMPILE_TIMEOUT", DEFAULT_COMPILE_TIMEOUT_S)
+  try:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    raise RuntimeError(f"{what} timed out after {timeout:g} s (raise $RECJAX_NATIVE_COMPILE_TIMEOUT to wait "
+                       f"longer): {' '.join(cmd)}") from None
+  except OSError as e:
+    raise RuntimeError(f"{what} could not run: {' '.join(cmd)}: {e}") from None
+
+
+def _compiler_version(cxx: str) -> str:
+  done = _run([cxx, "--version"], "asking the C++ compiler its version")
+  return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else ""
+
+
+def _jaxlib_version() -> str:
+  return jaxlib.__version__
 
 
 def _build(source: str) -> str:
@@ -58,8 +100,9 @@ def _build(source: str) -> str:
     raise RuntimeError("no C++ compiler found (set CXX)")
   with open(os.path.join(_HERE, source), "rb") as f:
     code = f.read()
-  key = hashlib.sha256(code + " ".join(_FLAGS).encode() + jax.__version__.encode()
-                       + _cpu_signature().encode() + cxx.encode()).hexdigest()[:16]
+  # The headers (and the FFI ABI) come with jaxlib; the machine code depends on compiler and CPU.
+  key_parts = [" ".join(_FLAGS), _jaxlib_version(), cxx, _compiler_version(cxx), _cpu_signature()]
+  key = hashlib.sha256(code + "\0".join(key_parts).encode()).hexdigest()[:16]
   cache = os.environ.get("RECJAX_NATIVE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "recjax", "native"))
   os.makedirs(cache, exist_ok=True)
   lib = os.path.join(cache, f"{os.path.splitext(source)[0]}-{key}.so")
@@ -68,11 +111,14 @@ def _build(source: str) -> str:
     os.close(fd)
     cmd = [cxx, *_FLAGS, "-isystem", jax.ffi.include_dir(), os.path.join(_HERE, source), "-o", tmp]
     logging.info("recjax.native: compiling %s (once per machine; a few seconds)", source)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-      os.unlink(tmp)
-      raise RuntimeError(f"compiling {source} failed:\n{' '.join(cmd)}\n{done.stderr[-2000:]}")
-    os.replace(tmp, lib)   # atomic: concurrent builders never load a half-written file
+    try:
+      done = _run(cmd, f"compiling {source}")
+      if done.returncode != 0:
+        raise RuntimeError(f"compiling {source} failed:\n{' '.join(cmd)}\n{done.stderr[-2000:]}")
+      os.replace(tmp, lib)   # atomic: concurrent builders never load a half-written file
+    finally:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
   return lib
 
 
@@ -98,21 +144,77 @@ def why_unavailable() -> str | None:
   return None if available() else str(_state.get("why"))
 
 
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+  """CPUs' worth of time the cgroup may use (quota / period), or None when unlimited or unknown."""
+  for quota_file, period_file in (("cpu.max", None),                                      # cgroup v2
+                                  ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):    # cgroup v1
+    try:
+      with open(os.path.join(root, quota_file)) as f:
+        fields = f.read().split()
+      if period_file is not None:
+        with open(os.path.join(root, period_file)) as f:
+          fields += f.read().split()
+      quota, period = fields[0], fields[1]
+      if quota in ("max", "-1"):
+        return None
+      return float(quota) / float(period) if float(quota) > 0 and float(period) > 0 else None
+    except (OSError, IndexError, ValueError):
+      continue
+  return None
+
+
+def usable_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+  """CPUs this process may run on: its affinity mask, lowered to a cgroup CPU quota if one is set.
+
+  Not `os.cpu_count()`, which counts the host's cores: a 2-CPU container on a 64-core host would
+  start 64 threads that then wait on each other.
+  """
+  try:
+    n = len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):   # not on Linux
+    n = os.cpu_count() or 1
+  quota = _cgroup_cpu_quota(cgroup_root)
+  if quota is not None:
+    n = min(n, max(1, math.ceil(quota)))
+  return max(1, n)
+
+
+def thread_count(num_tokens: int, cpus: int | None = None) -> int:
+  """Threads for a kernel over `num_tokens` tokens.
+
+  `$RECJAX_NATIVE_THREADS` when set (a positive integer), else `cpus` (default `usable_cpus()`)
+  capped at one thread per MIN_TOKENS_PER_THREAD tokens; never more than the tokens.
+  """
+  override = _positive_env("RECJAX_NATIVE_THREADS", 0, int)
+  if override:
+    n = override
+  else:
+    n = min(usable_cpus() if cpus is None else cpus, num_tokens // MIN_TOKENS_PER_THREAD)
+  return max(1, min(n, num_tokens))
+
+
 def sampled_softmax_with_grads(user_TD: jax.Array, table_VD: jax.Array, ids_TK: jax.Array,
-                               weights_T: jax.Array, temperature: float):
+                               weights_T: jax.Array, temperature: float, num_threads: int | None = None):
   """(sum_t w_t * loss_t, d/d user [T, D], d/d table [V, D]) in one fused pass.
 
   Column 0 of `ids_TK` is the positive; negatives equal to it are removed (logit -5e4), as in
   `recjax.losses.sampled_softmax_loss_reference`. Inputs are used as given (normalise first).
-  An id outside [0, V) is an error naming the token and candidate.
+  An id outside [0, V) is an error naming the token and candidate. `num_threads` defaults to
+  `thread_count(T)`; the results are bit-identical for any count.
   """
   if not available():
     raise RuntimeError(f"recjax.native is unavailable: {why_unavailable()}")
+  if user_TD.ndim != 2 or table_VD.ndim != 2 or ids_TK.ndim != 2 or weights_T.ndim != 1:
+    raise ValueError(f"sampled_softmax_with_grads: expected user [T, D], table [V, D], ids [T, K], weights [T], "
+                     f"got {user_TD.shape}, {table_VD.shape}, {ids_TK.shape}, {weights_T.shape}")
   t, d = user_TD.shape
+  if ids_TK.shape[0] != t or weights_T.shape[0] != t or table_VD.shape[1] != d or ids_TK.shape[1] < 1:
+    raise ValueError(f"sampled_softmax_with_grads: expected user [T, D], table [V, D], ids [T, K >= 1], "
+                     f"weights [T], got {user_TD.shape}, {table_VD.shape}, {ids_TK.shape}, {weights_T.shape}")
   call = jax.ffi.ffi_call(
       "recjax_sampled_softmax",
       (jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct((t, d), jnp.float32),
        jax.ShapeDtypeStruct(table_VD.shape, jnp.float32)))
   return call(user_TD.astype(jnp.float32), table_VD.astype(jnp.float32), ids_TK.astype(jnp.int32),
               weights_T.astype(jnp.float32), inv_temperature=np.float32(1.0 / temperature),
-              num_threads=np.int64(int(os.environ.get("RECJAX_NATIVE_THREADS", 0)) or os.cpu_count() or 1))
+              num_threads=np.int64(thread_count(t) if num_threads is None else num_threads))
