@@ -38,7 +38,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = {"recjax_sampled_softmax": ("sampled_softmax.cc", "RecjaxSampledSoftmax")}
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 _state: dict[str, object] = {}
-MIN_TOKENS_PER_THREAD = 512   # below this a thread's start-up and its share of pass 2 outweigh its work
+MIN_TOKENS_PER_THREAD = 512   # fewer tokens per thread: starting the thread costs more than it saves
 DEFAULT_COMPILE_TIMEOUT_S = 300.0
 
 
@@ -61,6 +61,7 @@ def _compiler() -> str | None:
 
 
 def _positive_env(name: str, default: float, kind=float):
+  """$name parsed as a positive `kind`, `default` when unset; anything else is a ValueError naming it."""
   raw = os.environ.get(name, "").strip()
   if not raw:
     return default

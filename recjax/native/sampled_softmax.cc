@@ -184,7 +184,7 @@ ffi::Error SampledSoftmaxImpl(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> tab
   float* dt = dtable->typed_data();
   const auto token_range = [&](int64_t i) { return std::make_pair(t * i / n, t * (i + 1) / n); };
   if (uint64_t(n - 1) * uint64_t(v) * uint64_t(d) * sizeof(float) <= uint64_t(t) * uint64_t(k) * sizeof(RowUpdate)) {
-    // Dense: thread 0 accumulates into the output, the others into private copies, summed by rows.
+    // Dense: thread 0 accumulates into the output, the others into private copies.
     std::vector<std::vector<float>> copies(n - 1);
     ParallelFor(n, [&](int64_t i) {
       float* acc = dt;
@@ -197,15 +197,12 @@ ffi::Error SampledSoftmaxImpl(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> tab
       const auto [t0, t1] = token_range(i);
       TokenPass(p, t0, t1, du->typed_data(), loss_t.data(), DenseSink{acc, d});
     });
-    if (n > 1) {
-      ParallelFor(n, [&](int64_t i) {
-        const int64_t j0 = v * d * i / n, j1 = v * d * (i + 1) / n;
-        for (const auto& copy : copies) {
-          const float* src = copy.data();
+    // Summed on this thread: the copies are small here (at most the lists' size), and under a
+    // loaded CPU every extra fork/join waits for a time slice.
+    for (const auto& copy : copies) {
+      const float* src = copy.data();
 #pragma omp simd
-          for (int64_t j = j0; j < j1; ++j) dt[j] += src[j];
-        }
-      });
+      for (int64_t j = 0; j < v * d; ++j) dt[j] += src[j];
     }
   } else {
     // updates[i][s]: the updates of token range i to row slice s.
