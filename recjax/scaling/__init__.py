@@ -1,0 +1,1 @@
+"""Scaling tools: data-mixture laws (and, to come, FLOPs, MFU and compute scaling fits)."""
