@@ -4,7 +4,7 @@ and the shared residual encoder.
 
   level l:  c_l(n) = argmin_k ||r_l(n) - e_{l,k}||²,   r_0 = x,   r_{l+1} = r_l - e_{l, c_l(n)}
 
-Initialisation is k-means++ (D² sampling), deterministic in the PRNG key; Lloyd steps run inside
+Initialisation is greedy k-means++ (D² sampling, best of a few candidates), deterministic in the PRNG key; Lloyd steps run inside
 one jitted `lax.while_loop` until no centre moves more than `tol` (relative) or `max_iters`.
 An emptied cluster keeps its previous centre (k-means++ seeds rarely empty; RQ-VAE resets dead
 codes itself).
@@ -38,14 +38,18 @@ def sq_distances(x_ND: jax.Array, c_KD: jax.Array) -> jax.Array:
   return jnp.maximum(d, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def kmeans_plus_plus(key: jax.Array, x_ND: jax.Array, k: int) -> jax.Array:
-  """k-means++ seeds -> [k, D]: the first uniformly, each next with probability ∝ D²(x).
+@functools.partial(jax.jit, static_argnames=("k", "trials"))
+def kmeans_plus_plus(key: jax.Array, x_ND: jax.Array, k: int, trials: int = 0) -> jax.Array:
+  """Greedy k-means++ seeds -> [k, D]: the first uniformly; for each next one, `trials`
+  candidates drawn with probability ∝ D²(x), keeping the one that lowers Σ D² most (as
+  scikit-learn; trials = 0 means 2 + ⌊ln k⌋). Plain k-means++ (trials = 1) often seeds two
+  centres inside one planted cluster and none in another, a local optimum Lloyd cannot leave.
 
   When every remaining D² is 0 (fewer distinct points than k) the draw falls back to uniform, so
   duplicates of existing centres appear instead of NaNs.
   """
   n = x_ND.shape[0]
+  trials = trials or 2 + int(np.log(k))
   keys = jax.random.split(key, k)
   first = jax.random.randint(keys[0], (), 0, n)
   centres = jnp.zeros((k, x_ND.shape[1]), x_ND.dtype).at[0].set(x_ND[first])
@@ -55,10 +59,10 @@ def kmeans_plus_plus(key: jax.Array, x_ND: jax.Array, k: int) -> jax.Array:
     centres, d2 = carry
     total = jnp.sum(d2)
     p = jnp.where(total > 0, d2 / jnp.maximum(total, 1e-30), 1.0 / n)
-    j = jax.random.choice(keys[i], n, p=p)
-    centres = centres.at[i].set(x_ND[j])
-    d2 = jnp.minimum(d2, jnp.sum((x_ND - x_ND[j]) ** 2, axis=1))
-    return centres, d2
+    cand = jax.random.choice(keys[i], n, (trials,), p=p)                   # [T]
+    new_d2 = jnp.minimum(d2[None, :], sq_distances(x_ND[cand], x_ND))      # [T, N]
+    best = jnp.argmin(jnp.sum(new_d2, axis=1))
+    return centres.at[i].set(x_ND[cand[best]]), new_d2[best]
 
   centres, _ = jax.lax.fori_loop(1, k, body, (centres, d2))
   return centres
