@@ -142,10 +142,16 @@ def cooccurrence_vectors(seqs: UserSequences, dim: int = 64, window: int = 5, se
 
 
 def synthetic_vectors(item_topic, item_author, item_duration_ms, include_topic: bool = True,
-                      topic_weight: float = 1.0) -> ItemVectors:
+                      topic_weight: float = 2.0) -> ItemVectors:
   """The synthetic world's content: topic one-hot (optional), author one-hot and standardised log
   duration, for video ids 0..N-1 (model ids 1..N, KuaiRand's +1 shift). Pass a `World`'s
-  `item_topic`, `item_author`, `item_duration_ms`. Route "synthetic"."""
+  `item_topic`, `item_author`, `item_duration_ms`. Route "synthetic".
+
+  Topics are the coarse level of the world (each author writes in one topic). With equal weights
+  a topic change and an author change are the same distance (√2), so level 1 has no reason to
+  prefer topics; weight 2 makes a topic change the largest step, so level 1 ≈ topic and the next
+  levels split authors.
+  """
   topic, author = np.asarray(item_topic), np.asarray(item_author)
   dur = np.log(np.asarray(item_duration_ms, np.float64))
   if not len(topic) == len(author) == len(dur):

@@ -136,19 +136,20 @@ class RQKMeans:
 
   def encode(self, x_ND) -> np.ndarray:
     """Codes [N, L] (int32) of new vectors."""
-    codes, _ = residual_encode(_as_vectors(x_ND, self.codebooks_LKD.shape[2]), jnp.asarray(self.codebooks_LKD))
+    codes, _ = residual_encode(as_vectors(x_ND, self.codebooks_LKD.shape[2]), jnp.asarray(self.codebooks_LKD))
     return np.asarray(codes)
 
   def residuals(self, x_ND) -> np.ndarray:
     """Residual before each level -> [N, L, D] (the input of `last_level_costs`)."""
-    _, res = residual_encode(_as_vectors(x_ND, self.codebooks_LKD.shape[2]), jnp.asarray(self.codebooks_LKD))
+    _, res = residual_encode(as_vectors(x_ND, self.codebooks_LKD.shape[2]), jnp.asarray(self.codebooks_LKD))
     return np.asarray(res)
 
   def decode(self, codes_NL) -> np.ndarray:
     return np.asarray(decode(codes_NL, self.codebooks_LKD))
 
 
-def _as_vectors(x_ND, dim: int | None = None) -> jax.Array:
+def as_vectors(x_ND, dim: int | None = None) -> jax.Array:
+  """Item vectors as float32 [N, D] after checking shape, width and finiteness."""
   x = np.asarray(x_ND, np.float32)
   if x.ndim != 2 or x.shape[0] < 1:
     raise ValueError(f"expected non-empty item vectors [N, D], got shape {x.shape}")
@@ -162,7 +163,7 @@ def _as_vectors(x_ND, dim: int | None = None) -> jax.Array:
 
 def fit_rq_kmeans(x_ND, config: RQKMeansConfig = RQKMeansConfig()) -> RQKMeans:
   """Fits L codebooks level by level on the residuals of the previous ones."""
-  x = _as_vectors(x_ND)
+  x = as_vectors(x_ND)
   if x.shape[0] < config.codebook_size:
     raise ValueError(f"fit_rq_kmeans: {x.shape[0]} items cannot seed {config.codebook_size} codes")
   keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_levels)

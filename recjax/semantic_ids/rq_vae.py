@@ -112,7 +112,7 @@ class RQVAE:
     self.history = history or []
 
   def latent(self, x_ND) -> np.ndarray:
-    return np.asarray(self.encoder.apply(self.params["encoder"], rq_kmeans._as_vectors(x_ND, self.input_dim)))
+    return np.asarray(self.encoder.apply(self.params["encoder"], rq_kmeans.as_vectors(x_ND, self.input_dim)))
 
   def encode(self, x_ND) -> np.ndarray:
     """Codes [N, L] int32."""
@@ -171,7 +171,7 @@ def fit_rq_vae(x_ND, config: RQVAEConfig = RQVAEConfig(), log_every: int = 100) 
   history: one dict per `log_every` steps with loss, recon, vq and per-level utilisation/perplexity
   of the full catalogue's codes.
   """
-  x_np = np.asarray(rq_kmeans._as_vectors(x_ND))
+  x_np = np.asarray(rq_kmeans.as_vectors(x_ND))
   n, d = x_np.shape
   if n < config.codebook_size:
     raise ValueError(f"fit_rq_vae: {n} items cannot seed {config.codebook_size} codes")
