@@ -40,22 +40,25 @@ SETUP = ("set it up once with `PEER_GIT_DIR=<git dir of meta-recsys/generative-r
          "../shared/tools/peer-hstu/run.sh` (it exports the source to /tmp/peer/src-<commit12> and "
          "builds /tmp/peer/venv), or set RECJAX_PEER_SRC and RECJAX_PEER_PYTHON")
 
-B, MAX_LEN, OUT_LEN = 5, 12, 3    # the reference pads to N = MAX_LEN + OUT_LEN (trainer: 200 + 10 + 1)
-N_REF = MAX_LEN + OUT_LEN
+MAX_LEN, OUT_LEN = 12, 3       # the reference pads to N = MAX_LEN + OUT_LEN (trainer: 200 + 10 + 1)
 V, D = 40, 16
 LENGTHS = np.array([MAX_LEN, 1, 5, 9, MAX_LEN - 1])
 RTOL = 1e-5          # max |ours - reference| / max |reference|, over the defined rows
 
 
 def _peer():
-  """(source dir, python) of the reference, or skip saying how to set it up."""
+  """(source dir, python) of the reference, or skip saying how to set it up.
+
+  The default place (/tmp/peer) may be absent: skip. A path set explicitly must be right: fail."""
   src = os.environ.get("RECJAX_PEER_SRC") or next(iter(sorted(glob.glob("/tmp/peer/src-*"))), None)
   py = os.environ.get("RECJAX_PEER_PYTHON") or "/tmp/peer/venv/bin/python"
   marker = "generative_recommenders/research/modeling/sequential/hstu.py"
-  if not src or not os.path.isfile(os.path.join(src, marker)):
-    pytest.skip(f"reference source not found (RECJAX_PEER_SRC or /tmp/peer/src-*); {SETUP}")
-  if not os.access(py, os.X_OK):
-    pytest.skip(f"reference python {py} not found; {SETUP}")
+  for var, ok, what in (("RECJAX_PEER_SRC", src and os.path.isfile(os.path.join(src, marker)), f"source {src or '/tmp/peer/src-*'}"),
+                        ("RECJAX_PEER_PYTHON", os.access(py, os.X_OK), f"python {py}")):
+    if not ok:
+      if os.environ.get(var):
+        pytest.fail(f"{var}: reference {what} not usable (needs {marker} / an executable); {SETUP}")
+      pytest.skip(f"reference {what} not found; {SETUP}")
   return src, py
 
 
