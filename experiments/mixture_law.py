@@ -8,8 +8,9 @@ FILE.csv has one row per run: `weight_<domain>`, `model_size` (parameters), `n_t
 `<domain>_loss` (`recjax/scaling/runs.py`). Rows are first restricted by the --fit_* filters
 (0 = no filter), then split into fitted and held-out rows:
   random      a seeded permutation, the first int(M·train_frac) rows fitted (the authors' split);
-  model_size  rows at the largest model size held out, the rest fitted ("fit small, predict large");
-  n_tokens    rows at the largest token count held out.
+  model_size  rows at the largest model size (or at/above --split_at) held out, the rest fitted
+              ("fit small, predict large");
+  n_tokens    the same by token count.
 It fits the capacity-competition law (Dai & Zheng 2026) and the exponential law (Ye et al. 2024) on
 the same rows, prints train and held-out MRE / MAE / RMSE for both and each law's optimal mixture
 at the target scale (default: the largest model and token count in the table), and writes a
@@ -33,6 +34,8 @@ _FIT_MODEL_SIZE = flags.DEFINE_float("fit_model_size", 0.0, "keep only rows with
 _FIT_N_TOKENS = flags.DEFINE_float("fit_n_tokens", 0.0, "keep only rows with this n_tokens (0: all)")
 _SPLIT = flags.DEFINE_enum("split", "random", ["random", "model_size", "n_tokens"], "which rows are held out")
 _TRAIN_FRAC = flags.DEFINE_float("train_frac", 0.8, "share of rows fitted (--split=random)")
+_SPLIT_AT = flags.DEFINE_float("split_at", 0.0, "--split=model_size|n_tokens: rows at or above this value are held "
+                               "out (0: only the largest value)")
 _SEED = flags.DEFINE_integer("seed", 0, "split, initial values and basin hopping")
 _NITER = flags.DEFINE_integer("niter", 10, "basin-hopping iterations")
 _RESTARTS = flags.DEFINE_integer("restarts", 20, "random starts of the optimal-mixture search and of the exponential fit")
@@ -44,15 +47,16 @@ _NAME = flags.DEFINE_string("name", None, "results name (default: the CSV's file
 _OUT = flags.DEFINE_string("out", None, "results JSON path (default results/mixture_law/<name>.json)")
 
 
-def split_rows(table: runs.RunsTable, split: str, train_frac: float, seed: int):
+def split_rows(table: runs.RunsTable, split: str, train_frac: float, seed: int, split_at: float = 0.0):
   """(fitted rows, held-out rows) as index arrays into `table`."""
   if split == "random":
     return runs.random_split(len(table), train_frac, seed)
   column = table.model_size_M if split == "model_size" else table.n_tokens_M
-  top = column.max()
-  fit, held = np.where(column < top)[0], np.where(column == top)[0]
-  if len(fit) == 0:
-    raise ValueError(f"--split={split}: every selected row has {split} = {top:g}; nothing smaller to fit on")
+  cut = split_at or column.max()
+  fit, held = np.where(column < cut)[0], np.where(column >= cut)[0]
+  if len(fit) == 0 or len(held) == 0:
+    raise ValueError(f"--split={split} at {cut:g}: {len(fit)} rows to fit, {len(held)} held out; "
+                     f"{split} values present: {sorted(set(column.tolist()))}")
   return fit, held
 
 
@@ -74,7 +78,7 @@ def main(argv):
   del argv
   t0 = time.time()
   table = _filter(runs.read_runs_csv(_RUNS.value))
-  fit_rows, held_rows = split_rows(table, _SPLIT.value, _TRAIN_FRAC.value, _SEED.value)
+  fit_rows, held_rows = split_rows(table, _SPLIT.value, _TRAIN_FRAC.value, _SEED.value, _SPLIT_AT.value)
   fit, held = table.select(fit_rows), table.select(held_rows)
   target_n = (_TARGET_MODEL_SIZE.value or table.model_size_M.max()) / 1e6
   target_d = (_TARGET_N_TOKENS.value or table.n_tokens_M.max()) / 1e9
@@ -90,6 +94,11 @@ def main(argv):
                         ("exponential_law", lambda t: mixture_law.predict_exponential(exp_law, t.weights_MK))):
     metrics[name] = {part: mixture_law.fit_metrics(predict(t), t.losses_MK, t.weights_MK)
                      for part, t in (("train", fit), ("heldout", held)) if len(t)}
+    if _SPLIT.value == "model_size":   # how the error grows with the distance of the extrapolation
+      metrics[name]["heldout_by_model_size"] = {
+          f"{size:g}": mixture_law.fit_metrics(predict(part), part.losses_MK, part.weights_MK)
+          for size in sorted(set(held.model_size_M.tolist()))
+          for part in [held.select(np.where(held.model_size_M == size)[0])]}
   h_law, loss_law = mixture_law.optimal_mixture(law, target_n, target_d, seed=_SEED.value, restarts=_RESTARTS.value)
   h_exp, loss_exp = mixture_law.optimal_mixture_exponential(exp_law, seed=_SEED.value, restarts=_RESTARTS.value)
 
@@ -100,6 +109,9 @@ def main(argv):
     h = m.get("heldout", {})
     print(f"{name:<18}{n_params:>8}{m['train']['mre']:>12.4%}{h.get('mre', float('nan')):>14.4%}"
           f"{h.get('mae', float('nan')):>14.4e}{h.get('rmse', float('nan')):>15.4e}")
+  for name in metrics:
+    for size, m in metrics[name].get("heldout_by_model_size", {}).items():
+      print(f"  {name} held out at model_size {size}: MRE {m['mre']:.4%} ({m['entries']} entries)")
   print(f"\noptimal mixture at N = {target_n:g} M params, D = {target_d:g} B tokens "
         f"(mean predicted loss {loss_law:.4f}; exponential law: scale-free, {loss_exp:.4f}):")
   for i, d in enumerate(table.domains):
@@ -116,6 +128,7 @@ def main(argv):
       "seed": _SEED.value, "wall_clock_s": time.time() - t0,
       "data": {"runs": os.path.abspath(_RUNS.value), "rows": len(table), "fitted_rows": len(fit),
                "heldout_rows": len(held), "split": _SPLIT.value, "train_frac": _TRAIN_FRAC.value,
+               "split_at": _SPLIT_AT.value,
                "domains": list(table.domains), "ignored_columns": list(table.ignored_columns),
                "filters": {"model_size": _FIT_MODEL_SIZE.value, "n_tokens": _FIT_N_TOKENS.value}},
       "bisection": _BISECTION.value,
