@@ -37,8 +37,9 @@ def test_outputs_and_gradients_match(make):
   valid = np.asarray(batch["ids"] != 0)
   np.testing.assert_allclose(np.asarray(ob)[valid], np.asarray(oa)[valid], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(lb, la, rtol=1e-5)
+  # fp32, two summation orders: the absolute tolerance follows each gradient's own scale.
   for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
-    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(a).max())))
 
 
 def test_hstu_20_steps_same_loss_curve():
