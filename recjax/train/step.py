@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from recjax import losses
-from recjax.metrics.retrieval import target_ranks
+from recjax.metrics.retrieval import catalogue_chunks, catalogue_ranks
 from recjax.train.state import TrainState
 
 
@@ -56,35 +56,27 @@ def make_train_step(model, tx: optax.GradientTransformation, loss_cfg, catalogue
   return step
 
 
-def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history: bool):
+def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history: bool,
+                   item_chunk: int = 65536):
   """Returns ranks(params, batch) -> [B] rank of each target over the full catalogue.
 
   Query = the L2-normalised output at the last real position; candidates = every catalogue item,
-  L2-normalised; items in the input window are removed when `exclude_history` (the reference's
-  `filter_invalid_ids`)."""
-  catalogue = np.asarray(catalogue, np.int64)
-  col_of_item = np.full((num_items,), -1, np.int32)
-  col_of_item[catalogue] = np.arange(len(catalogue), dtype=np.int32)
-  catalogue_j = jnp.asarray(catalogue, jnp.int32)
-  col_of_item = jnp.asarray(col_of_item)
+  L2-normalised, scored `item_chunk` at a time (`metrics.retrieval.catalogue_ranks`), so memory is
+  O(B * item_chunk) at any catalogue size; items in the input window are removed when
+  `exclude_history` (the reference's `filter_invalid_ids`), and a target among them is a miss."""
+  ids_NK, valid_NK = catalogue_chunks(catalogue, num_items, item_chunk)
+  # Arguments, not closed-over constants: a 10M-id catalogue would otherwise be baked into the program.
+  ids_NK, valid_NK = jnp.asarray(ids_NK), jnp.asarray(valid_NK)
 
   @jax.jit
-  def ranks(params, batch):
+  def _ranks(params, batch, ids_NK, valid_NK):
     out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
-    b = out_BLD.shape[0]
-    rows = jnp.arange(b)
+    rows = jnp.arange(out_BLD.shape[0])
     u_BD = losses.l2_normalize(out_BLD[rows, jnp.maximum(batch["lengths"] - 1, 0)])
-    scores_BC = u_BD @ losses.l2_normalize(table_VD[catalogue_j]).T
-    targets = batch["targets"]
-    col = col_of_item[targets]
-    direct = jnp.sum(u_BD * losses.l2_normalize(table_VD[targets]), axis=-1)
-    target_scores = jnp.where(col >= 0, scores_BC[rows, jnp.maximum(col, 0)], direct)
-    excluded = target_excluded = None
-    if exclude_history:
-      seen_BV = jnp.zeros((b, table_VD.shape[0]), bool).at[rows[:, None], batch["ids"]].set(True)
-      seen_BV = seen_BV.at[:, 0].set(False)
-      excluded = seen_BV[:, catalogue_j]
-      target_excluded = seen_BV[rows, targets]
-    return target_ranks(scores_BC, target_scores, excluded, target_excluded)
+    return catalogue_ranks(u_BD, table_VD, ids_NK, valid_NK, batch["targets"],
+                           batch["ids"] if exclude_history else None, item_transform=losses.l2_normalize)
+
+  def ranks(params, batch):
+    return _ranks(params, batch, ids_NK, valid_NK)
 
   return ranks
