@@ -75,7 +75,7 @@ def base() -> ml_collections.ConfigDict:
   c.eval.ks = (1, 10, 50, 200)
   c.eval.exclude_history = True              # the reference removes items of the input window
   c.eval.batch_size = 512
-  c.eval.item_chunk = 65536                  # catalogue items scored per step: memory O(batch * item_chunk)
+  c.eval.item_chunk = 4096                   # catalogue items scored per scan step; memory O(batch * item_chunk)
   return c
 
 

@@ -45,8 +45,8 @@ def _identity(x):
 def catalogue_chunks(catalogue, num_items: int, item_chunk: int) -> tuple[np.ndarray, np.ndarray]:
   """The catalogue sorted and cut into chunks -> (ids [N, K] int32, valid [N, K] bool).
 
-  Sorted so that each chunk is a sorted list (window ids are looked up in it by binary search);
-  the last chunk is padded with copies of the largest id, marked invalid (never counted). Ranks do
+  Sorted so that window ids can be found by one binary search over the whole catalogue; the last
+  chunk is padded with copies of the largest id, marked invalid (never counted). Ranks do
   not depend on candidate order, so the sort changes nothing else.
   """
   cat = np.asarray(catalogue)
@@ -72,17 +72,21 @@ def catalogue_chunks(catalogue, num_items: int, item_chunk: int) -> tuple[np.nda
   return ids.reshape(-1, k), valid.reshape(-1, k)
 
 
-def _window_mask(ids_K, window_BL):
-  """[B, K] bool: candidate k of this (sorted) chunk occurs in row b's window; padding id 0 never.
+def _window_slots(ids_NK, valid_NK, window_BL, targets_B):
+  """Where each query's history items sit in the chunked catalogue -> (chunk [B, L], column [B, L]).
 
-  A binary search of each of the B*L window ids in the chunk, then a scatter of the hits: O(B*L*log K)
-  instead of a [B, V] mask or a [B, K, L] comparison."""
-  b, k = window_BL.shape[0], ids_K.shape[0]
-  pos_BL = jnp.clip(jnp.searchsorted(ids_K, window_BL), 0, k - 1)
-  hit_BL = (ids_K[pos_BL] == window_BL) & (window_BL != 0)
-  # Misses go to column k, dropped: `.set` with colliding indices keeps an arbitrary one of them.
-  col_BL = jnp.where(hit_BL, pos_BL, k)
-  return jnp.zeros((b, k), bool).at[jnp.arange(b)[:, None], col_BL].set(True, mode="drop")
+  One binary search of the B*L window ids in the sorted catalogue (not one per chunk). Slots that
+  must not be subtracted from the count get chunk = N (matches no chunk): padding id 0, ids not in
+  the catalogue, the target itself (never counted, see `catalogue_ranks`) and repeats of an id
+  already in the row (each window item is removed once)."""
+  n, k = ids_NK.shape
+  flat_ids, flat_valid = ids_NK.reshape(-1), valid_NK.reshape(-1)
+  w_BL = jnp.sort(window_BL, axis=1)
+  first_BL = jnp.concatenate([jnp.ones_like(w_BL[:, :1], bool), w_BL[:, 1:] != w_BL[:, :-1]], axis=1)
+  pos_BL = jnp.clip(jnp.searchsorted(flat_ids, w_BL), 0, n * k - 1)   # the first copy: a valid one
+  keep_BL = (first_BL & (w_BL != 0) & (w_BL != targets_B[:, None])
+             & (flat_ids[pos_BL] == w_BL) & flat_valid[pos_BL])
+  return jnp.where(keep_BL, pos_BL // k, n), pos_BL % k
 
 
 def catalogue_ranks(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, valid_NK: jax.Array,
@@ -95,9 +99,12 @@ def catalogue_ranks(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, 
   the catalogue); window_BL: each query's input ids [B, L] (0 = padding): when given, those items
   are not ranked and a target among them is a miss (`MISS_RANK`); item_transform: applied to item
   rows before scoring (e.g. L2 normalisation for cosine scores).
+
   Score = user . item_transform(item row). rank = 1 + #(non-excluded candidates scoring strictly
-  higher than the target), summed over chunks by a `lax.scan`; the largest live arrays are one
-  chunk's [B, K] scores and mask, whatever the catalogue size.
+  higher than the target), summed over chunks by a `lax.scan`. Per chunk: count the higher
+  candidates in the [B, K] scores, then subtract the window items of this chunk that were counted,
+  read back from the same scores at their slots (so the subtraction cancels exactly what was
+  counted). The largest live arrays are one chunk's [B, K] scores, whatever the catalogue size.
   """
   if user_BD.ndim != 2 or items_VD.ndim != 2 or user_BD.shape[1] != items_VD.shape[1]:
     raise ValueError(f"user_BD [B, D] and items_VD [V, D] must share D, got {user_BD.shape} and {items_VD.shape}")
@@ -107,20 +114,25 @@ def catalogue_ranks(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, 
     raise ValueError(f"targets_B must be [{user_BD.shape[0]}], got {targets_B.shape}")
   if window_BL is not None and (window_BL.ndim != 2 or window_BL.shape[0] != user_BD.shape[0]):
     raise ValueError(f"window_BL must be [{user_BD.shape[0]}, L], got {window_BL.shape}")
-  b = user_BD.shape[0]
+  b, n = user_BD.shape[0], ids_NK.shape[0]
+  rows_B1 = jnp.arange(b)[:, None]
   target_score_B = jnp.sum(user_BD * item_transform(items_VD[targets_B]), axis=-1)
+  if window_BL is not None:
+    chunk_BL, col_BL = _window_slots(ids_NK, valid_NK, window_BL, targets_B)
 
   def chunk(count_B, xs):
-    ids_K, valid_K = xs
+    i, ids_K, valid_K = xs
     s_BK = user_BD @ item_transform(items_VD[ids_K]).T
     # The target itself is skipped by id: its score here and `target_score_B` may differ in the
     # last bit, and it must never count as higher than itself.
     higher_BK = (s_BK > target_score_B[:, None]) & valid_K[None, :] & (ids_K[None, :] != targets_B[:, None])
+    count_B = count_B + jnp.sum(higher_BK, axis=1, dtype=jnp.int32)
     if window_BL is not None:
-      higher_BK &= ~_window_mask(ids_K, window_BL)
-    return count_B + jnp.sum(higher_BK, axis=1, dtype=jnp.int32), None
+      seen_higher_BL = (chunk_BL == i) & (s_BK[rows_B1, col_BL] > target_score_B[:, None])
+      count_B = count_B - jnp.sum(seen_higher_BL, axis=1, dtype=jnp.int32)
+    return count_B, None
 
-  count_B, _ = jax.lax.scan(chunk, jnp.zeros((b,), jnp.int32), (ids_NK, valid_NK))
+  count_B, _ = jax.lax.scan(chunk, jnp.zeros((b,), jnp.int32), (jnp.arange(n), ids_NK, valid_NK))
   rank = 1 + count_B
   if window_BL is not None:
     target_seen_B = jnp.any((window_BL == targets_B[:, None]) & (window_BL != 0), axis=1)

@@ -102,7 +102,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     segments[-1]["config_changes"] = {k: list(v) for k, v in config_changes.items()}
   train_step = make_train_step(model, tx, config.loss, catalogue, step_key)
   eval_step = make_eval_step(model, catalogue, seqs.num_items, config.eval.exclude_history,
-                             config.eval.get("item_chunk", 65536))
+                             config.eval.get("item_chunk", 4096))
   progress = Progress(workdir, total_steps, start_step)
   ks = tuple(config.eval.ks)
   eval_every = tc.eval_every_epochs

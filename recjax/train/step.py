@@ -57,13 +57,15 @@ def make_train_step(model, tx: optax.GradientTransformation, loss_cfg, catalogue
 
 
 def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history: bool,
-                   item_chunk: int = 65536):
+                   item_chunk: int = 4096):
   """Returns ranks(params, batch) -> [B] rank of each target over the full catalogue.
 
   Query = the L2-normalised output at the last real position; candidates = every catalogue item,
   L2-normalised, scored `item_chunk` at a time (`metrics.retrieval.catalogue_ranks`), so memory is
   O(B * item_chunk) at any catalogue size; items in the input window are removed when
-  `exclude_history` (the reference's `filter_invalid_ids`), and a target among them is a miss."""
+  `exclude_history` (the reference's `filter_invalid_ids`), and a target among them is a miss.
+  The default chunk keeps one chunk's [512, 4096] scores (8 MB) in cache; on the 2-core CPU a
+  65536-item chunk was 2-3x slower (scripts/bench_eval.py)."""
   ids_NK, valid_NK = catalogue_chunks(catalogue, num_items, item_chunk)
   # Arguments, not closed-over constants: a 10M-id catalogue would otherwise be baked into the program.
   ids_NK, valid_NK = jnp.asarray(ids_NK), jnp.asarray(valid_NK)
