@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, write_cyclic_sequences
@@ -32,19 +33,19 @@ def get_config(arg=None):
   c.train.batch_size = 16
   c.train.num_epochs = {epochs}
   c.train.learning_rate = float("{lr}")
-  c.train.checkpoint_every_steps = 4
+  c.train.checkpoint_every_steps = {ckpt_every}
   c.train.log_every_steps = 4
   c.train.eval_every_epochs = 2
   c.eval.batch_size = 64
-  c.eval.exclude_history = False   # cyclic histories repeat their items
+  c.eval.exclude_history = {exclude}   # cyclic histories repeat their items: off unless a test asks
   return c
 """
 
 
-def _config(tmp_path, epochs=6, lr=1e-2):
+def _config(tmp_path, epochs=6, lr=1e-2, ckpt_every=4, exclude=False):
   data = write_cyclic_sequences(tmp_path / "seqs.txt")
   path = tmp_path / "tiny_config.py"
-  path.write_text(TINY_CONFIG.format(path=data, epochs=epochs, lr=lr))
+  path.write_text(TINY_CONFIG.format(path=data, epochs=epochs, lr=lr, ckpt_every=ckpt_every, exclude=exclude))
   return str(path)
 
 
@@ -68,6 +69,58 @@ def test_tiny_run_learns(tmp_path):
   assert test["mrr"] > 0.3, test
   assert summary["metrics"]["per_epoch"], "per-epoch evaluation history is missing"
   assert os.listdir(tmp_path / "w" / "tensorboard"), "no TensorBoard event file"
+
+
+def _ranks_by_sets(model, params, examples, catalogue, exclude):
+  """Brute force in float64 from the model's outputs: cosine scores, window items dropped with a
+  Python set, a target in its window a miss."""
+  from recjax.data import pipeline
+  from recjax.metrics.retrieval import MISS_RANK
+  ranks = []
+  for batch, n in pipeline.eval_batches(examples, 64):
+    out, table = (np.asarray(x, np.float64) for x in model.apply({"params": params}, batch, train=False))
+    table = table / np.linalg.norm(table, axis=1, keepdims=True)
+    for r in range(n):
+      u = out[r, batch["lengths"][r] - 1]
+      u = u / np.linalg.norm(u)
+      t = int(batch["targets"][r])
+      window = set(batch["ids"][r].tolist()) - {0} if exclude else set()
+      if t in window:
+        ranks.append(MISS_RANK)
+        continue
+      st = u @ table[t]
+      ranks.append(1 + sum(1 for c in catalogue if c not in window and c != t and u @ table[c] > st))
+  return np.array(ranks)
+
+
+def test_end_to_end_with_history_filter(tmp_path, monkeypatch):
+  """A few steps with eval.exclude_history=True (the setting behind every MovieLens number): the run's
+  test metrics equal a brute force over the trained model's outputs with window items removed."""
+  from recjax.metrics.retrieval import MISS_RANK, metrics_from_ranks
+  from recjax.train import loop
+  seen = {}
+  make_eval_step, evaluate = loop.make_eval_step, loop.evaluate
+
+  def make_spy(model, catalogue, num_items, exclude_history, *args):
+    seen.update(model=model, catalogue=np.asarray(catalogue).tolist(), exclude=exclude_history)
+    return make_eval_step(model, catalogue, num_items, exclude_history, *args)
+
+  def evaluate_spy(eval_step, params, examples, batch_size, ks):
+    seen.update(params=params, examples=examples, ks=ks)   # the last call is the final test
+    return evaluate(eval_step, params, examples, batch_size, ks)
+
+  monkeypatch.setattr(loop, "make_eval_step", make_spy)
+  monkeypatch.setattr(loop, "evaluate", evaluate_spy)
+  config = _load(_config(tmp_path, epochs=1, exclude=True))
+  config.train.max_steps = 6
+  summary = loop.train_and_evaluate(config, str(tmp_path / "w"))
+  assert seen["exclude"] is True
+  ranks = _ranks_by_sets(seen["model"], seen["params"], seen["examples"], seen["catalogue"], exclude=True)
+  unfiltered = _ranks_by_sets(seen["model"], seen["params"], seen["examples"], seen["catalogue"], exclude=False)
+  assert (ranks == MISS_RANK).sum() > 5, "the data must put some targets inside their window"
+  assert (ranks < unfiltered).sum() > 5, "and some window items above their target"
+  want = metrics_from_ranks(ranks, seen["ks"])
+  assert summary["metrics"]["test"] == pytest.approx(want, rel=1e-9), (summary["metrics"]["test"], want)
 
 
 def test_nan_loss_stops_with_clear_error(tmp_path):
