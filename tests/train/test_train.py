@@ -135,33 +135,70 @@ def _run(config, workdir, results, **popen):
   return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def test_sigkill_then_resume_gives_same_metrics(tmp_path):
-  config = _config(tmp_path, epochs=6)
-  ref = _run(config, tmp_path / "ref", tmp_path / "ref.json")
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  """One uninterrupted run (6 epochs of 8 steps), shared by the kill-and-resume tests."""
+  tmp = tmp_path_factory.mktemp("reference")
+  ref = _run(_config(tmp, epochs=6), tmp / "ref", tmp / "ref.json")
   out, _ = ref.communicate(timeout=600)
   assert ref.returncode == 0, out[-3000:]
+  return json.load(open(tmp / "ref.json"))
 
+
+def _finished_checkpoints(ckpt_dir):
+  return sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if ckpt_dir.exists() else []
+
+
+def _kill_after_checkpoint(proc, ckpt_dir, wanted, timeout=300):
+  """SIGKILLs `proc` once its latest finished checkpoint is a step with `wanted(step)`; returns it.
+
+  The process is frozen with SIGSTOP before the final look, so no later checkpoint can appear
+  between that look and the kill: the step returned is the one a rerun resumes from."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    steps = _finished_checkpoints(ckpt_dir)
+    if steps and wanted(steps[-1]):
+      proc.send_signal(signal.SIGSTOP)
+      steps = _finished_checkpoints(ckpt_dir)
+      if steps and wanted(steps[-1]):
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return steps[-1]
+      proc.send_signal(signal.SIGCONT)
+    time.sleep(0.01)
+  proc.kill()
+  out, _ = proc.communicate()
+  raise AssertionError(f"no wanted checkpoint before the run ended; saw {_finished_checkpoints(ckpt_dir)}\n"
+                       + (out or "")[-2000:])
+
+
+@pytest.mark.parametrize("where", [
+    "mid_epoch",
+    pytest.param("epoch_boundary", marks=pytest.mark.slow),
+])
+def test_sigkill_then_resume_gives_same_metrics(tmp_path, reference_run, where):
+  """SIGKILL right after a checkpoint, rerun the same command: the same steps, per-epoch history and
+  test metrics as the uninterrupted run. Mid-epoch (checkpoints every 3 steps, 8 steps an epoch,
+  killed in epoch 2 or later): the loader must resume inside a reshuffled epoch at the right batch."""
+  spe = reference_run["steps_per_epoch"]
+  if where == "mid_epoch":
+    config, wanted = _config(tmp_path, epochs=6, ckpt_every=3), lambda s: s > spe and s % spe != 0
+  else:   # only epoch-end checkpoints
+    config, wanted = _config(tmp_path, epochs=6, ckpt_every=1000), lambda s: s % spe == 0
   victim = _run(config, tmp_path / "w", tmp_path / "w.json")
-  ckpt_dir = tmp_path / "w" / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline:   # kill once a mid-training checkpoint exists
-    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if ckpt_dir.exists() else []
-    if any(s >= 8 for s in steps):
-      break
-    time.sleep(0.2)
-  victim.send_signal(signal.SIGKILL)
-  victim.communicate()
+  killed_at = _kill_after_checkpoint(victim, tmp_path / "w" / "checkpoints", wanted)
   assert not (tmp_path / "w.json").exists(), "the run finished before it could be killed"
+  assert killed_at < reference_run["steps"]
 
   resumed = _run(config, tmp_path / "w", tmp_path / "w.json")
   out, _ = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, out[-3000:]
-  assert "resumed from checkpoint" in out
-  a = json.load(open(tmp_path / "ref.json"))
-  b = json.load(open(tmp_path / "w.json"))
+  assert f"resumed from checkpoint at step {killed_at}" in out, out[-3000:]
+  a, b = reference_run, json.load(open(tmp_path / "w.json"))
   assert a["steps"] == b["steps"]
   assert a["metrics"]["test"] == b["metrics"]["test"]
   assert a["metrics"]["per_epoch"] == b["metrics"]["per_epoch"]
+  assert len(b["segments"]) == 2 and b["segments"][1]["start_step"] == killed_at
   for field in ("dataset", "model", "config", "command", "commit", "versions", "hardware", "wall_clock_s", "seed"):
     assert field in b, field
 
