@@ -75,3 +75,43 @@ def test_pipeline_batches_pack_tokens_and_resume():
   it2.set_state(state)
   np.testing.assert_array_equal(next(it2)["ids"], second["ids"])
   assert first["ids"].shape == second["ids"].shape
+
+
+def test_pipeline_reshuffles_every_epoch_and_resumes_in_the_same_order():
+  """Each epoch is a fresh permutation of all users (epoch 2's order is not epoch 1's); an iterator
+  rebuilt from a saved state (JSON round trip, as in a checkpoint), mid-epoch or at an epoch
+  boundary, yields exactly the batches of an uninterrupted one, through the later reshuffles."""
+  import json
+  n_users, batch, epochs = 40, 8, 3
+  items = np.concatenate([[u, 100 + u, 200 + u] for u in range(1, n_users + 1)]).astype(np.int32)
+  seqs = UserSequences(np.arange(1, n_users + 1), np.arange(0, 3 * n_users + 1, 3), items, None, 301, "test")
+  ex = splits.train_examples(seqs, max_len=3)   # inputs [u], labels [100 + u]: ids[:, 0] names the user
+
+  def dataset(seed=0):
+    return pipeline.train_dataset(ex, batch_size=batch, num_epochs=epochs, seed=seed, token_bucket=4)
+
+  def users(batches):
+    u = np.concatenate([b["ids"][:, 0] for b in batches])
+    return u[u > 0]
+
+  full = list(pipeline.TrainIterator(dataset()))
+  spe = pipeline.steps_per_epoch(ex, batch)
+  assert len(full) == spe * epochs
+  orders = [users(full[e * spe:(e + 1) * spe]) for e in range(epochs)]
+  for order in orders:
+    np.testing.assert_array_equal(np.sort(order), np.arange(1, n_users + 1))
+  assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+  assert not np.array_equal(users(list(pipeline.TrainIterator(dataset(seed=1)))[:spe]), orders[0])
+
+  for stop in (3, spe, spe + 2):   # mid epoch 1, the epoch boundary, mid epoch 2
+    it = pipeline.TrainIterator(dataset())
+    for _ in range(stop):
+      next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    resumed = pipeline.TrainIterator(dataset())   # a fresh process: new dataset, new iterator
+    resumed.set_state(state)
+    rest = list(resumed)
+    assert len(rest) == len(full) - stop, stop
+    for k, (a, b) in enumerate(zip(full[stop:], rest)):
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f"resumed after {stop}: batch {stop + k}, {key}")

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recjax.models import build_model
+from recjax.models import build_model, init_params
 from recjax.models.hstu import HSTU
 from recjax.models.sasrec import SASRec
 
@@ -41,6 +41,31 @@ def test_shapes_and_tied_table(name):
   assert out.shape == (B, L, 16)
   assert table.shape == (V, 16)
   assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("name", ["hstu", "sasrec"])   # one per model class
+def test_item_table_is_tied(name):
+  """The output side scores with the input embedding table itself: one [V, D] parameter, and the
+  gradient of a score reaches that table's row of the scored item, even for an item that is not in
+  the input (so no input path leads there), alongside the rows the input used."""
+  model, batch = MODELS[name](), _batch()
+  params = init_params(model, jax.random.key(2), batch)   # jitted: eager init is slow
+  tables = [p for p, x in jax.tree_util.tree_leaves_with_path(params) if x.shape == (V, 16)]
+  assert len(tables) == 1, f"expected one item table, found {tables}"
+  out, table = jax.jit(model.apply)({"params": params}, batch)
+  np.testing.assert_array_equal(table, params["item_embedding"]["table"])
+  in_input = set(np.asarray(batch["ids"]).ravel().tolist()) - {0}
+  j = next(i for i in range(1, V) if i not in in_input)
+
+  def score(p):
+    out, table = model.apply({"params": p}, batch)
+    return out[0, 3] @ table[j]
+
+  g = np.asarray(jax.jit(jax.grad(score))(params)["item_embedding"]["table"])
+  np.testing.assert_allclose(g[j], out[0, 3], rtol=1e-6)   # d score / d E[j] = the user vector
+  assert np.abs(g[np.asarray(batch["ids"])[0, :4]]).sum(axis=1).min() > 0   # the inputs it read
+  untouched = [i for i in range(V) if i not in in_input and i != j]
+  assert not np.any(g[untouched]), "a gradient reached rows neither read nor scored"
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
