@@ -20,7 +20,7 @@ RESUMABLE_CHANGES = (
     "quick",
     "train.num_epochs", "train.max_steps",
     "train.log_every_steps", "train.eval_every_epochs", "train.checkpoint_every_steps",
-    "eval.batch_size", "eval.ks",
+    "eval.batch_size", "eval.item_chunk", "eval.ks",
     "data.array_record",
 )
 
