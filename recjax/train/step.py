@@ -65,7 +65,7 @@ def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history
   O(B * item_chunk) at any catalogue size; items in the input window are removed when
   `exclude_history` (the reference's `filter_invalid_ids`), and a target among them is a miss.
   The default chunk keeps one chunk's [512, 4096] scores (8 MB) in cache; on the 2-core CPU a
-  65536-item chunk was 2-3x slower (scripts/bench_eval.py)."""
+  65536-item chunk was 2-4x slower (results/bench/eval_cpu_chunk65536.json)."""
   ids_NK, valid_NK = catalogue_chunks(catalogue, num_items, item_chunk)
   # Arguments, not closed-over constants: a 10M-id catalogue would otherwise be baked into the program.
   ids_NK, valid_NK = jnp.asarray(ids_NK), jnp.asarray(valid_NK)
