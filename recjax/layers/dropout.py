@@ -10,8 +10,6 @@ resumed run draws the same masks.
 """
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,8 +18,8 @@ from recjax import counter_rng
 
 
 def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-  """Bernoulli(1 - rate) mask of `shape` from a uint32 seed."""
-  return counter_rng.keep_at(seed, jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape), rate)
+  """Bernoulli(1 - rate) mask of `shape` from a uint32 seed; element e (row-major, 64-bit) is hash(e)."""
+  return counter_rng.random_bits(seed, shape) >= counter_rng.keep_threshold(rate)
 
 
 def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
