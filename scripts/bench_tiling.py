@@ -7,17 +7,18 @@ Two HSTU shapes on real ML-1M lengths (../shared/data/ml-1m; synthetic lengths o
 otherwise), position bias on, no time bias (as configs/hstu_ml1m.py runs ML-1M):
   train: B = 128, L = 200, 1 head, d = 50, 2 blocks, forward + backward (train=True: dropout on)
   eval:  B = 512, L = 200, 2 heads x 25, 8 blocks (HSTU-large), forward only
+  train_large: B = 128, 2 heads x 25, 8 blocks, forward + backward (8 row groups of 32)
 Variants: "unrolled" (every row group its own q_tiles `lax.cond`s), "rolled" (one `lax.scan` over
 groups, q_tiles conds in its body), "dense" (no tiling), "default" (CausalTiling()), and with
 --old_package DIR a copy of an older `recjax` renamed `recjax_old` under DIR ("old": its default).
-Compile time is lower+compile of the jitted function; run times alternate between the variants
-(round robin, same process, same batches) and report the median.
+Compile time is lower+compile of the jitted function; calls alternate between the variants (round
+robin per batch, same process, same batches). On a shared machine the process's CPU time (all
+threads) is steadier than wall time; both are reported (median and 10th percentile).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -38,6 +39,7 @@ from recjax.models.hstu import HSTU  # noqa: E402
 SHAPES = {
     "train": dict(batch=128, heads=1, dqk=50, blocks=2, train=True),
     "eval": dict(batch=512, heads=2, dqk=25, blocks=8, train=False),
+    "train_large": dict(batch=128, heads=2, dqk=25, blocks=8, train=True),
 }
 L = 200
 
@@ -107,17 +109,19 @@ def main():
       jax.block_until_ready(compiled(params, batches[0], key))
       fns[v] = compiled
       print(f"{shape_name} {v}: compile {c:.1f} s", flush=True)
-    times = {v: [] for v in fns}
+    wall = {v: [] for v in fns}
+    cpu = {v: [] for v in fns}
     for _ in range(args.repeats):
-      for v, f in fns.items():
-        for b in batches:
-          t = time.perf_counter()
+      for b in batches:
+        for v, f in fns.items():
+          t, c = time.perf_counter(), time.process_time()
           jax.block_until_ready(f(params, b, key))
-          times[v].append(time.perf_counter() - t)
-    for v, ts in times.items():
-      print(f"{shape_name} {v}: median {1e3 * statistics.median(ts):.1f} ms  "
-            f"(min {1e3 * min(ts):.1f}, n {len(ts)})", flush=True)
-
+          wall[v].append(time.perf_counter() - t)
+          cpu[v].append(time.process_time() - c)
+    for v in fns:
+      w, c = np.array(wall[v]) * 1e3, np.array(cpu[v]) * 1e3
+      print(f"{shape_name} {v}: wall median {np.median(w):.1f} ms, p10 {np.percentile(w, 10):.1f}; "
+            f"CPU time median {np.median(c):.1f} ms, p10 {np.percentile(c, 10):.1f} (n {len(w)})", flush=True)
 
 if __name__ == "__main__":
   main()
