@@ -6,7 +6,8 @@ Here one PRNG word per call seeds a stateless hash of the element index (the `lo
 two multiply-xorshift rounds, a full-avalanche 32-bit permutation), which XLA fuses into the
 surrounding elementwise work. Masks are independent across calls (fresh seed each time) and
 uniform to within 2^-32 per element; they are deterministic given the flax "dropout" rng, so a
-resumed run draws the same masks.
+resumed run draws the same masks. Element indices are 64-bit (`counter_rng.bits_at_rows`), so
+masks do not repeat past 2^32 elements.
 """
 from __future__ import annotations
 
