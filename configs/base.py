@@ -46,7 +46,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.use_time_bias = "auto"             # "auto" (on iff the dataset has timestamps) | "on" | "off"
   c.model.num_time_buckets = 129
   c.model.backend = "xla"
-  c.model.attention_tiling = True            # XLA path: skip causally hidden and padding tiles (same result)
+  c.model.attention_tiling = "auto"          # XLA path: skip hidden tiles (same result); "auto": CPU only | True | False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.kind = "sampled_softmax"            # or "full_softmax"

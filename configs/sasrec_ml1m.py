@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
   c.name = "sasrec_ml1m"
   c.model = ml_collections.ConfigDict(dict(name="sasrec", dim=50, num_blocks=2, num_heads=1, ffn_dim=50,
                                            max_len=200, dropout=0.2, backend="xla",
-                                           attention_tiling=True))
+                                           attention_tiling="auto"))
   if arg == "quick":
     base.apply_quick(c)
   return c

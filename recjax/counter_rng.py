@@ -9,6 +9,12 @@ full-avalanche 32-bit permutation), which XLA fuses into the surrounding element
 Draws are deterministic given the seed (a resumed run draws the same numbers), independent across
 calls (fresh seed each time), and uniform to within 2^-32 per element (`uniform_ints` to within
 n / 2^32 per value). Tests check uniformity and the absence of correlation between neighbours.
+
+Element indices are 64-bit (`bits_at_rows`): an [n, L, L] attention-weight mask passes 2^32
+elements at L = 8k with 64 rows, and a 32-bit index would wrap there and repeat the mask. JAX runs
+without 64-bit types by default, so the index is a (hi, lo) pair of uint32 words: lo is hashed as
+before, under a key that mixes the seed with hi. Page hi = 0 (the first 2^32 elements) gets the key
+of the 32-bit scheme, so every mask that fits in 2^32 elements is unchanged.
 """
 from __future__ import annotations
 
@@ -34,20 +40,59 @@ def seed_from(rng: jax.Array) -> jax.Array:
   return jax.random.bits(rng, (), jnp.uint32)
 
 
+def _page_key(seed: jax.Array, hi: jax.Array) -> jax.Array:
+  """The hash key of the 2^32-element page `hi`: lowbias32(seed) for page 0 (lowbias32(0) = 0)."""
+  return lowbias32(seed.astype(jnp.uint32) + lowbias32(hi * jnp.uint32(_GOLDEN)))
+
+
 def bits_at(seed: jax.Array, index: jax.Array) -> jax.Array:
-  """uint32 bits of element indices `index` (any shape): hash(index, seed)."""
+  """uint32 bits of 32-bit element indices `index` (any shape): hash(index, seed).
+
+  Distinct indices get independent bits only below 2^32; `bits_at_rows` takes 64-bit indices.
+  """
   return lowbias32(index.astype(jnp.uint32) * jnp.uint32(_GOLDEN) + lowbias32(seed.astype(jnp.uint32)))
 
 
+def bits_at_rows(seed: jax.Array, row: jax.Array, width: int, col: jax.Array) -> jax.Array:
+  """uint32 bits of elements with 64-bit index row * width + col; row and col broadcast.
+
+  Equal to `bits_at(seed, row * width + col)` while that index is below 2^32. The page keys are
+  computed at the shape of `row` (e.g. [n, L, 1]), so each element costs what `bits_at` costs plus
+  an add, a compare and a select: a row of `width` < 2^32 elements spans at most two pages.
+  """
+  if not 0 < width < 2 ** 32:
+    raise ValueError(f"bits_at_rows needs 0 < width < 2^32, got {width}")
+  row = row.astype(jnp.uint32)
+  hi0 = _mulhi32(row, width)
+  key0, key1 = _page_key(seed, hi0), _page_key(seed, hi0 + jnp.uint32(1))
+  lo0 = row * jnp.uint32(width)
+  lo = lo0 + col.astype(jnp.uint32)
+  return lowbias32(lo * jnp.uint32(_GOLDEN) + jnp.where(lo < lo0, key1, key0))
+
+
 def random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """uint32 bits of `shape`, element e (row-major) = hash(e, seed)."""
-  return bits_at(seed, jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape))
+  """uint32 bits of `shape`, element e (row-major, 64-bit) = hash(e, seed)."""
+  row, col = _rows_and_cols(shape)
+  return bits_at_rows(seed, row, col.shape[1], col).reshape(shape)
 
 
-def keep_at(seed: jax.Array, index: jax.Array, rate: float) -> jax.Array:
-  """Dropout keep decisions (True with probability 1 - rate) for element indices `index`."""
-  threshold = jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
-  return bits_at(seed, index) >= threshold
+def _rows_and_cols(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """Row index [R, 1] and column index [1, C] of `shape` seen as R = prod(shape[:-1]) rows of C."""
+  shape = tuple(shape) or (1,)
+  rows, width = math.prod(shape[:-1]), shape[-1]
+  if rows >= 2 ** 32 or width >= 2 ** 32:
+    raise ValueError(f"counter_rng: shape {shape} needs fewer than 2^32 rows and columns")
+  return (jax.lax.iota(jnp.uint32, rows).reshape(rows, 1), jax.lax.iota(jnp.uint32, width).reshape(1, width))
+
+
+def keep_threshold(rate: float) -> jax.Array:
+  """Bits at or above this are kept: P(keep) = 1 - rate to within 2^-32."""
+  return jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
+
+
+def keep_at_rows(seed: jax.Array, row: jax.Array, width: int, col: jax.Array, rate: float) -> jax.Array:
+  """Dropout keep decisions for elements with 64-bit index row * width + col (see `bits_at_rows`)."""
+  return bits_at_rows(seed, row, width, col) >= keep_threshold(rate)
 
 
 def _mulhi32(a: jax.Array, n: int) -> jax.Array:

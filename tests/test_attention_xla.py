@@ -1,4 +1,6 @@
 """The XLA attention path: its speed-motivated pieces equal the plain formulas."""
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,8 @@ from pallas_kernels.hstu_attention import hstu_attention_reference
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import add_broadcast_bias, attention
 from recjax.layers.relative_bias import RelativeBias
-from recjax.layers.tiled_attention import CausalTiling
+from recjax.layers import tiled_attention
+from recjax.layers.tiled_attention import CausalTiling, resolve_tiling, tiles_run
 
 
 @pytest.mark.parametrize("rows", [1, 6])
@@ -59,6 +62,9 @@ def test_xla_path_matches_kernel_reference(heads, kind):
     pytest.param(3, "pointwise", 0.0, True, CausalTiling(rows=4, q_tiles=4), marks=pytest.mark.slow),
     (2, "softmax", 0.3, False, CausalTiling(rows=3, q_tiles=2)),      # SASRec: weight dropout
     (1, "softmax", 0.0, True, CausalTiling(rows=64, q_tiles=1)),      # one group, one tile
+    # the rolled loop over groups (what large batches compile to): bias gradients carried across groups
+    (1, "pointwise", 0.0, True, CausalTiling(rows=2, q_tiles=3, max_unrolled_groups=1)),
+    (2, "softmax", 0.3, False, CausalTiling(rows=3, q_tiles=2, max_unrolled_groups=2)),
 ])
 def test_tiled_causal_path_equals_dense_path(heads, kind, dropout, time_bias, tiling):
   """Skipping causally and padding-hidden tiles changes nothing: values, all gradients, dropout."""
@@ -95,6 +101,58 @@ def test_tiled_path_skips_tiles_it_cannot_see():
   assert float(jnp.abs(out[0, :3]).sum()) > 0
 
 
+def _needed_tiles(lengths, tiling, l):
+  """Brute force: (group, tile) pairs holding a visible (query, key) pair, rows sorted longest first."""
+  t = -(-l // tiling.q_tiles)
+  r = min(tiling.rows, len(lengths))
+  rows = sorted(lengths, reverse=True)
+  rows += [0] * (-len(rows) % r)
+  needed = set()
+  for g in range(len(rows) // r):
+    for i in range(tiling.q_tiles):
+      for n in rows[g * r:(g + 1) * r]:
+        if any(j <= q < n for q in range(i * t, min((i + 1) * t, l)) for j in range(l)):
+          needed.add((g, i))
+  return needed
+
+
+@pytest.mark.parametrize("tiling", [CausalTiling(rows=2, q_tiles=4), CausalTiling(rows=3, q_tiles=3),
+                                    CausalTiling(rows=1, q_tiles=5), CausalTiling(rows=16, q_tiles=2)])
+def test_tiles_run_equals_brute_force(tiling):
+  lengths = [12, 0, 3, 7, 1, 12, 5, 0, 9, 2, 4]
+  run = np.asarray(tiles_run(jnp.array(lengths), 12, tiling))
+  assert {tuple(map(int, x)) for x in np.argwhere(run)} == _needed_tiles(lengths, tiling, 12)
+
+
+@pytest.mark.parametrize("tiling", [CausalTiling(rows=2, q_tiles=4), CausalTiling(rows=2, q_tiles=4, max_unrolled_groups=1)])
+def test_tiled_path_executes_exactly_the_needed_tiles(tiling, monkeypatch):
+  """Counted at run time: each needed tile once forward and once backward, no other tile."""
+  executed = collections.Counter()
+  monkeypatch.setattr(tiled_attention, "_tile_hook", lambda p, g, i: executed.update([(p, int(g), int(i))]))
+  lengths = [3, 12, 0, 1, 7, 2, 0, 5]
+  q = jax.random.normal(jax.random.key(0), (8, 12, 1, 3))
+  f = jax.jit(jax.grad(lambda q: jnp.sum(jnp.sin(attention(q, q, q, lengths_B=jnp.array(lengths),
+                                                                 mask=MaskSpec(causal=True), tiling=tiling)))))
+  jax.block_until_ready(f(q))
+  jax.effects_barrier()
+  needed = _needed_tiles(lengths, tiling, 12)
+  assert 0 < len(needed) < 4 * 4                     # some tiles skipped, some run
+  assert executed == collections.Counter([(p, g, i) for p in ("fwd", "bwd") for g, i in needed])
+
+
+def test_tiling_auto_is_on_for_cpu_only(monkeypatch):
+  assert resolve_tiling(True) == CausalTiling() and resolve_tiling(False) is None
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  assert resolve_tiling("auto") == CausalTiling()
+  for backend in ("gpu", "tpu"):
+    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+    assert resolve_tiling("auto") is None
+  with pytest.raises(ValueError, match="attention_tiling must be one of"):
+    resolve_tiling("on")
+
+
 def test_tiling_rejects_bad_sizes():
-  with pytest.raises(ValueError, match="rows >= 1"):
+  with pytest.raises(ValueError, match="rows, q_tiles and max_unrolled_groups >= 1"):
     CausalTiling(rows=0)
+  with pytest.raises(ValueError, match="max_unrolled_groups >= 1"):
+    CausalTiling(max_unrolled_groups=0)

@@ -46,3 +46,46 @@ def test_sample_negatives_deterministic_per_key_and_covers_catalogue():
   np.testing.assert_array_equal(a, b)
   assert np.mean(np.asarray(a) == np.asarray(c)) < 0.1   # ≈ 1/20 by chance
   assert set(np.unique(a).tolist()) == set(range(10, 30))
+
+
+def _lowbias32_np(x):
+  x = x ^ (x >> np.uint32(16))
+  x = x * np.uint32(0x7FEB352D)
+  x = x ^ (x >> np.uint32(15))
+  x = x * np.uint32(0x846CA68B)
+  return x ^ (x >> np.uint32(16))
+
+
+def _bits_np(seed, index):
+  """The definition with a true 64-bit index: hash(lo, key(seed, hi)), hi/lo its uint32 words."""
+  index = np.asarray(index, np.uint64)
+  hi, lo = (index >> np.uint64(32)).astype(np.uint32), (index & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+  key = _lowbias32_np(np.uint32(seed) + _lowbias32_np(hi * np.uint32(0x9E3779B9)))
+  return _lowbias32_np(lo * np.uint32(0x9E3779B9) + key)
+
+
+@pytest.mark.parametrize("width", [8192, 40_001, 2 ** 31 + 5])
+def test_bits_at_rows_equals_64_bit_reference_across_the_2_32_boundary(width):
+  """Rows that straddle 2^32 (carry into the high word mid-row) hash their exact 64-bit index."""
+  seed = 12345
+  first = 2 ** 32 // width                     # the row holding element 2^32
+  rows = np.array([0, 1, first - 1, first, first + 1, 3 * first + 2], np.uint64)[:, None]
+  cols = np.unique(np.r_[0, 1, (2 ** 32 - 1) % width, 2 ** 32 % width, width - 1,
+                         np.random.default_rng(0).integers(0, width, 50)]).astype(np.uint64)[None, :]
+  got = counter_rng.bits_at_rows(jnp.uint32(seed), jnp.asarray(rows.astype(np.uint32)), width,
+                                 jnp.asarray(cols.astype(np.uint32)))
+  np.testing.assert_array_equal(np.asarray(got), _bits_np(seed, rows * np.uint64(width) + cols))
+
+
+def test_bits_below_2_32_are_the_32_bit_hash():
+  """Masks that fit in 2^32 elements did not change: page 0 is the 32-bit scheme."""
+  row, col = jnp.arange(300, dtype=jnp.uint32)[:, None], jnp.arange(700, dtype=jnp.uint32)[None, :]
+  np.testing.assert_array_equal(counter_rng.bits_at_rows(jnp.uint32(9), row, 700, col),
+                                counter_rng.bits_at(jnp.uint32(9), row * 700 + col))
+  np.testing.assert_array_equal(counter_rng.random_bits(jnp.uint32(9), (3, 100, 700)).reshape(300, 700),
+                                counter_rng.bits_at(jnp.uint32(9), row * 700 + col))
+
+
+def test_rejects_widths_beyond_32_bits():
+  with pytest.raises(ValueError, match="0 < width < 2"):
+    counter_rng.bits_at_rows(jnp.uint32(0), jnp.zeros((1, 1), jnp.uint32), 2 ** 32, jnp.zeros((1, 1), jnp.uint32))

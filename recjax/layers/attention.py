@@ -19,7 +19,7 @@ from pallas_kernels.mask import MaskSpec, dense_mask
 from recjax import counter_rng
 from recjax.layers.dropout import hash_dropout
 from recjax.layers.relative_bias import RelativeBias, materialize
-from recjax.layers.tiled_attention import CausalTiling, causal_tiled_attention, masked_softmax
+from recjax.layers.tiled_attention import CausalTiling, causal_tiled_attention, masked_softmax, resolve_tiling
 
 ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -36,7 +36,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
               activation: str = "silu", alpha: float = 1.0, scale: float = 1.0,
               bias: RelativeBias | None = None, backend: str = "xla",
               dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
-              tiling: CausalTiling | None = CausalTiling()) -> jax.Array:
+              tiling: CausalTiling | bool | str | None = "auto") -> jax.Array:
   """Masked (pointwise or softmax) attention -> [B, Lq, H, Dv].
 
   Args:
@@ -51,7 +51,8 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     backend: "xla" or "pallas".
     dropout_rate, dropout_rng: dropout on the attention weights (SASRec); XLA backend only.
     tiling: XLA backend with a plain causal mask: skip the tiles that causality and padding hide
-      (`tiled_attention`; same result). None computes the dense [B*H, Lq, Lk] scores.
+      (`tiled_attention`; same result). "auto" (default) tiles on the CPU backend only, True with
+      the default `CausalTiling`, False / None compute the dense [B*H, Lq, Lk] scores.
   """
   if backend not in BACKENDS:
     raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
@@ -63,6 +64,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   lk = k_BKHD.shape[1]
   if k_BKHD.shape[0] != b or v_BKHD.shape[:3] != k_BKHD.shape[:3] or k_BKHD.shape[2:] != q_BQHD.shape[2:]:
     raise ValueError(f"attention shapes disagree: q {q_BQHD.shape}, k {k_BKHD.shape}, v {v_BKHD.shape}")
+  tiling = resolve_tiling(tiling)
   if lengths_B is None:
     lengths_B = jnp.full((b,), lk, jnp.int32)
   if backend == "pallas":

@@ -6,11 +6,10 @@ Here one PRNG word per call seeds a stateless hash of the element index (the `lo
 two multiply-xorshift rounds, a full-avalanche 32-bit permutation), which XLA fuses into the
 surrounding elementwise work. Masks are independent across calls (fresh seed each time) and
 uniform to within 2^-32 per element; they are deterministic given the flax "dropout" rng, so a
-resumed run draws the same masks.
+resumed run draws the same masks. Element indices are 64-bit (`counter_rng.bits_at_rows`), so
+masks do not repeat past 2^32 elements.
 """
 from __future__ import annotations
-
-import math
 
 import flax.linen as nn
 import jax
@@ -20,8 +19,8 @@ from recjax import counter_rng
 
 
 def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-  """Bernoulli(1 - rate) mask of `shape` from a uint32 seed."""
-  return counter_rng.keep_at(seed, jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape), rate)
+  """Bernoulli(1 - rate) mask of `shape` from a uint32 seed; element e (row-major, 64-bit) is hash(e)."""
+  return counter_rng.random_bits(seed, shape) >= counter_rng.keep_threshold(rate)
 
 
 def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
-from recjax.layers.tiled_attention import CausalTiling
 from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import ItemEmbedding, sequence_inputs
 from recjax.layers.norms import layer_norm_no_affine
@@ -40,7 +39,7 @@ class HSTUBlock(nn.Module):
   use_time_bias: bool
   num_time_buckets: int
   backend: str
-  attention_tiling: bool
+  attention_tiling: bool | str
 
   @nn.compact
   def __call__(self, x_BLD, lengths_B, key_times_BL, query_times_BL, *, train: bool):
@@ -58,7 +57,7 @@ class HSTUBlock(nn.Module):
                        v_BLF.reshape(b, l, h, dv), lengths_B=lengths_B, mask=MaskSpec(causal=True),
                        kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
                        bias=bias, backend=self.backend,
-                       tiling=CausalTiling() if self.attention_tiling else None)
+                       tiling=self.attention_tiling)
     y = u_BLF * layer_norm_no_affine(o_BLHD.reshape(b, l, h * dv))
     y = Dropout(self.dropout, deterministic=not train)(y)
     y = nn.Dense(self.dim, kernel_init=nn.initializers.xavier_uniform(),
@@ -87,7 +86,7 @@ class HSTU(nn.Module):
   use_time_bias: bool = True
   num_time_buckets: int = 129
   backend: str = "xla"
-  attention_tiling: bool = True   # XLA path: skip causally hidden and padding tiles (same result)
+  attention_tiling: bool | str = "auto"   # XLA path: skip hidden tiles; "auto": on the CPU backend
 
   def setup(self):
     self.item_embedding = ItemEmbedding(self.num_items, self.dim)

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
-from recjax.layers.tiled_attention import CausalTiling
 from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import ItemEmbedding, sequence_inputs, truncated_normal
 from recjax.layers.norms import layer_norm_no_affine
@@ -36,7 +35,7 @@ class SASRecBlock(nn.Module):
   ffn_dim: int
   dropout: float
   backend: str
-  attention_tiling: bool
+  attention_tiling: bool | str
 
   @nn.compact
   def __call__(self, x_BLD, valid_BL1, lengths_B, *, train: bool):
@@ -52,7 +51,7 @@ class SASRecBlock(nn.Module):
     use_dropout = train and self.dropout > 0
     a = attention(q, k, v, lengths_B=lengths_B, mask=MaskSpec(causal=True), kind="softmax",
                   alpha=1.0 / math.sqrt(d // h), backend=self.backend,
-                  tiling=CausalTiling() if self.attention_tiling else None,
+                  tiling=self.attention_tiling,
                   dropout_rate=self.dropout if use_dropout else 0.0,
                   dropout_rng=self.make_rng("dropout") if use_dropout else None)
     a = dense(d, "attn_out")(a.reshape(b, l, d))
@@ -77,7 +76,7 @@ class SASRec(nn.Module):
   max_len: int = 200
   dropout: float = 0.2
   backend: str = "xla"
-  attention_tiling: bool = True   # XLA path: skip causally hidden and padding tiles (same result)
+  attention_tiling: bool | str = "auto"   # XLA path: skip hidden tiles; "auto": on the CPU backend
 
   def setup(self):
     self.item_embedding = ItemEmbedding(self.num_items, self.dim)
