@@ -61,6 +61,7 @@ def test_gauc_matches_per_user_loop(seed, weighted):
   rng = np.random.default_rng(100 + seed)
   p, y, w, user = _random_case(rng, 120, num_users=15, weighted=weighted)
   # Force all-one-class users: user 0 all positive, user 1 all negative.
+  user[:3], user[3:6] = 0, 1
   y[user == 0] = 1
   y[user == 1] = 0
   if w is not None:
