@@ -120,13 +120,13 @@ def test_candidate_outcomes_change_no_prediction(data, setup, name):
   _, seqs, ctx = data
   ex, models, params = setup
   rows = np.arange(12)
-  victims = ex.arrays["cand_event"][rows][ex.arrays["cand_event"][rows] >= 0]
+  ev = ex.arrays["cand_event"][rows]
+  victims = ev[ev >= 0]
   extras = dict(seqs.extras, actions=seqs.extras["actions"].copy(), play_time_ms=seqs.extras["play_time_ms"].copy())
   extras["actions"][victims] ^= 0xFF
   extras["play_time_ms"][victims] = extras["play_time_ms"][victims] * 5 + 1000
   times = seqs.timestamps.copy()
-  later = victims[ex.arrays["cand_event"][rows].ravel()[ex.arrays["cand_event"][rows].ravel() >= 0] != ex.arrays["cand_event"][rows][:, :1].repeat(SPLIT.request_size, 1).ravel()[ex.arrays["cand_event"][rows].ravel() >= 0]]
-  times[later] += 1   # the request's later candidates' own times (times stay ordered per user)
+  times[ev[:, 1:][ev[:, 1:] >= 0]] += 1   # the later candidates' own times are targets, not inputs
   moved_seqs = dataclasses.replace(seqs, extras=extras, timestamps=times)
   moved = rk.ranking_examples(moved_seqs, SPLIT, "test", context=ctx)
   # Each request's inputs come from events before it; a later request of the same user may see
