@@ -202,6 +202,56 @@ def kuairand_context(data_dir: str | os.PathLike, variant: str, seqs: UserSequen
   return ContextTables(KUAIRAND_USER_FEATURES, user_feats, uvocab, tuple(cols), item_feats, ivocab)
 
 
+ML_USER_FEATURES = ("gender", "age", "occupation", "zip_region")
+
+
+def _title_year(titles: np.ndarray) -> np.ndarray:
+  """'Toy Story (1995)' -> 1995.0 (NaN when the title ends without a year)."""
+  out = np.full(len(titles), np.nan)
+  for i, t in enumerate(titles):
+    t = str(t).strip()
+    if len(t) >= 6 and t[-6] == "(" and t[-1] == ")" and t[-5:-1].isdigit():
+      out[i] = float(t[-5:-1])
+  return out
+
+
+def movielens_context(data_dir: str | os.PathLike, name: str, seqs: UserSequences) -> ContextTables:
+  """MovieLens demographics and genres / year as ContextTables for `seqs`.
+
+  Users (ML-100K u.user, ML-1M users.dat): gender, age, occupation, first zip digit. Items (u.item,
+  movies.dat): one yes/no feature per genre and the release year (from the title). Users and
+  movies missing from the tables get code 0.
+  """
+  from recjax.data import movielens  # pylint: disable=import-outside-toplevel
+  data_dir = os.fspath(data_dir)
+  if name == "ml-100k":
+    users = movielens.read_ml100k_users(os.path.join(data_dir, "u.user"))
+    items = movielens.read_ml100k_items(os.path.join(data_dir, "u.item"))
+    genre_names, flags = movielens.ML100K_GENRES, items["genres"]
+  elif name == "ml-1m":
+    users = movielens.read_ml1m_users(os.path.join(data_dir, "users.dat"))
+    items = movielens.read_ml1m_movies(os.path.join(data_dir, "movies.dat"))
+    genre_names = tuple(sorted({g for gs in items["genres"] for g in gs}))
+    flags = np.array([[g in gs for g in genre_names] for gs in items["genres"]], np.int8)
+  else:
+    raise ValueError(f"MovieLens context tables exist for 'ml-100k' and 'ml-1m', got {name!r}")
+  zip_region = np.array([str(z)[:1] for z in users["zip"]], dtype=object)
+  ucodes, uvocab = encode_categorical({"gender": users["gender"], "age": users["age"],
+                                       "occupation": users["occupation"], "zip_region": zip_region})
+  user_feats = np.zeros((seqs.num_users, len(ML_USER_FEATURES)), np.int32)
+  row = {int(u): i for i, u in enumerate(users["user_id"])}
+  rows = np.array([row.get(int(u), -1) for u in seqs.user_ids], np.int64)
+  user_feats[rows >= 0] = ucodes[rows[rows >= 0]]
+  cols = {f"genre_{g}": flags[:, j] for j, g in enumerate(genre_names)}
+  cols["year"] = _title_year(items["title"])
+  icodes, ivocab = encode_categorical(cols)
+  item_feats = np.zeros((seqs.num_items, len(cols)), np.int32)
+  ids = np.asarray(items["movie_id"], np.int64)      # MovieLens ids are the model ids
+  inside = ids < seqs.num_items
+  item_feats[ids[inside]] = icodes[inside]
+  return ContextTables(ML_USER_FEATURES, user_feats, uvocab, tuple(cols), item_feats, ivocab)
+
+
 def event_labels(seqs: UserSequences, tasks: str) -> np.ndarray:
   """Per-event task labels -> int8 [E, T] in the order of TASK_SETS[tasks]."""
   if tasks == "kuairand":

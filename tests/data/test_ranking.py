@@ -190,3 +190,27 @@ def test_encode_categorical_unknowns():
   codes, vocab = rk.encode_categorical({"a": np.array(["x", "", "y", "x"], dtype=object),
                                         "b": np.array([2.0, np.nan, 2.0, 5.0])})
   assert codes.tolist() == [[1, 1], [0, 0], [2, 1], [1, 2]] and vocab == (3, 3)
+
+
+@pytest.mark.parametrize("name", ["ml-100k", "ml-1m"])
+def test_movielens_context(name):
+  from recjax.data import movielens  # pylint: disable=import-outside-toplevel
+  from tests.conftest import shared_data  # pylint: disable=import-outside-toplevel
+  path = shared_data(name)
+  seqs = (movielens.load_movielens("ml-100k", path) if name == "ml-100k"
+          else movielens.read_ml1m_sequences(path, with_timestamps=True))
+  ctx = rk.movielens_context(path, name, seqs)
+  assert ctx.user_names == rk.ML_USER_FEATURES
+  assert (ctx.user_feats > 0).all()                         # every user is in the users file
+  assert (ctx.user_feats.max(0) < np.array(ctx.user_vocab)).all()
+  toy_story = ctx.item_feats[1]                             # "Toy Story (1995)": Animation|Children's|Comedy
+  genres = {n[len("genre_"):] for n, code in zip(ctx.item_names, toy_story) if n.startswith("genre_") and code == 2}
+  assert genres == {"Animation", "Children's", "Comedy"}
+  assert not ctx.item_feats[0].any()
+  a = rk.ranking_examples(seqs, rk.RankingSplit(tasks="rating", history_len=20, test_k=2, valid_k=2),
+                          "test", context=ctx).arrays
+  assert len(a["user_ids"]) == 2 * seqs.num_users and a["cand_labels"].shape[-1] == 2
+  assert a["cand_feats"].shape[-1] == len(ctx.item_names)
+  np.testing.assert_array_equal(a["user_feats"], ctx.user_feats[a["user_index"]])
+  rating = seqs.extras["rating"][a["cand_event"][:, 0]]
+  np.testing.assert_array_equal(a["cand_labels"][:, 0], np.stack([rating >= 4, rating == 5], 1))
