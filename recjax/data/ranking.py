@@ -283,6 +283,17 @@ def watch_ratio(seqs: UserSequences) -> np.ndarray | None:
   return np.clip(play / np.maximum(dur, 1.0), 0.0, MAX_WATCH_RATIO).astype(np.float32)
 
 
+def candidate_values(per_event: dict[str, np.ndarray], examples: RankingExamples) -> np.ndarray:
+  """Per-event values of each task (e.g. `synthetic.load_oracle`'s true probabilities) at the
+  candidates -> float64 [N, C, T] in task order (0 on padding candidates)."""
+  missing = [t for t in examples.task_names if t not in per_event]
+  if missing:
+    raise ValueError(f"per-event values lack the task(s) {missing}")
+  ev = examples.arrays["cand_event"]
+  values = np.stack([np.asarray(per_event[t], np.float64) for t in examples.task_names], axis=1)
+  return np.where((ev >= 0)[..., None], values[np.maximum(ev, 0)], 0.0)
+
+
 def event_splits(seqs: UserSequences, cfg: RankingSplit) -> tuple[np.ndarray, tuple[int, int] | None]:
   """Split of every event (0 train, 1 valid, 2 test) -> (int8 [E], time_cut's (valid, test) cut)."""
   lengths = seqs.lengths

@@ -214,3 +214,21 @@ def test_movielens_context(name):
   np.testing.assert_array_equal(a["user_feats"], ctx.user_feats[a["user_index"]])
   rating = seqs.extras["rating"][a["cand_event"][:, 0]]
   np.testing.assert_array_equal(a["cand_labels"][:, 0], np.stack([rating >= 4, rating == 5], 1))
+
+
+def test_candidate_oracle_and_its_metrics(world_dir, seqs):
+  from recjax.metrics import ranking as rm  # pylint: disable=import-outside-toplevel
+  cfg = rk.RankingSplit(history_len=8, request_size=2, test_k=6, valid_k=0)
+  ex = rk.ranking_examples(seqs, cfg, "test")
+  oracle = sy.load_oracle(world_dir, seqs, logs="all")
+  p = rk.candidate_values(oracle, ex)
+  ev = ex.arrays["cand_event"]
+  r, c = np.argwhere(ev >= 0)[5]
+  assert p[r, c].tolist() == [oracle[t][ev[r, c]] for t in ex.task_names]
+  assert not p[ev < 0].any()
+  mask = ex.arrays["cand_mask"].reshape(-1)
+  out = rm.multitask_metrics(p.reshape(-1, len(ex.task_names)), ex.arrays["cand_labels"].reshape(-1, len(ex.task_names)),
+                             ex.task_names, mask_N=mask, user_N=np.repeat(ex.arrays["user_ids"], 2))
+  assert out["is_click"]["ne"] < 1.0
+  with pytest.raises(ValueError, match="lack the task"):
+    rk.candidate_values({"is_click": oracle["is_click"]}, ex)
