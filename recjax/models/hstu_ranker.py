@@ -94,8 +94,12 @@ class HSTURanker(nn.Module):
       query_times = jnp.where(is_hist, nxt, batch["request_times"][:, None].astype(jnp.int32))
     mask = MaskSpec(causal=True, num_targets=c)
     for i in range(self.num_blocks):
-      x = HSTUBlock(self.dim, self.num_heads, self.dqk, self.dv, self.attn_norm_len, self.dropout,
-                    False, self.use_time_bias, self.num_time_buckets, self.backend, False, mask,
+      # No relative position bias: it depends on the slot index, so candidates would not be
+      # exchangeable; order enters through the recency embedding instead.
+      x = HSTUBlock(dim=self.dim, num_heads=self.num_heads, dqk=self.dqk, dv=self.dv,
+                    attn_norm_len=self.attn_norm_len, dropout=self.dropout, use_position_bias=False,
+                    use_time_bias=self.use_time_bias, num_time_buckets=self.num_time_buckets,
+                    backend=self.backend, attention_tiling=False, mask=mask,
                     name=f"block_{i}")(x, lengths + c, key_times, query_times, train=train)
     slots = lengths[:, None] + jnp.arange(c)[None, :]
     out_NCD = layer_norm_no_affine(jnp.take_along_axis(x, slots[..., None], axis=1))
