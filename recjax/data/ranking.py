@@ -36,6 +36,7 @@ Arrays for N requests, history width H, C = request_size, T tasks (0 pads ids, t
   user_feats [N, Fu] int32    the user's categorical context features (`ContextTables`; Fu = 0
                               without them), 0 = unknown
   cand_feats [N, C, Fi] int32 each candidate item's categorical features (0 = unknown / padding)
+  hist_feats [N, H, Fi] int32 the same item features of the history events
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ TASK_SETS = {
 }
 INPUT_FIELDS = ("user_ids", "user_index", "hist_ids", "hist_actions", "hist_watch", "hist_tab",
                 "hist_times", "hist_lengths", "request_times", "cand_ids", "cand_mask", "cand_tab",
-                "user_feats", "cand_feats")
+                "user_feats", "cand_feats", "hist_feats")
 TARGET_FIELDS = ("cand_labels", "cand_watch_ratio", "cand_event")
 
 
@@ -377,7 +378,9 @@ def ranking_examples(seqs: UserSequences, cfg: RankingSplit, split: str,
                        f"{len(context.item_feats)} items, the sequences {seqs.num_users} / {seqs.num_items}")
     arrays["user_feats"] = context.user_feats[ru]
     arrays["cand_feats"] = context.item_feats[arrays["cand_ids"]]   # row 0 (padding) is all 0
+    arrays["hist_feats"] = context.item_feats[arrays["hist_ids"]]
   else:
     arrays["user_feats"] = np.zeros((n, 0), np.int32)
     arrays["cand_feats"] = np.zeros((n, c, 0), np.int32)
+    arrays["hist_feats"] = np.zeros((n, h, 0), np.int32)
   return RankingExamples(split, cfg.task_names, arrays, cuts)

@@ -3,9 +3,11 @@
 Batch fields (the ranking schema of `recjax.data.ranking`; N requests, H history slots, C
 candidates, Fu / Fi categorical user / item features):
   hist_ids, hist_actions, hist_watch, hist_tab [N, H] int, hist_lengths [N];
-  cand_ids, cand_tab [N, C] int; user_feats [N, Fu] int; cand_feats [N, C, Fi] int.
+  cand_ids, cand_tab [N, C] int; user_feats [N, Fu] int; cand_feats [N, C, Fi] int;
+  hist_feats [N, H, Fi] int.
 
-    history token   h_j = E_item[id_j] + Σ_t bit_t(action_j) A_t + E_watch[bucket_j] + E_tab[tab_j]
+    history token   h_j = E_item[id_j] + Σ_f E_f[feat_jf] + Σ_t bit_t(action_j) A_t + E_watch[bucket_j]
+                          + E_tab[tab_j]
     candidate token c_k = E_item[id_k] + E_tab[tab_k] + Σ_f E_f[feat_kf]
 
 A candidate's action (and watch) embedding is zero by construction: nothing of its outcome is an
@@ -68,7 +70,8 @@ class RankingInputs(nn.Module):
     ids_NH = batch["hist_ids"]
     valid_NH = jnp.arange(ids_NH.shape[1])[None, :] < batch["hist_lengths"][:, None]
     bits_NHA = (batch["hist_actions"][..., None] >> jnp.arange(self.num_action_bits)) & 1
-    x = (self.item_embedding(ids_NH) + bits_NHA.astype(jnp.float32) @ self.action_table
+    x = (self.item_embedding(ids_NH) + self.item_features(batch["hist_feats"]).sum(-2)
+         + bits_NHA.astype(jnp.float32) @ self.action_table
          + self.watch_embedding(jnp.clip(batch["hist_watch"], 0, self.num_watch_buckets - 1))
          + self.tab_embedding(jnp.clip(batch["hist_tab"], 0, self.num_tabs - 1)))
     return x * valid_NH[..., None], valid_NH

@@ -160,6 +160,7 @@ def test_rating_tasks_and_bad_settings():
   assert a["hist_ids"][1].tolist() == [3, 4, 5] and a["hist_actions"][1].tolist() == [1, 0, 3]
   assert not a["hist_tab"].any() and not a["hist_watch"].any()         # no tabs, no play times
   assert a["user_feats"].shape == (2, 0) and a["cand_feats"].shape == (2, 1, 0)
+  assert a["hist_feats"].shape == (2, 3, 0)
   with pytest.raises(ValueError, match="extras\\['actions'\\]"):
     rk.ranking_examples(s, rk.RankingSplit(), "test")
   with pytest.raises(ValueError, match="mode"):
@@ -184,6 +185,7 @@ def test_kuairand_context(world_dir, seqs):
   a = rk.ranking_examples(seqs, CONFIGS[1], "test", context=ctx).arrays
   np.testing.assert_array_equal(a["user_feats"], ctx.user_feats[a["user_index"]])
   np.testing.assert_array_equal(a["cand_feats"], ctx.item_feats[a["cand_ids"]])
+  np.testing.assert_array_equal(a["hist_feats"], ctx.item_feats[a["hist_ids"]])
 
 
 def test_encode_categorical_unknowns():

@@ -108,6 +108,7 @@ def test_history_padding_and_future_are_invisible(setup, name):
   pad = np.arange(SPLIT.history_len)[None] >= np.asarray(batch["hist_lengths"])[:, None]
   assert pad.any()
   junk = {f: jnp.where(pad, 3, batch[f]) for f in ("hist_ids", "hist_actions", "hist_watch", "hist_tab")}
+  junk["hist_feats"] = jnp.where(pad[..., None], 2, batch["hist_feats"])
   junk["hist_times"] = jnp.where(pad, 10**8, batch["hist_times"])
   np.testing.assert_allclose(models[name](params[name], dict(batch, **junk))["logits"], full,
                              rtol=1e-5, atol=1e-6)
@@ -180,7 +181,8 @@ def test_hstu_ranker_pallas_backend_matches_xla(setup):
   batch = _inputs(ex.arrays, slice(0, 4))
   ctx_kw = dict(num_items=WORLD.num_items + 1, num_tasks=T, dim=16, num_blocks=1, num_heads=2, dqk=8, dv=8,
                 max_history=16, attn_norm_len=20, dropout=0.0)
-  batch = dict(batch, user_feats=batch["user_feats"][:, :0], cand_feats=batch["cand_feats"][..., :0])
+  batch = dict(batch, user_feats=batch["user_feats"][:, :0], cand_feats=batch["cand_feats"][..., :0],
+               hist_feats=batch["hist_feats"][..., :0])
   xla, pallas = HSTURanker(**ctx_kw, backend="xla"), HSTURanker(**ctx_kw, backend="pallas")
   params = {"params": init_params(xla, jax.random.key(3), batch)}
 
