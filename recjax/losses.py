@@ -220,3 +220,57 @@ def full_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_ids_
   pos = jnp.sum(user_emb_TD * item_table_VD[pos_ids_T], axis=-1) / temperature
   per_token = lse - pos
   return jnp.sum(per_token * weights_T) / jnp.maximum(jnp.sum(weights_T), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking: multi-task binary cross-entropy (+ optional watch-ratio regression)
+# ---------------------------------------------------------------------------------------------
+
+def sigmoid_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Elementwise −y log σ(x) − (1 − y) log(1 − σ(x)), stable for any x: max(x, 0) − x y + log1p(e^−|x|)."""
+  return jnp.maximum(logits, 0.0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def multitask_bce_loss(logits_NT: jax.Array, labels_NT: jax.Array, weights_N: jax.Array,
+                       task_weights_T, *, watch_pred_N: jax.Array | None = None,
+                       watch_target_N: jax.Array | None = None, watch_weight: float = 0.0
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Weighted multi-task BCE over N candidates and T binary tasks.
+
+      loss = Σ_t τ_t · bce_t + λ · mse,   bce_t = Σ_n w_n BCE(x_nt, y_nt) / Σ_n w_n,
+      mse  = Σ_n w_n (r̂_n − r_n)² / Σ_n w_n   (only when λ = watch_weight > 0)
+
+  Args:
+    logits_NT: [N, T] one logit per candidate and task.
+    labels_NT: [N, T] in {0, 1}.
+    weights_N: [N] candidate weights (0 = padding candidate).
+    task_weights_T: [T] per-task weights τ (config), a sequence or array.
+    watch_pred_N, watch_target_N: [N] predicted and true (bucketed or clipped) watch ratio for the
+      optional regression head; needed when watch_weight > 0.
+    watch_weight: λ.
+  Returns:
+    (scalar loss, {"bce_T": [T] per-task BCE, "watch_mse": scalar (0 when off)}).
+  """
+  if logits_NT.ndim != 2 or labels_NT.shape != logits_NT.shape:
+    raise ValueError(f"logits and labels must both be [N, T], got {logits_NT.shape} and {labels_NT.shape}")
+  task_weights_T = jnp.asarray(task_weights_T, jnp.float32)
+  if task_weights_T.shape != (logits_NT.shape[1],):
+    raise ValueError(f"need one task weight per task ({logits_NT.shape[1]}), got shape {task_weights_T.shape}")
+  if weights_N.shape != logits_NT.shape[:1]:
+    raise ValueError(f"weights must be [N] = [{logits_NT.shape[0]}], got {weights_N.shape}")
+  weights_N = weights_N.astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(weights_N), 1e-9)
+  per_nt = sigmoid_bce(logits_NT.astype(jnp.float32), labels_NT.astype(jnp.float32))
+  bce_T = jnp.sum(per_nt * weights_N[:, None], axis=0) / denom
+  loss = jnp.sum(task_weights_T * bce_T)
+  watch_mse = jnp.zeros((), jnp.float32)
+  if watch_weight > 0.0:
+    if watch_pred_N is None or watch_target_N is None:
+      raise ValueError("watch_weight > 0 needs watch_pred_N and watch_target_N")
+    if watch_pred_N.shape != weights_N.shape or watch_target_N.shape != weights_N.shape:
+      raise ValueError(f"watch predictions and targets must be [N], got {watch_pred_N.shape} and "
+                       f"{watch_target_N.shape}")
+    err = watch_pred_N.astype(jnp.float32) - watch_target_N.astype(jnp.float32)
+    watch_mse = jnp.sum(weights_N * err * err) / denom
+    loss = loss + watch_weight * watch_mse
+  return loss, {"bce_T": bce_T, "watch_mse": watch_mse}

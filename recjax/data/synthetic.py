@@ -25,9 +25,11 @@ The world (all randomness from np.random.default_rng(cfg.seed), so a seed fixes 
 Files (`write_world` / `generate_world`): log_standard_4_08_to_4_21_<v>.csv,
 log_standard_4_22_to_5_08_<v>.csv, log_random_4_22_to_5_08_<v>.csv, user_features_<v>.csv and
 video_features_basic_<v>.csv with the official headers, plus world.json (seed, every parameter,
-per-tab noise, summary statistics and the small ground truth) and world_truth.npz (per-user
-interest mixtures and per-event latent labels). `recjax.data.kuairand.load_kuairand(out_dir,
-variant=<v>, logs=...)` reads them like the real release.
+per-tab noise, summary statistics and the small ground truth), world_truth.npz (per-user
+interest mixtures and per-event latent labels) and world_oracle.npz (per event, the true
+probability of each of the 8 binary feedbacks: the best any ranker can predict).
+`recjax.data.kuairand.load_kuairand(out_dir, variant=<v>, logs=...)` reads them like the real
+release; `load_oracle(out_dir, seqs, logs=...)` returns the oracle aligned to those sequences.
 """
 from __future__ import annotations
 
@@ -39,13 +41,15 @@ import json
 import os
 
 import numpy as np
+from scipy import special
 
 from recjax.data import kuairand
+from recjax.data.errors import DataError
 from recjax.data.text_sequences import NumericTable
 from recjax.data.types import Interactions
 
 MAX_SEQ_LEN = 16384
-GENERATOR_VERSION = 1   # bump when the same config would generate different files
+GENERATOR_VERSION = 2   # bump when the same config would generate different files (2: + world_oracle.npz)
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))   # KuaiRand dates/hours are Beijing time
 PERIOD_STARTS = (dt.datetime(2022, 4, 8, tzinfo=CHINA_TZ), dt.datetime(2022, 4, 22, tzinfo=CHINA_TZ))
 PERIOD_END = dt.datetime(2022, 5, 9, tzinfo=CHINA_TZ)
@@ -56,6 +60,7 @@ FEEDBACK_MODEL = {"is_like": (0.03, 1.0), "is_follow": (0.004, 0.8), "is_comment
 # Watch model: log(play / duration) ~ Normal(log(WATCH_MEDIAN) + WATCH_SLOPE * log affinity, WATCH_SIGMA).
 WATCH_MEDIAN, WATCH_SLOPE, WATCH_SIGMA = 0.35, 0.5, 0.7
 CLICK_SECONDS, LONG_VIEW_SECONDS = 7, 18
+ORACLE_FILE = "world_oracle.npz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +136,7 @@ class World:
   is_noise: np.ndarray          # bool [E] item drawn uniformly because of the tab's noise
   event_topic: np.ndarray       # int64 [E] latent topic of interest-driven events (-1 otherwise)
   followed: np.ndarray          # bool [E] item = chain successor of the previous interest-driven item
+  oracle: dict[str, np.ndarray]  # kuairand.ACTION_BITS name -> float64 [E] true P(feedback = 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,8 +314,30 @@ def _affinity(cfg: WorldConfig, theta: tuple[np.ndarray, np.ndarray], user: np.n
   return np.clip(np.log(np.maximum(cfg.num_topics * current, 1e-12)), -3.0, 2.5)
 
 
-def _feedback(rng: np.random.Generator, log_aff: np.ndarray, duration_ms: np.ndarray
-              ) -> dict[str, np.ndarray]:
+def feedback_probabilities(log_aff: np.ndarray, duration_ms: np.ndarray) -> dict[str, np.ndarray]:
+  """The oracle: true P(feedback = 1) of every event -> {kuairand.ACTION_BITS name: float64 [E]}.
+
+  Bernoulli feedbacks: σ(logit(rate) + slope · log affinity). is_click / long_view with threshold
+  s seconds: play = floor(clip(d · w, 200, 4d)) with ln w ~ N(μ, σ²), μ = ln(WATCH_MEDIAN) +
+  WATCH_SLOPE · log affinity, and d ≥ 3 s, so the clip never decides: if d ≤ s, the event counts
+  when play ≥ d, i.e. w ≥ 1; otherwise when play > s (ms), i.e. d · w ≥ s + 1 ms. Either way
+  P = Φ((μ − ln threshold) / σ).
+  """
+  d = duration_ms.astype(np.float64)
+  mu = np.log(WATCH_MEDIAN) + WATCH_SLOPE * log_aff
+  out = {}
+  for name, seconds in (("is_click", CLICK_SECONDS), ("long_view", LONG_VIEW_SECONDS)):
+    ms = seconds * 1000
+    threshold = np.where(d <= ms, 1.0, (ms + 1) / d)
+    out[name] = special.ndtr((mu - np.log(threshold)) / WATCH_SIGMA)
+  for name, (rate, slope) in FEEDBACK_MODEL.items():
+    logit = np.log(rate / (1 - rate)) + slope * log_aff
+    out[name] = 1 / (1 + np.exp(-logit))
+  return {name: out[name] for name in kuairand.ACTION_BITS}
+
+
+def _feedback(rng: np.random.Generator, log_aff: np.ndarray, duration_ms: np.ndarray,
+              oracle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Play time and the 8 binary feedbacks (+ stay times) -> {log column: int64 [E]}."""
   e = len(log_aff)
   watch = np.exp(np.log(WATCH_MEDIAN) + WATCH_SLOPE * log_aff + rng.normal(0, WATCH_SIGMA, e))
@@ -318,9 +346,8 @@ def _feedback(rng: np.random.Generator, log_aff: np.ndarray, duration_ms: np.nda
   for name, seconds in (("is_click", CLICK_SECONDS), ("long_view", LONG_VIEW_SECONDS)):
     short = duration_ms <= seconds * 1000
     out[name] = np.where(short, play >= duration_ms, play > seconds * 1000).astype(np.int64)
-  for name, (rate, slope) in FEEDBACK_MODEL.items():
-    logit = np.log(rate / (1 - rate)) + slope * log_aff
-    out[name] = (rng.random(e) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+  for name in FEEDBACK_MODEL:
+    out[name] = (rng.random(e) < oracle[name]).astype(np.int64)
   out["profile_stay_time"] = out["is_profile_enter"] * rng.integers(1000, 60_000, e)
   out["comment_stay_time"] = out["is_comment"] * rng.integers(2000, 120_000, e)
   return out
@@ -396,7 +423,8 @@ def build_world(cfg: WorldConfig) -> World:
   followed = np.zeros(len(item), bool)
   followed[driven] = followed_d
   log_aff = _affinity(cfg, theta, ev.user, ev.frac, cat.topic[item])
-  fb = _feedback(rng, log_aff, cat.duration_ms[item])
+  oracle = feedback_probabilities(log_aff, cat.duration_ms[item])
+  fb = _feedback(rng, log_aff, cat.duration_ms[item], oracle)
   time_ms = _timeline_ms(rng, ev, fb["play_time_ms"])
   date, hourmin = _date_hourmin(time_ms)
   log = {"user_id": ev.user.astype(np.int64), "video_id": item.astype(np.int64), "date": date,
@@ -404,7 +432,7 @@ def build_world(cfg: WorldConfig) -> World:
          "tab": ev.tab.astype(np.int64)}
   log = {c: log[c] for c in kuairand.LOG_COLUMNS}
   return World(cfg, cat.topic.astype(np.int64), _chain_next(cat), cat.duration_ms, cat.author,
-               theta[0], theta[1], log, ev.is_noise, event_topic, followed)
+               theta[0], theta[1], log, ev.is_noise, event_topic, followed, oracle)
 
 
 def _log_file_masks(world: World) -> dict[str, np.ndarray]:
@@ -515,6 +543,9 @@ def _world_json(world: World, files: dict[str, str]) -> dict:
           "npz": "world_truth.npz: theta_start, theta_end [U,K]; per event (user-major, time order, "
                  "all log files merged): user_id, time_ms, video_id, is_noise, event_topic (-1 = not "
                  "interest-driven), followed",
+          "oracle": f"{ORACLE_FILE}: per event, in world_truth.npz's order: user_id, time_ms, "
+                    "video_id, is_rand and p_<feedback> = true P(feedback = 1) for the 8 feedbacks "
+                    "(read with synthetic.load_oracle)",
       },
   }
 
@@ -542,9 +573,46 @@ def write_world(world: World, out_dir: str | os.PathLike) -> str:
                       theta_end=world.theta_end, user_id=world.log["user_id"], time_ms=world.log["time_ms"],
                       video_id=world.log["video_id"], is_noise=world.is_noise,
                       event_topic=world.event_topic, followed=world.followed)
+  np.savez_compressed(os.path.join(out_dir, ORACLE_FILE), user_id=world.log["user_id"],
+                      time_ms=world.log["time_ms"], video_id=world.log["video_id"],
+                      is_rand=world.log["is_rand"],
+                      **{f"p_{name}": p for name, p in world.oracle.items()})
+  # world.json last: its presence marks a complete world (the registry's cache test).
   with open(os.path.join(out_dir, "world.json"), "w", encoding="utf-8") as f:
     json.dump(_world_json(world, files), f, indent=1)
   return out_dir
+
+
+def load_oracle(out_dir: str | os.PathLike, seqs, logs: str = "standard") -> dict[str, np.ndarray]:
+  """The true feedback probabilities aligned to `seqs` = kuairand.load_kuairand(out_dir, ..., logs).
+
+  The world's events are user-major with strictly increasing times, which is also the reader's
+  (user_id, time_ms) order, so the reader's events are the world's events of the chosen logs in
+  world order. The alignment is checked event by event (user and item) and a mismatch raises.
+
+  Returns:
+    {kuairand.ACTION_BITS name: float64 [E]} in the order of seqs.items.
+  """
+  path = os.path.join(os.fspath(out_dir), ORACLE_FILE)
+  if not os.path.exists(path):
+    raise DataError(path, f"no oracle file; worlds written by generator version < 2 lack it: delete "
+                    f"{os.fspath(out_dir)} and generate the world again")
+  if logs not in kuairand.LOG_KINDS:
+    raise ValueError(f"logs must be one of {tuple(kuairand.LOG_KINDS)}, got {logs!r}")
+  with np.load(path) as z:
+    data = {k: z[k] for k in z.files}
+  keep = {"standard": data["is_rand"] == 0, "random": data["is_rand"] == 1,
+          "all": np.ones(len(data["is_rand"]), bool)}[logs]
+  users = np.repeat(np.asarray(seqs.user_ids), seqs.lengths)
+  if keep.sum() != len(seqs.items):
+    raise DataError(path, f"has {int(keep.sum())} events for logs={logs!r}, the sequences {len(seqs.items)}")
+  bad = (data["user_id"][keep] != users) | (data["video_id"][keep] + 1 != seqs.items)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise DataError(path, f"event {i} of logs={logs!r} is (user {data['user_id'][keep][i]}, video "
+                    f"{data['video_id'][keep][i]}) but the sequences hold (user {users[i]}, item "
+                    f"{seqs.items[i]} = video + 1): not the world these sequences came from", field="video_id")
+  return {name: data[f"p_{name}"][keep] for name in kuairand.ACTION_BITS}
 
 
 def generate_world(cfg: WorldConfig, out_dir: str | os.PathLike) -> str:

@@ -40,6 +40,7 @@ class HSTUBlock(nn.Module):
   num_time_buckets: int
   backend: str
   attention_tiling: bool | str
+  mask: MaskSpec = MaskSpec(causal=True)   # the ranker adds target isolation (num_targets)
 
   @nn.compact
   def __call__(self, x_BLD, lengths_B, key_times_BL, query_times_BL, *, train: bool):
@@ -54,7 +55,7 @@ class HSTUBlock(nn.Module):
           self.attn_norm_len, self.num_time_buckets, self.use_position_bias, self.use_time_bias,
           name="rab")(query_times_BL, key_times_BL)
     o_BLHD = attention(q_BLF.reshape(b, l, h, dqk), k_BLF.reshape(b, l, h, dqk),
-                       v_BLF.reshape(b, l, h, dv), lengths_B=lengths_B, mask=MaskSpec(causal=True),
+                       v_BLF.reshape(b, l, h, dv), lengths_B=lengths_B, mask=self.mask,
                        kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
                        bias=bias, backend=self.backend,
                        tiling=self.attention_tiling)

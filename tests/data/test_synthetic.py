@@ -35,7 +35,8 @@ def test_files_have_official_headers(small_dir):
   names = sorted(os.listdir(small_dir))
   assert names == sorted(["log_standard_4_08_to_4_21_synth.csv", "log_standard_4_22_to_5_08_synth.csv",
                           "log_random_4_22_to_5_08_synth.csv", "user_features_synth.csv",
-                          "video_features_basic_synth.csv", "world.json", "world_truth.npz"])
+                          "video_features_basic_synth.csv", "world.json", "world_truth.npz",
+                          "world_oracle.npz"])
   first = lambda n: open(os.path.join(small_dir, n)).readline().strip()
   assert first("log_random_4_22_to_5_08_synth.csv") == ",".join(kr.LOG_COLUMNS)
   assert first("user_features_synth.csv") == ",".join(kr.USER_FEATURE_COLUMNS)
