@@ -1,0 +1,357 @@
+"""FLOPs of a recjax step: XLA's cost analysis, cross-checked by analytic counts of the layers.
+
+Two views of the same work:
+  * `xla_cost(fn, *args)`: what XLA counts in the compiled program (`compiled.cost_analysis()`, a
+    dict on jax 0.10; older releases returned a list with one dict per module, summed here). Two
+    blind spots, both reported rather than hidden:
+      - a `while` loop's body is counted ONCE, whatever its trip count (checked on jax 0.10.2: a
+        10-step `lax.scan` of a matmul counts as one matmul). Every loop is listed in
+        `XlaCost.loops` with its trip count and whether a matmul sits in its body; such loops
+        (the chunked sampled softmax when T > chunk, tiled attention) make the total a lower
+        bound, and `XlaCost.exact` says whether there are any.
+      - a custom call (the C++ sampled-softmax kernel of `recjax.native`) is opaque: listed in
+        `XlaCost.custom_calls`, its work is added analytically (`sampled_softmax_flops`).
+    XLA's "flops" counts every arithmetic op (elementwise too, 1 per element; exp/log/logistic go
+    to "transcendentals"), so it runs a few percent above the matmul-only analytic count.
+  * `analytic_hstu_flops(cfg, batch)` / `analytic_sasrec_flops(cfg, batch)`: the matmuls of the
+    layer equations in `recjax/models/{hstu,sasrec}.py`, 2·M·N·K each. A training step is ≈ 3× the
+    forward count: each matmul's backward is two matmuls of the same size (the input gradient
+    and the weight gradient; for attention, dQ/dK and dA/dV).
+
+Embedding lookups are gathers, not FLOPs: `embedding_traffic` reports rows and bytes moved.
+Attention is counted dense (all L² scores, what `attention_tiling=False` computes); pass
+`attention="causal"` for the L(L+1)/2 scores a causal model needs (the useful-work count that
+MFU definitions use, and roughly what tiled attention executes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+ATTENTION_COUNTS = ("dense", "causal")
+# The native fused sampled-softmax kernel's XLA FFI target (recjax/native/__init__.py).
+NATIVE_SAMPLED_SOFTMAX_TARGET = "recjax_sampled_softmax"
+
+_WHILE_RE = re.compile(r"\swhile\(.*\sbody=(%[\w.\-]+)")
+_TRIP_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_OP_NAME_RE = re.compile(r'op_name="([^"]*)"')
+_CUSTOM_CALL_RE = re.compile(r'custom_call_target="([^"]+)"')
+_NAME_RE = re.compile(r"%[\w.\-]+")
+_MATMUL_RE = re.compile(r"\s(?:dot|convolution)\(")
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+  """One `while` of the compiled program: XLA's cost analysis counts its body once.
+
+  trip_count: what XLA knows (None: data-dependent). has_matmul: a dot or convolution is reachable
+  from the body, so the count misses (trip_count - 1) × the body's matmuls (threefry's 5-round
+  loop, say, has none and misses only a few integer ops). op_name: where it came from in JAX."""
+  trip_count: int | None
+  has_matmul: bool
+  op_name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class XlaCost:
+  """XLA's cost analysis of one compiled program.
+
+  flops: arithmetic ops XLA counts (matmuls 2·M·N·K, elementwise 1 per element), loop bodies once.
+  transcendentals: exp, log, logistic, rsqrt... elements (not in `flops`).
+  bytes_accessed: XLA's estimate of memory traffic.
+  loops: every `while` of the compiled HLO (`Loop`).
+  custom_calls: targets of the custom calls XLA cannot see into.
+  """
+  flops: float
+  transcendentals: float
+  bytes_accessed: float
+  loops: tuple[Loop, ...] = ()
+  custom_calls: tuple[str, ...] = ()
+
+  @property
+  def exact(self) -> bool:
+    """True when no matmul sits in a loop that runs more than once and no custom call hides work."""
+    return not self.custom_calls and not any(
+        lp.has_matmul and lp.trip_count != 1 for lp in self.loops)
+
+
+def _as_cost_dict(raw) -> dict:
+  """`cost_analysis()` output as one dict (a dict on jax 0.10; a list of per-module dicts before)."""
+  if raw is None:
+    raise RuntimeError("XLA returned no cost analysis for this backend")
+  if isinstance(raw, Mapping):
+    return dict(raw)
+  total: dict = {}
+  for entry in raw:
+    for k, v in entry.items():
+      total[k] = total.get(k, 0.0) + float(v)
+  return total
+
+
+def xla_cost(fn, *args, **kwargs) -> XlaCost:
+  """Compile `fn(*args, **kwargs)` (jitted here unless it already is) and read XLA's cost analysis.
+
+  Only shapes and dtypes of the arguments matter; donated buffers are not consumed (nothing runs).
+  """
+  jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+  compiled = jitted.lower(*args, **kwargs).compile()
+  cost = _as_cost_dict(compiled.cost_analysis())
+  loops, calls = _hlo_loops_and_calls(compiled.as_text())
+  return XlaCost(float(cost.get("flops", 0.0)), float(cost.get("transcendentals", 0.0)),
+                 float(cost.get("bytes accessed", 0.0)), loops, calls)
+
+
+def _hlo_computations(hlo_text: str) -> dict[str, list[str]]:
+  """HLO module text -> computation name -> its instruction lines."""
+  comps, current = {}, None
+  for line in hlo_text.splitlines():
+    if current is None:
+      head = line.removeprefix("ENTRY ")
+      if head.startswith("%") and line.rstrip().endswith("{"):
+        current = head.split(" ", 1)[0]
+        comps[current] = []
+    elif line.startswith("}"):
+      current = None
+    else:
+      comps[current].append(line)
+  return comps
+
+
+def _reaches_matmul(name: str, comps: dict[str, list[str]], seen: set[str]) -> bool:
+  """Whether computation `name`, or one it calls (fusions, nested loops, branches), has a dot."""
+  if name in seen or name not in comps:
+    return False
+  seen.add(name)
+  for line in comps[name]:
+    if _MATMUL_RE.search(line):
+      return True
+    if any(_reaches_matmul(callee, comps, seen) for callee in _NAME_RE.findall(line) if callee in comps):
+      return True
+  return False
+
+
+def _hlo_loops_and_calls(hlo_text: str) -> tuple[tuple[Loop, ...], tuple[str, ...]]:
+  comps = _hlo_computations(hlo_text)
+  loops, calls = [], set()
+  for lines in comps.values():
+    for line in lines:
+      m = _WHILE_RE.search(line)
+      if m:
+        trip = _TRIP_RE.search(line)
+        op_name = _OP_NAME_RE.search(line)
+        loops.append(Loop(int(trip.group(1)) if trip else None, _reaches_matmul(m.group(1), comps, set()),
+                          op_name.group(1) if op_name else ""))
+      m = _CUSTOM_CALL_RE.search(line)
+      if m:
+        calls.add(m.group(1))
+  return tuple(loops), tuple(sorted(calls))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFlops:
+  """FLOPs of one step: XLA's count plus analytic counts of the work XLA cannot see.
+
+  examples: sequences in the batch (B), the unit of "per example".
+  extra: name -> FLOPs added analytically (e.g. the native sampled-softmax kernel).
+  """
+  xla: XlaCost
+  examples: int
+  extra: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def total(self) -> float:
+    return self.xla.flops + sum(self.extra.values())
+
+  @property
+  def per_example(self) -> float:
+    return self.total / self.examples
+
+  def plus(self, name: str, flops: float) -> "StepFlops":
+    """A copy with `flops` of uncounted work added under `name`."""
+    if name in self.extra:
+      raise ValueError(f"StepFlops already has an extra term named {name!r}")
+    return dataclasses.replace(self, extra={**self.extra, name: float(flops)})
+
+  def summary(self) -> dict:
+    """Plain fields for a results file."""
+    return {"flops_per_step": self.total, "flops_per_example": self.per_example,
+            "xla_flops_per_step": self.xla.flops, "extra_flops": dict(self.extra),
+            "xla_loops": [dataclasses.asdict(lp) for lp in self.xla.loops], "xla_custom_calls": list(self.xla.custom_calls),
+            "xla_count_exact": self.xla.exact}
+
+
+def _batch_size(args) -> int:
+  """B from the first dict argument with `ids` [B, L] (the batch every recjax step takes)."""
+  for a in jax.tree_util.tree_leaves(args, is_leaf=lambda x: isinstance(x, Mapping) and "ids" in x):
+    if isinstance(a, Mapping) and "ids" in a:
+      return int(a["ids"].shape[0])
+  raise ValueError("cannot find the batch (a dict with 'ids' [B, L]) among the step's arguments; "
+                   "pass examples= explicitly")
+
+
+def train_step_flops(step_fn, *args, examples: int | None = None) -> StepFlops:
+  """FLOPs of one call of `step_fn(*args)` (e.g. `train.step.make_train_step(...)(state, batch)`).
+
+  Counts what XLA sees. When the step uses the native sampled-softmax kernel (`loss.impl` "native",
+  or "auto" on CPU), `XlaCost.custom_calls` names it and its work is missing: add
+  `sampled_softmax_flops(T, N, D, backward=True)` with `StepFlops.plus`, or count the step with
+  `loss.impl="xla"`.
+  """
+  cost = xla_cost(step_fn, *args)
+  return StepFlops(cost, _batch_size(args) if examples is None else int(examples))
+
+
+def forward_flops(apply_fn, *args, examples: int | None = None) -> StepFlops:
+  """FLOPs of one inference call, e.g. `lambda p, b: model.apply({"params": p}, b)`."""
+  return train_step_flops(apply_fn, *args, examples=examples)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyticFlops:
+  """Matmul FLOPs of one forward pass of a batch, by term (name -> FLOPs)."""
+  terms: Mapping[str, float]
+  examples: int
+
+  @property
+  def forward(self) -> float:
+    return float(sum(self.terms.values()))
+
+  @property
+  def forward_backward(self) -> float:
+    """Forward + backward: each matmul's backward is two matmuls of its size, so 3× forward."""
+    return 3.0 * self.forward
+
+  def per_example(self, train: bool) -> float:
+    return (self.forward_backward if train else self.forward) / self.examples
+
+
+def _setting(cfg, name: str, model_cls):
+  """cfg[name] (a mapping or ConfigDict) or cfg.name (a model instance), else the model's default."""
+  if isinstance(cfg, Mapping):
+    if name in cfg:
+      return cfg[name]
+  elif hasattr(cfg, name):
+    return getattr(cfg, name)
+  field = model_cls.__dataclass_fields__.get(name)
+  if field is None or field.default is dataclasses.MISSING:
+    raise ValueError(f"model config has no {name!r} and {model_cls.__name__} has no default for it")
+  return field.default
+
+
+def _batch_shape(batch) -> tuple[int, int]:
+  if isinstance(batch, Mapping):
+    if "ids" not in batch:
+      raise ValueError(f"batch has no 'ids' [B, L]; fields: {sorted(batch)}")
+    shape = tuple(np.shape(batch["ids"]))
+  else:
+    shape = tuple(batch)
+  if len(shape) != 2 or min(shape) < 1:
+    raise ValueError(f"expected batch ids [B, L] (or a (B, L) tuple), got shape {shape}")
+  return int(shape[0]), int(shape[1])
+
+
+def _score_pairs(length: int, attention: str) -> int:
+  if attention not in ATTENTION_COUNTS:
+    raise ValueError(f"attention must be one of {ATTENTION_COUNTS}, got {attention!r}")
+  return length * length if attention == "dense" else length * (length + 1) // 2
+
+
+def analytic_hstu_flops(cfg, batch, *, attention: str = "dense") -> AnalyticFlops:
+  """Matmul FLOPs of an HSTU forward pass (recjax/models/hstu.py), per block, with F = H·(2dv + 2dqk):
+
+      uvqk  2·B·L·D·F           LN(X) · W_uvqk
+      qk    2·B·H·P·dqk         Q·Kᵀ over P score pairs (P = L² dense, L(L+1)/2 causal)
+      av    2·B·H·P·dv          A·V
+      out   2·B·L·(H·dv)·D      W_o · (U ⊙ LN(AV))
+
+  cfg: the model config (mapping) or an `HSTU` instance; batch: a batch dict or (B, L).
+  """
+  from recjax.models.hstu import HSTU  # pylint: disable=import-outside-toplevel
+  b, l = _batch_shape(batch)
+  d, blocks, h, dqk, dv = (int(_setting(cfg, k, HSTU)) for k in ("dim", "num_blocks", "num_heads", "dqk", "dv"))
+  pairs = _score_pairs(l, attention)
+  per_block = {
+      "uvqk": 2.0 * b * l * d * h * (2 * dv + 2 * dqk),
+      "qk": 2.0 * b * h * pairs * dqk,
+      "av": 2.0 * b * h * pairs * dv,
+      "out": 2.0 * b * l * h * dv * d,
+  }
+  return AnalyticFlops({k: blocks * v for k, v in per_block.items()}, b)
+
+
+def analytic_sasrec_flops(cfg, batch, *, attention: str = "dense") -> AnalyticFlops:
+  """Matmul FLOPs of a SASRec forward pass (recjax/models/sasrec.py), per block (Dh = D / H):
+
+      qkv       3 · 2·B·L·D·D     query, key, value projections
+      qk        2·B·H·P·Dh        Q·Kᵀ over P score pairs (= 2·B·P·D summed over heads)
+      av        2·B·H·P·Dh        softmax(·)·V
+      attn_out  2·B·L·D·D
+      ffn       2 · 2·B·L·D·F     ffn_in, ffn_out (F = ffn_dim)
+
+  cfg: the model config (mapping) or a `SASRec` instance; batch: a batch dict or (B, L).
+  """
+  from recjax.models.sasrec import SASRec  # pylint: disable=import-outside-toplevel
+  b, l = _batch_shape(batch)
+  d, blocks, h, f = (int(_setting(cfg, k, SASRec)) for k in ("dim", "num_blocks", "num_heads", "ffn_dim"))
+  if d % h:
+    raise ValueError(f"SASRec dim {d} is not divisible by num_heads {h}")
+  pairs = _score_pairs(l, attention)
+  per_block = {
+      "qkv": 3 * 2.0 * b * l * d * d,
+      "qk": 2.0 * b * pairs * d,
+      "av": 2.0 * b * pairs * d,
+      "attn_out": 2.0 * b * l * d * d,
+      "ffn": 2 * 2.0 * b * l * d * f,
+  }
+  return AnalyticFlops({k: blocks * v for k, v in per_block.items()}, b)
+
+
+ANALYTIC = {"hstu": analytic_hstu_flops, "sasrec": analytic_sasrec_flops}
+
+
+def analytic_model_flops(cfg, batch, *, attention: str = "dense") -> AnalyticFlops:
+  """The analytic count for `cfg["name"]` (a model config as in configs/)."""
+  name = cfg["name"] if isinstance(cfg, Mapping) else getattr(cfg, "name", None)
+  if name not in ANALYTIC:
+    raise ValueError(f"no analytic FLOPs count for model {name!r}; known: {sorted(ANALYTIC)}")
+  return ANALYTIC[name](cfg, batch, attention=attention)
+
+
+def sampled_softmax_flops(num_tokens: int, num_negatives: int, dim: int, *, backward: bool) -> float:
+  """Matmul FLOPs of the sampled softmax over T tokens with N negatives: 2·T·(N+1)·D for the
+  logits; with `backward`, two more of that size (user gradient and item-row gradient), so 3×.
+
+  The native kernel computes the loss and both gradients in one pass, so a training step with it
+  costs the backward=True count, all of it invisible to XLA."""
+  if min(num_tokens, dim) < 1 or num_negatives < 0:
+    raise ValueError(f"sampled_softmax_flops: need T ≥ 1, N ≥ 0, D ≥ 1, got T={num_tokens}, "
+                     f"N={num_negatives}, D={dim}")
+  fwd = 2.0 * num_tokens * (num_negatives + 1) * dim
+  return 3.0 * fwd if backward else fwd
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingTraffic:
+  """Rows gathered from embedding tables in one forward pass and the bytes they move.
+
+  A training step moves the same rows again as a scatter-add of their gradients (×2 bytes)."""
+  rows: int
+  bytes: int
+
+  def train_bytes(self) -> int:
+    return 2 * self.bytes
+
+
+def embedding_traffic(batch_size: int, seq_len: int, dim: int, *, num_tokens: int = 0,
+                      num_negatives: int = 0, itemsize: int = 4) -> EmbeddingTraffic:
+  """Input lookups (B·L rows of the item table) plus, for the sampled softmax, T·(N+1) candidate
+  rows; each row is D·itemsize bytes. Position-table reads are dense slices, not counted."""
+  if min(batch_size, seq_len, dim, itemsize) < 1 or min(num_tokens, num_negatives) < 0:
+    raise ValueError(f"embedding_traffic: bad sizes B={batch_size}, L={seq_len}, D={dim}, T={num_tokens}, "
+                     f"N={num_negatives}, itemsize={itemsize}")
+  rows = batch_size * seq_len + num_tokens * (num_negatives + 1 if num_tokens else 0)
+  return EmbeddingTraffic(rows, rows * dim * itemsize)
