@@ -21,6 +21,7 @@ starting values to tune, and the same answer every time.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -252,6 +253,39 @@ def scaling_efficiency(compute_a, quality_a, compute_b, quality_b, *, at_compute
   return Efficiency(_estimate(fa.law.slope / fb.law.slope, slopes, level),
                     _estimate(iso_compute_ratio(fa.law, fb.law, at_compute), isos, level),
                     float(at_compute), fa, fb)
+
+
+def read_compute_runs(path: str, *, compute_column: str = "compute", quality_column: str = "quality",
+                      family_column: str = "family") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """A CSV of runs, one row each (columns `family`, `compute`, `quality`; others ignored) ->
+  family -> (compute [R], quality [R]), families in order of first appearance. A bad cell raises a
+  ValueError naming the file, the line and the column."""
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    missing = [c for c in (family_column, compute_column, quality_column) if c not in (reader.fieldnames or [])]
+    if missing:
+      raise ValueError(f"{path}: missing column(s) {missing}; header is {reader.fieldnames}")
+    runs: dict[str, tuple[list, list]] = {}
+    for row in reader:
+      line = reader.line_num
+      values = []
+      for col in (compute_column, quality_column):
+        try:
+          v = float(row[col])
+        except (TypeError, ValueError):
+          raise ValueError(f"{path}:{line}: column {col!r}: not a number: {row[col]!r}") from None
+        if not math.isfinite(v) or (col == compute_column and v <= 0):
+          raise ValueError(f"{path}:{line}: column {col!r}: {v!r} is not {'> 0' if col == compute_column else 'finite'}")
+        values.append(v)
+      family = (row[family_column] or "").strip()
+      if not family:
+        raise ValueError(f"{path}:{line}: column {family_column!r} is empty")
+      cs, qs = runs.setdefault(family, ([], []))
+      cs.append(values[0])
+      qs.append(values[1])
+  if not runs:
+    raise ValueError(f"{path}: no runs")
+  return {k: (np.array(c), np.array(q)) for k, (c, q) in runs.items()}
 
 
 def plot_scaling(path, families: Mapping[str, tuple], *, law: str = "log_linear", num_bootstrap: int = 200,

@@ -91,3 +91,29 @@ def test_plot_writes_png(tmp_path):
   assert set(out) == {"A", "B"}
   data = path.read_bytes()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_read_compute_runs_and_script(tmp_path, capsys):
+  from scripts import plot_scaling   # pylint: disable=import-outside-toplevel
+  ca, qa = _log_linear_runs(0.80, 0.04, 1e9, 0.001, seed=6)
+  cb, qb = _log_linear_runs(0.80, 0.02, 1e9, 0.001, seed=7)
+  path = tmp_path / "runs.csv"
+  rows = ([f"A,{float(c)!r},{float(q)!r},x" for c, q in zip(ca, qa)]
+          + [f"B,{float(c)!r},{float(q)!r},y" for c, q in zip(cb, qb)])
+  path.write_text("family,compute,quality,note\n" + "\n".join(rows) + "\n")
+  runs = fits.read_compute_runs(str(path))
+  assert list(runs) == ["A", "B"] and np.array_equal(runs["A"][0], ca) and np.array_equal(runs["B"][1], qb)
+  png = tmp_path / "out.png"
+  assert plot_scaling.main([str(path), "--out", str(png), "--baseline", "B", "--num_bootstrap", "50"]) == 0
+  printed = capsys.readouterr().out
+  assert "A over B: slope ratio 2." in printed and png.exists()
+  bad = tmp_path / "bad.csv"
+  bad.write_text("family,compute,quality\nA,1e9,0.8\nA,-5,0.7\n")
+  with pytest.raises(ValueError, match=r"bad.csv:3: column 'compute': -5.0 is not > 0"):
+    fits.read_compute_runs(str(bad))
+  bad.write_text("family,compute,quality\nA,1e9,oops\n")
+  with pytest.raises(ValueError, match=r"bad.csv:2: column 'quality': not a number: 'oops'"):
+    fits.read_compute_runs(str(bad))
+  bad.write_text("family,flops,quality\nA,1e9,0.8\n")
+  with pytest.raises(ValueError, match=r"missing column\(s\) \['compute'\]"):
+    fits.read_compute_runs(str(bad))
