@@ -118,6 +118,7 @@ class MfuMeter:
     self.device_kind = device_kind
     self.steps = 0
     self.seconds = 0.0
+    self.flops = 0.0
 
   @classmethod
   def for_current_device(cls, flops_per_step: float, *, dtype: str = "fp32", measure: bool = True,
@@ -128,16 +129,21 @@ class MfuMeter:
                measured_peak=measure_matmul_peak(dtype=dtype) if measure else None,
                num_devices=jax.device_count() if num_devices is None else num_devices, device_kind=kind)
 
-  def update(self, steps: int, seconds: float) -> None:
-    """Add `steps` steps that took `seconds` of wall clock (time them after a host sync)."""
+  def update(self, steps: int, seconds: float, flops_per_step: float | None = None) -> None:
+    """Add `steps` steps that took `seconds` of wall clock (time them after a host sync), each of
+    `flops_per_step` FLOPs (default: the meter's; batches of another shape cost differently)."""
     if steps < 0 or seconds < 0:
       raise ValueError(f"MfuMeter.update: steps and seconds must be ≥ 0, got {steps}, {seconds}")
+    per_step = self.flops_per_step if flops_per_step is None else float(flops_per_step)
+    if per_step <= 0:
+      raise ValueError(f"MfuMeter.update: flops_per_step must be > 0, got {per_step}")
     self.steps += int(steps)
     self.seconds += float(seconds)
+    self.flops += per_step * steps
 
   @property
   def achieved_flops_per_s(self) -> float | None:
-    return self.flops_per_step * self.steps / self.seconds if self.seconds > 0 else None
+    return self.flops / self.seconds if self.seconds > 0 else None
 
   def mfu(self, peak: float | None) -> float | None:
     achieved = self.achieved_flops_per_s
@@ -147,7 +153,7 @@ class MfuMeter:
 
   def report(self) -> dict:
     """Plain fields for progress logs and results files."""
-    return {"steps": self.steps, "seconds": self.seconds, "flops_per_step": self.flops_per_step,
+    return {"steps": self.steps, "seconds": self.seconds, "flops": self.flops, "flops_per_step": self.flops_per_step,
             "achieved_flops_per_s": self.achieved_flops_per_s, "num_devices": self.num_devices,
             "device_kind": self.device_kind,
             "datasheet_peak_flops_per_s": self.datasheet_peak, "measured_peak_flops_per_s": self.measured_peak,

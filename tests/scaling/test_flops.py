@@ -113,19 +113,25 @@ def test_train_step_with_native_kernel_adds_the_analytic_loss():
   tx = optax.adam(1e-3)
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   catalogue = np.arange(1, V)
-  totals = {}
+  steps = {}
   for impl in ("xla", "native"):
     cfg = ml_collections.ConfigDict({"kind": "sampled_softmax", "num_negatives": neg, "temperature": 0.05,
                                      "chunk": B * L, "impl": impl})
-    step = make_train_step(model, tx, cfg, catalogue, jax.random.key(2))
-    totals[impl] = flops.train_step_flops(step, state, batch)
-  native_step = totals["native"]
-  assert flops.NATIVE_SAMPLED_SOFTMAX_TARGET in native_step.xla.custom_calls and not native_step.xla.exact
+    steps[impl] = (make_train_step(model, tx, cfg, catalogue, jax.random.key(2)), cfg)
+  all_xla = flops.train_step_flops(steps["xla"][0], state, batch)
   # The xla step has loops (threefry's rounds in the key split) but none with a matmul.
-  assert totals["xla"].xla.exact and all(not lp.has_matmul for lp in totals["xla"].xla.loops)
-  fixed = native_step.plus("native_sampled_softmax", flops.sampled_softmax_flops(B * L, neg, D, backward=True))
-  assert fixed.total == pytest.approx(totals["xla"].total, rel=0.03)
-  assert native_step.total < 0.85 * totals["xla"].total
+  assert all_xla.xla.exact and all(not lp.has_matmul for lp in all_xla.xla.loops)
+  assert flops.native_loss_extra(steps["xla"][1], D) is None
+
+  # What the trainer would call: the extra term found from the loss config, cached per batch shape.
+  counter = flops.FlopsByShape(steps["native"][0], extra=flops.native_loss_extra(steps["native"][1], D))
+  counted = counter(state, batch)
+  assert counter(state, batch) is counted
+  assert flops.NATIVE_SAMPLED_SOFTMAX_TARGET in counted.xla.custom_calls and not counted.xla.exact
+  xla_view = flops.StepFlops(counted.xla, counted.examples)
+  assert xla_view.total < 0.85 * all_xla.total
+  fixed = xla_view.plus("native_sampled_softmax", flops.sampled_softmax_flops(B * L, neg, D, backward=True))
+  assert counted.total == fixed.total == pytest.approx(all_xla.total, rel=0.03)
   assert fixed.summary()["extra_flops"] == {"native_sampled_softmax": 3 * 2.0 * B * L * (neg + 1) * D}
   with pytest.raises(ValueError, match="already has an extra term"):
     fixed.plus("native_sampled_softmax", 1.0)

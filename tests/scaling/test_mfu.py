@@ -25,6 +25,8 @@ def test_meter_arithmetic():
   r = meter.report()
   assert r["achieved_flops_per_s"] == pytest.approx(5e9)
   assert r["mfu_datasheet"] == pytest.approx(0.25) and r["mfu_measured"] is None
+  meter.update(5, 1.0, flops_per_step=2e9)   # a batch of another shape
+  assert meter.report()["achieved_flops_per_s"] == pytest.approx(3e10 / 5.0)
   with pytest.raises(ValueError, match="flops_per_step > 0"):
     mfu.MfuMeter(0.0)
   with pytest.raises(ValueError, match="measured_peak must be positive"):
