@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from recjax import losses, native
+from recjax.models import init_params
 from recjax.models.hstu import HSTU
 from recjax.models.sasrec import SASRec
 from recjax.scaling import flops
@@ -56,7 +57,7 @@ def test_cost_analysis_matches_analytic_counts(name):
   it must sit at or above the matmul count, by under 5%."""
   make, analytic = MODELS[name]
   model, batch = make(), _batch()
-  params = model.init(jax.random.key(0), batch)["params"]
+  params = init_params(model, jax.random.key(0), batch)
   neg_TN = jax.random.randint(jax.random.key(1), (B * L, NEG), 1, V)
 
   def loss(p, b):
@@ -109,7 +110,7 @@ def test_train_step_with_native_kernel_adds_the_analytic_loss():
   of the step, so leaving it out cannot pass."""
   neg = 1024
   model, batch = MODELS["sasrec"][0](), _batch()
-  params = model.init(jax.random.key(0), batch)["params"]
+  params = init_params(model, jax.random.key(0), batch)
   tx = optax.adam(1e-3)
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   catalogue = np.arange(1, V)
