@@ -1,1 +1,1 @@
-"""Scaling tools: data-mixture laws (and, to come, FLOPs, MFU and compute scaling fits)."""
+"""Scaling tools: FLOPs (`flops`), MFU (`mfu`), compute scaling-law fits (`fits`), data-mixture laws."""
