@@ -121,18 +121,24 @@ def capacity_allocation(h_K, b_K, c_K, H, N, bisection: str = "log", iters: int 
     free_K = jnp.exp((jnp.log(safe_num_K) - log_lam) / (b_K + 1.0))
     return jnp.maximum(H, jnp.where(num_K > 0, free_K, 0.0))
 
-  to_log = (lambda v: v) if bisection == "log" else jnp.log
+  def x_of_lam(lam):   # the authors' arithmetic, operation for operation (bisection="linear")
+    return jnp.maximum(H, jnp.where(num_K > 0, (safe_num_K / lam) ** (1.0 / (b_K + 1.0)), 0.0))
+
+  x_of = x_of_log_lam if bisection == "log" else x_of_lam
 
   def halve(carry, _):
     lo, hi = carry
     mid = 0.5 * (lo + hi)
-    over = jnp.sum(x_of_log_lam(to_log(mid))) > budget     # too much capacity handed out: raise λ
+    over = jnp.sum(x_of(mid)) > budget     # too much capacity handed out: raise λ
     return (jnp.where(over, mid, lo), jnp.where(over, hi, mid)), None
 
   big = jnp.asarray(1e30, h_K.dtype)
   start = (-jnp.log(big), jnp.log(big)) if bisection == "log" else (1.0 / big, big)
   (lo, hi), _ = jax.lax.scan(halve, start, None, length=iters)
-  log_lam = to_log(0.5 * (lo + hi))
+  if bisection == "linear":
+    x_K = x_of_lam(0.5 * (lo + hi))
+    return jnp.where(k * H >= budget, jnp.full_like(x_K, H), x_K)
+  log_lam = 0.5 * (lo + hi)
   if bisection == "log":
     # Bisection has no derivative in θ; the implicit function theorem gives it. One Newton step from
     # the (stopped) root leaves the value unchanged and carries dlogλ/dθ = −(∂g/∂θ) / (∂g/∂logλ),
