@@ -18,7 +18,7 @@ def _setup(fold, num_global, L=13, lengths=(13, 6, 1), context=0, seed=0):
   x = jax.random.normal(ks[0], (len(lengths), L, D))
   ctx = jax.random.normal(ks[1], (len(lengths), context, D)) if context else None
   lengths = jnp.array(lengths)
-  params = model.init(ks[2], x, lengths, ctx)["params"]
+  params = jax.jit(lambda k, x, c: model.init(k, x, lengths, c)["params"])(ks[2], x, ctx)   # eager init is slow
   run = jax.jit(lambda p, x, c: model.apply({"params": p}, x, lengths, c))
   return params, x, ctx, lengths, run
 

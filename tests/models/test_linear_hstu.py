@@ -61,8 +61,9 @@ def test_decode_token_by_token_equals_full_pass(kind):
                      dropout=0.0, state_kind=kind, chunk=4)
   lengths = jnp.array([11, 6, 1])
   ids = jax.random.randint(jax.random.key(1), (B, L), 1, V) * (jnp.arange(L)[None] < lengths[:, None])
-  params = model.init(jax.random.key(2), {"ids": ids, "lengths": lengths})["params"]
-  full, final_states = model.apply({"params": params}, ids, lengths, method=LinearHSTU.encode)
+  params = jax.jit(lambda k, b: model.init(k, b)["params"])(jax.random.key(2), {"ids": ids, "lengths": lengths})
+  full, final_states = jax.jit(lambda p, i, n: model.apply({"params": p}, i, n, method=LinearHSTU.encode))(
+      params, ids, lengths)
   states = model.apply({"params": params}, B, method=LinearHSTU.initial_states)
   step = jax.jit(lambda i, p, s: model.apply({"params": params}, i, p, s, method=LinearHSTU.decode))
   for t in range(L):
@@ -80,10 +81,10 @@ def test_model_padding_ids_do_not_change_real_outputs():
   model = LinearHSTU(num_items=V, dim=8, num_blocks=1, num_heads=1, dqk=4, dv=4, max_len=L, dropout=0.0)
   lengths = jnp.array([9, 4])
   ids = jax.random.randint(jax.random.key(3), (B, L), 1, V)
-  params = model.init(jax.random.key(4), {"ids": ids, "lengths": lengths})["params"]
-  out_a, _ = model.apply({"params": params}, {"ids": ids, "lengths": lengths})
-  garbage = ids.at[1, 4:].set(7)                              # past the length: must be ignored
-  out_b, _ = model.apply({"params": params}, {"ids": garbage, "lengths": lengths})
+  params = jax.jit(lambda k, b: model.init(k, b)["params"])(jax.random.key(4), {"ids": ids, "lengths": lengths})
+  run = jax.jit(lambda p, i: model.apply({"params": p}, {"ids": i, "lengths": lengths})[0])
+  out_a = run(params, ids)
+  out_b = run(params, ids.at[1, 4:].set(7))                   # past the length: must be ignored
   np.testing.assert_allclose(out_a[0], out_b[0], rtol=1e-6)
   np.testing.assert_allclose(out_a[1, :4], out_b[1, :4], rtol=1e-6)
 
