@@ -10,8 +10,9 @@ batch 4, one head, d = 50, float32, at L = 2k, 4k, 8k, 16k:
   * sla_dense: the same SLA mask through the dense [L, L] path, compiled at every length for its
     memory estimate and timed only where the estimate is under `--dense_limit_gb`.
 
-Step time is the fastest of `--iters` runs (other processes on a shared CPU only add time); the
-time exponent is the least-squares slope of log(step time) on log(L). Peak memory is XLA's
+Step time is the fastest of `--iters` runs (other processes on a shared CPU only add time), CPU
+time the least process CPU time (all threads) of one step, the steadier measure of work on a loaded
+machine; each exponent is the least-squares slope of log(time) on log(L). Peak memory is XLA's
 compiled estimate (`compiled.memory_analysis()`: arguments + outputs + temporaries - aliases).
 
 Usage:
@@ -80,20 +81,23 @@ def measure(impl: str, L: int, iters: int, run: bool) -> dict:
   cell = {"impl": impl, "L": L, "compile_s": time.perf_counter() - t0, "peak_bytes": peak_bytes(compiled)}
   if run:
     jax.block_until_ready(compiled(*args))   # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       jax.block_until_ready(compiled(*args))
       times.append(time.perf_counter() - t0)
+      cpu.append(time.process_time() - c0)
     # The minimum: on a shared CPU the other processes only ever add time.
     cell["step_s"] = float(np.min(times))
     cell["step_s_median"] = float(np.median(times))
     cell["step_s_all"] = times
+    cell["cpu_s"] = float(np.min(cpu))   # CPU seconds of all this process's threads: the work done
+    cell["cpu_s_all"] = cpu
   return cell
 
 
-def exponent(cells: list[dict]) -> float | None:
-  pts = [(c["L"], c["step_s"]) for c in cells if "step_s" in c]
+def exponent(cells: list[dict], key: str = "step_s") -> float | None:
+  pts = [(c["L"], c[key]) for c in cells if key in c]
   if len(pts) < 2:
     return None
   x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -116,7 +120,7 @@ def main(argv=None):
     for L in args.lengths:
       cells.append(measure(impl, L, args.iters, run=True))
       print(f"{impl:12s} L={L:6d}  step {cells[-1]['step_s'] * 1e3:9.1f} ms  "
-            f"peak {cells[-1]['peak_bytes'] / 2**20:8.1f} MiB", flush=True)
+            f"cpu {cells[-1]['cpu_s'] * 1e3:9.1f} ms  peak {cells[-1]['peak_bytes'] / 2**20:8.1f} MiB", flush=True)
   for L in args.dense_lengths:
     probe = measure("sla_dense", L, args.iters, run=False)
     if probe["peak_bytes"] < args.dense_limit_gb * 2**30:
@@ -125,13 +129,14 @@ def main(argv=None):
     step = f"{probe['step_s'] * 1e3:9.1f} ms" if "step_s" in probe else "  not run"
     print(f"{'sla_dense':12s} L={L:6d}  step {step}  peak {probe['peak_bytes'] / 2**20:8.1f} MiB", flush=True)
 
-  fits = {impl: exponent([c for c in cells if c["impl"] == impl]) for impl in ("sla_blocked", "linear_hstu")}
-  print("\n| impl | L | step (ms) | peak memory (MiB) |\n|---|---|---|---|")
+  fits = {impl: {key: exponent([c for c in cells if c["impl"] == impl], key) for key in ("step_s", "cpu_s")}
+          for impl in ("sla_blocked", "linear_hstu")}
+  print("\n| impl | L | step (ms) | CPU time (ms) | peak memory (MiB) |\n|---|---|---|---|---|")
   for c in cells:
-    step = f"{c['step_s'] * 1e3:.1f}" if "step_s" in c else "not run (memory)"
+    step = f"{c['step_s'] * 1e3:.1f} | {c['cpu_s'] * 1e3:.1f}" if "step_s" in c else "not run (memory) | -"
     print(f"| {c['impl']} | {c['L']} | {step} | {c['peak_bytes'] / 2**20:.1f} |")
-  for impl, slope in fits.items():
-    print(f"{impl}: time ∝ L^{slope:.2f} over L = {args.lengths}")
+  for impl, fit in fits.items():
+    print(f"{impl}: wall time ∝ L^{fit['step_s']:.2f}, CPU time ∝ L^{fit['cpu_s']:.2f} over L = {args.lengths}")
   record = {
       "benchmark": "long_sequences", "command": " ".join(["python"] + sys.argv),
       "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
