@@ -29,6 +29,16 @@ first target position):
   other target; a history row never sees a target key. Target rows ignore the
   local window (as in HSTU's M-FALCON and TorchEasyRec's semi-local mask).
 
+ULTRA-HSTU's semi-local attention (SLA) on the layout [context C | history |
+candidates T] is `MaskSpec(local_window=K1, global_prefix=K2,
+contextual_prefix=C, num_targets=T)`: K1 keys counted with the diagonal and K2
+global columns counted from position 0 (TorchEasyRec's port; the paper's
+transcribed mask has inclusive bounds, i.e. K1 + 1 and K2 + 1 of ours). A
+candidate sees the whole history, not just its window: its cost is T * L,
+linear in L, and it is the row that scores. The model library also evaluates
+this mask blockwise on its XLA path; tests/pallas_kernels/test_sla_mask.py
+checks the consumers against the per-pair definition.
+
 The block ranges are closed-form in (block start, block end, lengths, spec), so
 the kernels evaluate the very same functions on device with traced lengths:
 that keeps jagged lengths and per-sequence target counts exact, which a static

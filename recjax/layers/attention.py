@@ -19,6 +19,7 @@ from pallas_kernels.mask import MaskSpec, dense_mask
 from recjax import counter_rng
 from recjax.layers.dropout import hash_dropout
 from recjax.layers.relative_bias import RelativeBias, materialize
+from recjax.layers.sla import SLABlocking, check_sla_mask, semi_local_attention
 from recjax.layers.tiled_attention import CausalTiling, causal_tiled_attention, masked_softmax, resolve_tiling
 
 ACTIVATIONS = {
@@ -36,7 +37,8 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
               activation: str = "silu", alpha: float = 1.0, scale: float = 1.0,
               bias: RelativeBias | None = None, backend: str = "xla",
               dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
-              tiling: CausalTiling | bool | str | None = "auto") -> jax.Array:
+              tiling: CausalTiling | bool | str | None = "auto",
+              sla: SLABlocking | None = None) -> jax.Array:
   """Masked (pointwise or softmax) attention -> [B, Lq, H, Dv].
 
   Args:
@@ -53,6 +55,9 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     tiling: XLA backend with a plain causal mask: skip the tiles that causality and padding hide
       (`tiled_attention`; same result). "auto" (default) tiles on the CPU backend only, True with
       the default `CausalTiling`, False / None compute the dense [B*H, Lq, Lk] scores.
+    sla: XLA backend with a causal semi-local mask (`local_window` set): compute it blockwise in
+      O(L·(K1 + K2)) time and memory (`sla.py`; same result as the dense mask). No bias or
+      dropout on that path.
   """
   if backend not in BACKENDS:
     raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
@@ -78,6 +83,14 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     return jnp.swapaxes(x, 1, 2).reshape(b * h, x.shape[1], x.shape[3])
 
   use_dropout = dropout_rate > 0.0 and dropout_rng is not None
+  if sla is not None:
+    check_sla_mask(mask)
+    if bias is not None or use_dropout or lq != lk:
+      raise ValueError("blocked semi-local attention takes no relative bias, no dropout and needs Lq == Lk")
+    out_NQD = semi_local_attention(
+        fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), mask, kind=kind,
+        act=ACTIVATIONS[activation], alpha=alpha, scale=scale, block=sla.block)
+    return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2)
   if tiling is not None and mask == PLAIN_CAUSAL and lq == lk:
     out_NQD = causal_tiled_attention(
         fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), kind=kind,

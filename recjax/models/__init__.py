@@ -8,8 +8,8 @@ def model_class(name: str):
   A class may define `resolve_config(model_cfg: dict, seqs) -> (model_cfg, notes)`: how it fills
   data-dependent settings from the dataset (e.g. HSTU's time bias); the trainer calls it without
   knowing which model it has."""
-  from recjax.models import hstu, sasrec  # pylint: disable=import-outside-toplevel
-  registry = {"hstu": hstu.HSTU, "sasrec": sasrec.SASRec}
+  from recjax.models import hstu, linear_hstu, sasrec  # pylint: disable=import-outside-toplevel
+  registry = {"hstu": hstu.HSTU, "sasrec": sasrec.SASRec, "linear_hstu": linear_hstu.LinearHSTU}
   if name not in registry:
     raise ValueError(f"unknown model.name {name!r}; known: {sorted(registry)}")
   return registry[name]

@@ -1,0 +1,79 @@
+"""GACT: the f = 1, G = 0 reduction, folding, and causality at fold granularity."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels.mask import MaskSpec
+from recjax.layers.gact import GACT, AttentionBlock, fold_time
+
+D = 8
+
+
+def _setup(fold, num_global, L=13, lengths=(13, 6, 1), context=0, seed=0):
+  model = GACT(dim=D, fold=fold, num_global=num_global, num_blocks=2, num_heads=2)
+  ks = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(ks[0], (len(lengths), L, D))
+  ctx = jax.random.normal(ks[1], (len(lengths), context, D)) if context else None
+  lengths = jnp.array(lengths)
+  params = jax.jit(lambda k, x, c: model.init(k, x, lengths, c)["params"])(ks[2], x, ctx)   # eager init is slow
+  run = jax.jit(lambda p, x, c: model.apply({"params": p}, x, lengths, c))
+  return params, x, ctx, lengths, run
+
+
+def test_fold_1_no_globals_is_the_plain_stack():
+  params, x, _, lengths, run = _setup(fold=1, num_global=0)
+  hist, glob, m_len = run(params, x, None)
+  @jax.jit
+  def plain(x):
+    for i in range(2):
+      x = AttentionBlock(D, 2).apply({"params": params[f"block_{i}"]}, x, lengths, MaskSpec(causal=True))
+    return x
+  want = plain(x)
+  real = (jnp.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
+  np.testing.assert_allclose(hist, jnp.where(real, want, 0), rtol=1e-5, atol=1e-6)
+  assert glob.shape == (3, 0, D) and (m_len == lengths).all()
+  assert set(params) == {"block_0", "block_1"}     # no projection, no queries at f = 1, G = 0
+
+
+def test_fold_time_layout():
+  x = jnp.arange(2 * 7 * 2, dtype=jnp.float32).reshape(2, 7, 2) + 1
+  got, m_len = fold_time(x, jnp.array([7, 4]), 3)
+  assert got.shape == (2, 3, 6) and m_len.tolist() == [3, 2]
+  np.testing.assert_array_equal(got[0, 1], x[0, 3:6].reshape(-1))      # events 3, 4, 5 side by side
+  np.testing.assert_array_equal(got[0, 2], jnp.concatenate([x[0, 6], jnp.zeros(4)]))
+  np.testing.assert_array_equal(got[1, 1], jnp.concatenate([x[1, 3], jnp.zeros(4)]))  # past length: 0
+  with pytest.raises(ValueError, match="fold"):
+    fold_time(x, jnp.array([7, 4]), 0)
+
+
+@pytest.mark.parametrize("fold,context", [(3, 0), (4, 2)])
+def test_causal_at_fold_granularity(fold, context):
+  """Changing event e changes folded outputs m >= e // f (and the global queries), never m < e // f;
+  events past the length change nothing."""
+  L = 13
+  params, x, ctx, lengths, run = _setup(fold, num_global=2, L=L, context=context)
+  base_h, base_g, m_len = run(params, x, ctx)
+  for e in (0, 5, 7, 12):
+    h, g, _ = run(params, x.at[0, e].add(3.0), ctx)
+    changed = np.abs(np.asarray(h - base_h)[0]).max(-1) > 1e-6
+    m = e // fold
+    assert not changed[:m].any(), (e, changed)
+    assert changed[m:int(m_len[0])].all(), (e, changed)
+    assert np.abs(np.asarray(g - base_g)[0]).max() > 1e-6          # the globals see all history
+    np.testing.assert_array_equal(h[1:], base_h[1:])                 # other rows untouched
+  h, g, _ = run(params, x.at[1, 8:].add(5.0), ctx)                   # row 1 has 6 events
+  np.testing.assert_array_equal(h, base_h)
+  np.testing.assert_array_equal(g, base_g)
+
+
+def test_history_never_reads_the_global_queries():
+  params, x, ctx, _, run = _setup(fold=2, num_global=3, context=1)
+  h, g, _ = run(params, x, ctx)
+  moved = dict(params, global_queries=params["global_queries"] + 1.0)
+  h2, g2, _ = run(moved, x, ctx)
+  np.testing.assert_array_equal(h, h2)
+  assert np.abs(np.asarray(g - g2)).max() > 1e-4
+  assert g.shape == (3, 3, D)
