@@ -74,10 +74,14 @@ def reproduction_table() -> str:
   """
   groups: dict[tuple[str, str], list[dict]] = {}
   for r in _load_runs():
-    groups.setdefault((r["dataset"], _group_name(r["config"])), []).append(r)
+    seeded = bool(_SEED_SUFFIX.search(r["config"]))
+    groups.setdefault((r["dataset"], _group_name(r["config"]) + ("" if seeded else " ")), []).append(r)
   for key, rs in list(groups.items()):
-    seeded = [r for r in rs if _SEED_SUFFIX.search(r["config"])]
-    groups[key] = sorted(seeded, key=lambda r: r["seed"]) if seeded else rs
+    groups[key] = sorted(rs, key=lambda r: r["seed"])
+    # An earlier single run stays until its config has a finished seeded run.
+    seeded_key = (key[0], key[1].rstrip())
+    if key[1].endswith(" ") and any(not r.get("partial") for r in groups.get(seeded_key, [])):
+      del groups[key]
   order = sorted(groups, key=lambda k: (k[0] == "synthetic", k[0],
                                         ORDER.index(_model_key(groups[k][0])) if _model_key(groups[k][0]) in ORDER else 9,
                                         k[1]))
@@ -101,7 +105,7 @@ def reproduction_table() -> str:
     links = ", ".join(f"[{r['seed']}]({r['_path']})" for r in rs)
     epochs = "/".join(sorted({f"{r['epochs']:.0f}" for r in rs}))
     wall = _fmt_time(sum(r["wall_clock_s"] for r in rs) / len(rs))
-    out.append(f"| {dataset} | {model} | recjax `{key[1]}`, last epoch | {links} | {vals} | {epochs} | {wall} | "
+    out.append(f"| {dataset} | {model} | recjax `{key[1].rstrip()}`, last epoch | {links} | {vals} | {epochs} | {wall} | "
                f"{'; '.join(notes)} |")
     bests = [r["metrics"]["best_epoch"] for r in rs if r["metrics"].get("best_epoch")]
     if len(bests) == len(rs):
