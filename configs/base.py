@@ -71,6 +71,9 @@ def base() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 500
   c.train.prng_impl = "unsafe_rbg"           # threefry makes dropout masks 10x slower on CPU
 
+  # Device mesh (recjax/train/mesh.py): shape over the axes ("data", "model"); -1 = all devices.
+  c.mesh = ml_collections.ConfigDict({"shape": (1, 1), "axes": ("data", "model"), "dense": "replicate"})
+
   c.eval = ml_collections.ConfigDict()
   c.eval.ks = (1, 10, 50, 200)
   c.eval.exclude_history = True              # the reference removes items of the input window

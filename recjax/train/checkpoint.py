@@ -26,8 +26,13 @@ class Checkpointer:
                                                   meta=ocp.args.JsonSave(meta)), force=True)
     self._mngr.wait_until_finished()
 
-  def restore(self, step: int, like_state):
+  def restore(self, step: int, like_state, shardings=None):
+    """The state of `step`, shaped like `like_state` (arrays or ShapeDtypeStructs). With
+    `shardings` (a matching pytree of `jax.sharding.Sharding`, e.g. `train.mesh.tree_shardings`) each
+    array is read straight onto that placement, whatever mesh the checkpoint was written from."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    if shardings is not None:
+      abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     r = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                          meta=ocp.args.JsonRestore()))
     return r.state, r.meta

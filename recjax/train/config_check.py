@@ -22,6 +22,8 @@ RESUMABLE_CHANGES = (
     "train.log_every_steps", "train.eval_every_epochs", "train.checkpoint_every_steps",
     "eval.batch_size", "eval.item_chunk", "eval.ks",
     "data.array_record",
+    # Placement only: a checkpoint restores onto any mesh (train/mesh.py), and older ones lack it.
+    "mesh.shape", "mesh.axes", "mesh.dense",
 )
 
 _MISSING = "<absent>"
