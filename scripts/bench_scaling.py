@@ -1,0 +1,184 @@
+"""Weak scaling of the sharded train step on host devices (1, 2, 4, 8), and the two row-sharded lookups.
+
+    python scripts/bench_scaling.py [--devices 8] [--per_device_batch 16] [--steps 10]
+                                    [--out results/bench/scaling_cpu.json]
+
+A small HSTU on synthetic sequences; the batch grows with the mesh (per-device batch fixed, mesh
+`n x 1`, table row-sharded over all devices, dense parameters replicated). Every row runs the same
+step (`train/mesh.py`: XLA sampled softmax, no attention tiling) so the rows differ only in the mesh;
+the "1 (fast paths)" row is the 1-device step with the C++ loss kernel and tiled attention.
+Host devices are XLA:CPU devices splitting this machine's cores, so the numbers test the sharded
+path and its overhead, not a speed-up: ideal weak scaling would keep steps/s flat, here n devices
+share the same cores. It also times `layers/sharded_embedding.py`'s SPMD gather against its
+all-to-all (forward + gradient) on the full mesh.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--devices", type=int, default=8, help="host CPU devices (XLA_FLAGS, set before JAX starts)")
+  p.add_argument("--per_device_batch", type=int, default=16)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--out", default="results/bench/scaling_cpu.json")
+  return p.parse_args()
+
+
+ARGS = parse_args()
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
+
+from recjax import cpu_allocator  # noqa: E402
+
+cpu_allocator.tune()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from configs import base  # noqa: E402
+from recjax.data import pipeline, splits  # noqa: E402
+from recjax.layers import sharded_embedding  # noqa: E402
+from recjax.models import build_model, init_params  # noqa: E402
+from recjax.train import mesh as mesh_lib  # noqa: E402
+from recjax.train import results  # noqa: E402
+from recjax.train.state import TrainState, make_optimizer  # noqa: E402
+from recjax.train.step import make_train_step  # noqa: E402
+
+NUM_ROWS, MAX_LEN = 4096, 50   # table rows (padding row included): divisible by every mesh here
+
+
+def config():
+  c = base.base()
+  c.data.max_len = MAX_LEN
+  c.model.update(dim=64, dqk=32, dv=32, num_blocks=2, num_heads=2, attn_norm_len=MAX_LEN, dropout=0.2,
+                 use_time_bias=False)
+  c.loss.update(num_negatives=64, token_bucket=256, chunk=128)
+  return c
+
+
+def synthetic_examples(num_users: int, seed: int = 0) -> splits.TrainExamples:
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(MAX_LEN // 4, MAX_LEN + 1, num_users).astype(np.int32)
+  seq = rng.integers(1, NUM_ROWS, (num_users, MAX_LEN + 1)).astype(np.int32)
+  valid = np.arange(MAX_LEN)[None, :] < lengths[:, None]
+  return splits.TrainExamples(np.arange(num_users), np.where(valid, seq[:, :-1], 0),
+                              np.where(valid, seq[:, 1:], 0), lengths, None, None)
+
+
+def bench_mesh(c, n: int, fast_paths: bool, ex) -> dict:
+  spec = mesh_lib.mesh_spec({"shape": (n, 1)})
+  batch_size = ARGS.per_device_batch * n
+  mesh_lib.check_batch(spec, batch_size)
+  mesh = mesh_lib.make_mesh(spec)
+  model_cfg = dict(c.model.copy_and_resolve_references())
+  model_cfg["use_time_bias"] = False
+  loss_cfg = c.loss
+  if not fast_paths:   # the mesh's fallbacks, on every row (resolve_fast_paths does this for n > 1)
+    loss_cfg = c.loss.copy_and_resolve_references()
+    loss_cfg.impl = "xla"
+    model_cfg["attention_tiling"] = False
+  model = build_model(model_cfg, NUM_ROWS)
+  tx = make_optimizer(c.train)
+  catalogue = np.arange(1, NUM_ROWS, dtype=np.int32)
+  num = ARGS.warmup + ARGS.steps
+  batches = [pipeline.make_train_batch(ex, np.arange(i * batch_size, (i + 1) * batch_size) % len(ex),
+                                       batch_size, c.loss.token_bucket) for i in range(num)]
+  key = jax.random.key(0, impl=c.train.prng_impl)
+  params = init_params(model, key, batches[0])
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+  state_sh = mesh_lib.tree_shardings(state, mesh, spec)
+  batch_sh = mesh_lib.batch_shardings(batches[0], mesh)
+  state = mesh_lib.place(state, state_sh)
+  step = mesh_lib.make_sharded_train_step(make_train_step(model, tx, loss_cfg, catalogue, key), mesh,
+                                          state_sh, batch_sh)
+  t0 = time.perf_counter()
+  placed = [mesh_lib.place_batch(b, batch_sh) for b in batches]
+  place_s = (time.perf_counter() - t0) / num
+  t0 = time.perf_counter()
+  for b in placed[:ARGS.warmup]:
+    state, loss = step(state, b)
+  jax.block_until_ready(loss)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for b in placed[ARGS.warmup:]:
+    t0 = time.perf_counter()
+    state, loss = step(state, b)
+    jax.block_until_ready(loss)
+    times.append(time.perf_counter() - t0)
+  med = statistics.median(times)
+  return {"devices": n, "mesh": [n, 1], "fast_paths": fast_paths, "batch_size": batch_size,
+          "step_s_median": med, "steps_per_s": 1.0 / med, "examples_per_s": batch_size / med,
+          "place_batch_s": place_s, "warmup_s": compile_s, "final_loss": float(loss)}
+
+
+def bench_lookups(n: int, rows: int = 65536, dim: int = 64, ids_per_device: int = 4096, reps: int = 5) -> dict:
+  mesh = mesh_lib.make_mesh(mesh_lib.mesh_spec({"shape": (n, 1)}))
+  table = jax.random.normal(jax.random.key(0), (rows, dim))
+  ids = jax.random.randint(jax.random.key(1), (n * ids_per_device,), 0, rows)
+  w = jax.random.normal(jax.random.key(2), (n * ids_per_device, dim))
+  out = {"devices": n, "table": [rows, dim], "ids": n * ids_per_device}
+  for name, f in [("spmd", sharded_embedding.lookup_spmd), ("all_to_all", sharded_embedding.lookup_all_to_all)]:
+    fn = jax.jit(jax.value_and_grad(lambda t, i, f=f: jnp.sum(f(t, i, mesh, ("data",)) * w)))
+    jax.block_until_ready(fn(table, ids))
+    times = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(table, ids))
+      times.append(time.perf_counter() - t0)
+    out[f"{name}_fwd_bwd_s_median"] = statistics.median(times)
+  return out
+
+
+def main():
+  c = config()
+  n_max = jax.device_count()
+  counts = [n for n in (1, 2, 4, 8, 16) if n <= n_max]
+  ex = synthetic_examples(ARGS.per_device_batch * counts[-1] * 4)
+  rows = [bench_mesh(c, 1, True, ex)] + [bench_mesh(c, n, False, ex) for n in counts]
+  base_sps = rows[1]["steps_per_s"]
+  for r in rows:
+    r["weak_scaling_efficiency"] = r["steps_per_s"] / base_sps
+  lookups = bench_lookups(counts[-1])
+  record = {
+      "kind": "bench_scaling", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "commit": results.git_commit(),
+      "versions": results.versions(), "hardware": results.hardware(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""), "backend": jax.default_backend(),
+      "model": {k: c.model[k] for k in ("dim", "num_blocks", "num_heads", "dqk", "dv")} | {
+          "table_rows": NUM_ROWS, "max_len": MAX_LEN, "num_negatives": c.loss.num_negatives},
+      "per_device_batch": ARGS.per_device_batch, "steps": ARGS.steps, "rows": rows, "lookups": lookups,
+      "note": ("host devices share this machine's CPU cores: the table measures the sharded path's "
+               "overhead, not a speed-up"),
+  }
+  hw = record["hardware"]
+  print(f"{jax.default_backend()} x {n_max} host devices; {hw.get('cpu')}; per-device batch {ARGS.per_device_batch}")
+  print(f"{'devices':>14s} {'batch':>6s} {'step ms':>8s} {'steps/s':>8s} {'ex/s':>8s} {'efficiency':>10s}")
+  for r in rows:
+    label = f"{r['devices']}" + (" (fast paths)" if r["fast_paths"] else "")
+    print(f"{label:>14s} {r['batch_size']:6d} {r['step_s_median']*1e3:8.1f} {r['steps_per_s']:8.2f} "
+          f"{r['examples_per_s']:8.0f} {r['weak_scaling_efficiency']:10.2f}")
+  print(f"lookup fwd+bwd on {lookups['devices']} devices, table {lookups['table']}, {lookups['ids']} ids: "
+        f"SPMD gather {lookups['spmd_fwd_bwd_s_median']*1e3:.1f} ms, "
+        f"all-to-all {lookups['all_to_all_fwd_bwd_s_median']*1e3:.1f} ms")
+  os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
+  with open(ARGS.out, "w") as f:
+    json.dump(record, f, indent=2)
+  print(f"wrote {ARGS.out}")
+
+
+if __name__ == "__main__":
+  main()
