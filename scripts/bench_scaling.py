@@ -65,7 +65,7 @@ def config():
   c = base.base()
   c.data.max_len = MAX_LEN
   c.model.update(dim=64, dqk=32, dv=32, num_blocks=2, num_heads=2, attn_norm_len=MAX_LEN, dropout=0.2,
-                 use_time_bias=False)
+                 use_time_bias="off")
   c.loss.update(num_negatives=64, token_bucket=256, chunk=128)
   return c
 
