@@ -169,14 +169,21 @@ def batch_shardings(batch: dict, mesh: Mesh) -> dict:
   return {k: NamedSharding(mesh, batch_spec(k, np.shape(v))) for k, v in batch.items()}
 
 
+def _global_array(x, sharding):
+  """A host value (the same on every process) -> a global array; each process fills only the
+  shards on its own devices, so this works under `jax.distributed` as on one host."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
 def place_batch(batch: dict, shardings: dict) -> dict:
-  """Host arrays of one (process-local, here global) batch -> global arrays on the mesh."""
-  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in batch.items()}
+  """A global batch (host arrays, every process holding the same one) -> global arrays on the mesh."""
+  return {k: _global_array(v, shardings[k]) for k, v in batch.items()}
 
 
 def place(tree, shardings):
-  """Parameters / train state onto the mesh (a copy; the input is not donated)."""
-  return jax.device_put(tree, shardings)
+  """Parameters / train state (identical on every process: same seed) onto the mesh, as copies."""
+  return jax.tree.map(_global_array, tree, shardings)
 
 
 # ------------------------------------------------------------------------------------------------

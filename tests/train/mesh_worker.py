@@ -3,6 +3,9 @@ JAX starts): a tiny HSTU trained 5 steps on one device and on meshes, and checkp
 meshes. Prints one JSON line of measurements; the test asserts on them.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/train/mesh_worker.py DIR
+
+With `DIR PROCESS_ID NUM_PROCESSES PORT` (and 4 devices per process), one of the processes of a
+localhost `jax.distributed` run of the same 8x1 mesh.
 """
 import json
 import os
@@ -107,6 +110,25 @@ def restore_onto(ckpt_dir, step, like_state, spec_shape, dense="replicate"):
   return state, {"devices": len(table.sharding.device_set), "table_spec": str(table.sharding.spec)}
 
 
+def fingerprint(tree) -> float:
+  """Σ x² over every leaf, reduced on the mesh (readable on each process under jax.distributed)."""
+  return float(jax.jit(lambda t: sum(jnp.vdot(x, x) for x in jax.tree.leaves(t)))(tree))
+
+
+def distributed_main(workdir, process_id, num_processes, port):
+  """One of `num_processes` processes (4 host devices each) training the 8x1 mesh together."""
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(f"localhost:{port}", num_processes=num_processes, process_id=process_id)
+  assert jax.device_count() == 8 and jax.local_device_count() == 8 // num_processes, jax.devices()
+  own = os.path.join(workdir, f"p{process_id}")   # each process writes (the same) data file itself
+  os.makedirs(own, exist_ok=True)
+  config, seqs, batches, model_cfg = setup(own)
+  state, losses, _ = run(config, seqs, batches, model_cfg, (8, 1))
+  print("RESULT " + json.dumps({"process": process_id, "losses": losses,
+                                "param_sq_sum": fingerprint(state.params)}), flush=True)
+  jax.distributed.shutdown()
+
+
 def main(workdir):
   assert jax.device_count() == 8, jax.devices()
   config, seqs, batches, model_cfg = setup(workdir)
@@ -119,6 +141,7 @@ def main(workdir):
     state, losses, info = run(config, seqs, batches, model_cfg, shape, dense)
     states[name] = state
     out[name] = {"losses": losses, "param_rel_err": rel_err(ref, flat(state.params)),
+                 "param_sq_sum": fingerprint(state.params),
                  "loss_rel_err": max(abs(a - b) / abs(a) for a, b in zip(ref_losses, losses)), **info}
 
   # Checkpoints between meshes: 8x1 -> 4x1 and -> 1x1; 4x2 (fsdp) -> 8x1.
@@ -139,4 +162,7 @@ def main(workdir):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  if len(sys.argv) == 5:   # DIR PROCESS_ID NUM_PROCESSES PORT
+    distributed_main(sys.argv[1], *map(int, sys.argv[2:]))
+  else:
+    main(sys.argv[1])

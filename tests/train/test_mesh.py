@@ -141,3 +141,36 @@ def test_fast_paths_fall_back_only_on_a_mesh():
   loss_cfg, model_cfg, notes = mesh_lib.resolve_fast_paths(c.loss, {"attention_tiling": "auto"}, eight)
   assert loss_cfg.impl == "xla" and model_cfg["attention_tiling"] is False and len(notes) == 2
   assert c.loss.impl == "auto", "the caller's config must not change"
+
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_loss(eight_device_run, tmp_path):
+  """jax.distributed on localhost: 2 processes x 4 host devices train the 8x1 mesh together and
+  match the single-process 8-device run (losses and a parameter checksum reduced on the mesh)."""
+  port = _free_port()
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": REPO}
+  worker = os.path.join(REPO, "tests", "train", "mesh_worker.py")
+  procs = [subprocess.Popen([sys.executable, worker, str(tmp_path), str(p), "2", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=600)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  single = eight_device_run["8x1"]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+    r = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][len("RESULT "):])
+    for a, b in zip(r["losses"], single["losses"]):
+      assert abs(a - b) <= 1e-5 * abs(b), (r["losses"], single["losses"])
+    assert abs(r["param_sq_sum"] - single["param_sq_sum"]) <= 1e-5 * single["param_sq_sum"], r
