@@ -174,3 +174,27 @@ def test_two_processes_give_the_single_process_loss(eight_device_run, tmp_path):
     for a, b in zip(r["losses"], single["losses"]):
       assert abs(a - b) <= 1e-5 * abs(b), (r["losses"], single["losses"])
     assert abs(r["param_sq_sum"] - single["param_sq_sum"]) <= 1e-5 * single["param_sq_sum"], r
+
+
+def test_unsharded_tables_are_reported():
+  import numpy as np
+  spec = mesh_lib.mesh_spec({"shape": (8, 1)}, num_devices=8)
+  params = {"item_embedding": {"table": np.zeros((31, 4))}, "tab_embedding": {"embedding": np.zeros((32, 4))},
+            "dense": {"kernel": np.zeros((31, 4))}}
+  assert mesh_lib.unsharded_tables(params, spec) == ["['item_embedding']['table'] (31, 4)"]
+  assert mesh_lib.unsharded_tables(params, mesh_lib.mesh_spec({"shape": (1, 1)}, num_devices=8)) == []
+
+
+def test_mesh_change_is_a_resumable_config_change():
+  """Checkpoints move between meshes, and ones written before config.mesh existed still resume."""
+  from configs import base
+  from recjax.train import config_check
+  c = base.base()
+  stored = config_check.config_record(c)
+  old = {k: v for k, v in stored.items() if k != "mesh"}
+  assert set(config_check.check_resume(old, c)) == {"mesh.axes", "mesh.dense", "mesh.shape"}
+  c.mesh.shape = (4, 2)
+  assert set(config_check.check_resume(stored, c)) == {"mesh.shape"}
+  c.model.dim = 64
+  with pytest.raises(config_check.ConfigMismatchError, match="model.dim"):
+    config_check.check_resume(stored, c)
