@@ -23,14 +23,20 @@ def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array
   return counter_rng.random_bits(seed, shape) >= counter_rng.keep_threshold(rate)
 
 
-def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-  """Inverted dropout of x with a hash mask seeded by one draw from `rng`."""
+def hash_dropout(x: jax.Array, rate: float, rng: jax.Array, index: jax.Array | None = None) -> jax.Array:
+  """Inverted dropout of x with a hash mask seeded by one draw from `rng`.
+
+  `index` (broadcastable to x.shape, uint32) names each element's counter; by default its
+  row-major position in x. A packed array passes the positions its elements have in the padded
+  one (`TokenLayout.element_index`), so both draw the same mask.
+  """
   if rate <= 0.0:
     return x
   if rate >= 1.0:
     return jnp.zeros_like(x)
   seed = counter_rng.seed_from(rng)
-  return jnp.where(keep_mask(seed, x.shape, rate), x / (1.0 - rate), 0.0).astype(x.dtype)
+  keep = keep_mask(seed, x.shape, rate) if index is None else counter_rng.keep_at(seed, index, rate)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 class Dropout(nn.Module):
@@ -39,8 +45,10 @@ class Dropout(nn.Module):
   deterministic: bool | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool | None = None, *,
+               index: jax.Array | None = None) -> jax.Array:
+    """`index`: each element's counter, as in `hash_dropout`."""
     deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
     if deterministic or self.rate == 0.0:
       return x
-    return hash_dropout(x, self.rate, self.make_rng("dropout"))
+    return hash_dropout(x, self.rate, self.make_rng("dropout"), index)
