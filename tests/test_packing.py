@@ -102,7 +102,7 @@ def test_dropout_mask_agrees_with_padded_layout():
   x, lengths, layout = _case(f=6, seed=3)
   rng = jax.random.key(9)
   padded = hash_dropout(x, 0.4, rng)
-  packed = hash_dropout(packing.pack(x, layout), 0.4, rng, layout.element_index(6))
+  packed = hash_dropout(packing.pack(x, layout), 0.4, rng, layout.token_slot_T)
   n = int(lengths.sum())
   np.testing.assert_array_equal(packed[:n], packing.pack_reference(padded, lengths))
   # the mask is not trivial: some real entries dropped, most kept

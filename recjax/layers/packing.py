@@ -24,6 +24,7 @@ class TokenLayout(NamedTuple):
   """Where each real token of a right-padded [B, L] batch sits.
 
   token_slot_T: [T] int32, the flat slot b * L + i of token t; B * L (out of range) for empty tokens.
+    It is also the row to pass to `hash_dropout(rows=...)` so a packed mask equals the padded one.
   slot_token_BL: [B, L] int32, the token of each slot; T (out of range) for padding slots.
   """
   token_slot_T: jax.Array
@@ -32,12 +33,6 @@ class TokenLayout(NamedTuple):
   @property
   def capacity(self) -> int:
     return self.token_slot_T.shape[0]
-
-  def element_index(self, width: int) -> jax.Array:
-    """[T, width] uint32: the row-major element index of each token's features in the padded
-    [B, L, width] array (so a counter-hash dropout mask draws the same bits in both layouts)."""
-    return (self.token_slot_T.astype(jnp.uint32)[:, None] * jnp.uint32(width)
-            + jax.lax.iota(jnp.uint32, width)[None, :])
 
 
 def _raise_overflow(total, capacity):

@@ -76,7 +76,7 @@ class HSTUBlock(nn.Module):
       o = packing.pack(o, layout)
     y = u * layer_norm_no_affine(o)
     y = Dropout(self.dropout, deterministic=not train)(
-        y, index=None if layout is None else layout.element_index(h * dv))
+        y, rows=None if layout is None else layout.token_slot_T)
     y = nn.Dense(self.dim, kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=_torch_linear_bias_init(h * dv), name="out")(y)
     return x + y
