@@ -19,12 +19,12 @@ gives, per HSTU config, the ratio of the unpacked to the packed step time per ro
 range), so the speed-up is read from one invocation.
 
 FLOPs: `flops_per_step` is the work of the step actually timed: XLA's cost analysis of that step
-plus the fused loss kernel's FLOPs, which XLA cannot see (counted analytically: 6·D + 4 per
-(real token, candidate) pair). XLA counts a conditional as its larger branch, so attention tiles
-that the tiled path skips are counted as computed: an upper bound, and the utilisation
-(`flops_per_step` / step time / the matmul peak measured in the same run) is one too.
-`plain_flops_per_step` is XLA's count for the padded dense step with the XLA loss (the work the
-step stands for), for comparison only.
+(its unoptimised HLO, so no second compile) plus the fused loss kernel's FLOPs, which XLA cannot
+see (counted by `recjax.scaling.flops.sampled_softmax_flops` over the real tokens). XLA counts a
+conditional as its larger branch, so attention tiles that the tiled path skips are counted as
+computed: an upper bound, and the utilisation (`flops_per_step` / step time / the matmul peak
+measured in the same run) is one too. `plain_flops_per_step` is XLA's count for the padded dense
+step with the XLA loss (the work the step stands for), for comparison only.
 
 With --run_peer it first times the PyTorch reference on the same machine through
 ../shared/tools/peer-hstu/run.sh (as shipped, and with the tuned allocator the peer's README
@@ -60,6 +60,7 @@ from configs import hstu_large_ml1m, hstu_ml1m, sasrec_ml1m  # noqa: E402
 from recjax.data import pipeline, splits  # noqa: E402
 from recjax.data.types import UserSequences  # noqa: E402
 from recjax.models import build_model, init_params  # noqa: E402
+from recjax.scaling.flops import sampled_softmax_flops  # noqa: E402
 from recjax.train import results  # noqa: E402
 from recjax.train.loop import resolve_model_config  # noqa: E402
 from recjax.train.state import TrainState, make_optimizer  # noqa: E402
@@ -112,9 +113,10 @@ def matmul_peak_gflops(n=2048, reps=10):
 
 
 def loss_kernel_flops(batch, num_negatives: int, dim: int) -> float:
-  """FLOPs of the fused C++ sampled-softmax kernel (invisible to XLA): per real token and each of
-  its 1 + N candidates, a D-dot (logit), two D-axpys (both gradients) and ≈ 4 for the softmax."""
-  return float(np.sum(batch["token_weight"] > 0)) * (1 + num_negatives) * (6 * dim + 4)
+  """FLOPs of the fused C++ sampled-softmax kernel (invisible to XLA), by the shared count
+  (`scaling.flops.sampled_softmax_flops`, loss and both gradients) over the batch's real tokens:
+  the kernel skips weight-0 rows."""
+  return sampled_softmax_flops(int(np.sum(batch["token_weight"] > 0)), num_negatives, dim, backward=True)
 
 
 class Worker:

@@ -26,8 +26,8 @@ def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array
 def hash_dropout(x: jax.Array, rate: float, rng: jax.Array, rows: jax.Array | None = None) -> jax.Array:
   """Inverted dropout of x with a hash mask seeded by one draw from `rng`.
 
-  Element (r, c) of x seen as rows of its last axis gets the counter r * width + c, its row-major
-  position. `rows` [R] (x of shape [R, width]) replaces r by another row number: a packed array
+  Element (r, c) of x seen as rows of its last axis gets the (64-bit) counter r * width + c, its
+  row-major position. `rows` [R] (x of shape [R, width]) replaces r by another row number: a packed array
   passes each token's row in the padded array (`TokenLayout.token_slot_T`), so both draw the
   same mask.
   """
@@ -42,8 +42,7 @@ def hash_dropout(x: jax.Array, rate: float, rng: jax.Array, rows: jax.Array | No
     if x.ndim != 2 or rows.shape != x.shape[:1]:
       raise ValueError(f"hash_dropout: rows {rows.shape} must number the rows of a 2-D x, got x {x.shape}")
     width = x.shape[1]
-    index = rows.astype(jnp.uint32)[:, None] * jnp.uint32(width) + jax.lax.iota(jnp.uint32, width)[None, :]
-    keep = counter_rng.keep_at(seed, index, rate)
+    keep = counter_rng.keep_at_rows(seed, rows[:, None], width, jax.lax.iota(jnp.uint32, width)[None, :], rate)
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
