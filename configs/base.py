@@ -47,6 +47,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.num_time_buckets = 129
   c.model.backend = "xla"
   c.model.attention_tiling = "auto"          # XLA path: skip hidden tiles (same result); "auto": CPU only | True | False
+  c.model.token_packing = True               # token-wise ops on the real tokens only (same result)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.kind = "sampled_softmax"            # or "full_softmax"

@@ -1,15 +1,31 @@
-"""Training-step benchmark at the ML-1M reference configuration (SASRec and HSTU).
+"""Training-step benchmark at the ML-1M reference configuration (SASRec and HSTU, packed and not).
 
-    python scripts/bench_train.py [--steps 20] [--models hstu,sasrec,hstu_large] [--out results/bench/train_cpu.json]
-                                  [--peer_json /tmp/peer/result.json]
+    python scripts/bench_train.py [--models hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked]
+                                  [--steps 5] [--rounds 4] [--out results/bench/train_cpu.json]
+                                  [--peer_json /tmp/peer/result.json] [--run_peer]
 
-For each model it times, on real ML-1M batches when ../shared/data/ml-1m exists (otherwise synthetic
-batches of the same shape): producing a batch (input), the loss alone (forward), loss + gradients
-(forward + backward), and the whole jitted train step (+ Adam update). Backward and optimizer times
-are the differences. It also reports real (non-padding) tokens/s, examples/s, FLOPs per step from
-XLA's cost analysis of the plain step (dense attention, XLA loss: the work the step stands for),
-utilisation against a matmul peak measured in the same run, and peak RSS. With the fused C++
-loss kernel, "forward" includes the loss's backward (the kernel computes both in one pass).
+Each model row runs in its own worker process (so its peak RSS is its own, and one model's
+allocator state never slows another), on real ML-1M batches when ../shared/data/ml-1m exists
+(otherwise synthetic batches of the same shape). The workers compile and warm up first; then the
+parent asks them for timing rounds in turn, alternating the order every round, so that a noisy
+machine's slow phases hit all rows alike. A round times, on the same `--steps` batches in every
+worker: the loss alone (forward; with the fused C++ loss kernel this includes the loss's own
+backward, computed in the same pass), loss + gradients (forward + backward), the optimizer update
+alone (Adam on the gradients, jitted by itself), and the whole jitted train step. Backward is the
+difference of the first two medians; every other part is timed on its own.
+
+`*_unpacked` rows are the same config with `model.token_packing=False`; the JSON's `packing` entry
+gives, per HSTU config, the ratio of the unpacked to the packed step time per round (median and
+range), so the speed-up is read from one invocation.
+
+FLOPs: `flops_per_step` is the work of the step actually timed: XLA's cost analysis of that step
+(its unoptimised HLO, so no second compile) plus the fused loss kernel's FLOPs, which XLA cannot
+see (counted by `recjax.scaling.flops.sampled_softmax_flops` over the real tokens). XLA counts a
+conditional as its larger branch, so attention tiles that the tiled path skips are counted as
+computed: an upper bound, and the utilisation (`flops_per_step` / step time / the matmul peak
+measured in the same run) is one too. `plain_flops_per_step` is XLA's count for the padded dense
+step with the XLA loss (the work the step stands for), for comparison only.
+
 With --run_peer it first times the PyTorch reference on the same machine through
 ../shared/tools/peer-hstu/run.sh (as shipped, and with the tuned allocator the peer's README
 describes), so both sides of the ratio come from one invocation; --peer_json reuses a JSON that
@@ -38,17 +54,27 @@ cpu_allocator.tune()   # as experiments/run.py does, before JAX starts its threa
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 
 from configs import hstu_large_ml1m, hstu_ml1m, sasrec_ml1m  # noqa: E402
 from recjax.data import pipeline, splits  # noqa: E402
 from recjax.data.types import UserSequences  # noqa: E402
 from recjax.models import build_model, init_params  # noqa: E402
+from recjax.scaling.flops import sampled_softmax_flops  # noqa: E402
 from recjax.train import results  # noqa: E402
 from recjax.train.loop import resolve_model_config  # noqa: E402
 from recjax.train.state import TrainState, make_optimizer  # noqa: E402
 from recjax.train.step import loss_fn, make_train_step  # noqa: E402
 
-CONFIGS = {"hstu": hstu_ml1m, "sasrec": sasrec_ml1m, "hstu_large": hstu_large_ml1m}
+# Row name -> (config module, model overrides). HSTU rows come in pairs: packed (the config's
+# default) and `_unpacked`.
+ROWS = {
+    "hstu": (hstu_ml1m, {}),
+    "hstu_unpacked": (hstu_ml1m, {"token_packing": False}),
+    "sasrec": (sasrec_ml1m, {}),
+    "hstu_large": (hstu_large_ml1m, {}),
+    "hstu_large_unpacked": (hstu_large_ml1m, {"token_packing": False}),
+}
 PEER_RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "shared", "tools", "peer-hstu", "run.sh")
 TUNED_ALLOCATOR = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
@@ -86,69 +112,190 @@ def matmul_peak_gflops(n=2048, reps=10):
   return 2 * n ** 3 / t / 1e9
 
 
-def bench_model(name, seqs, steps, warmup):
-  config = CONFIGS[name].get_config()
-  model_cfg, _ = resolve_model_config(config, seqs)
-  model = build_model(model_cfg, seqs.num_items)
-  tc = config.train
-  tx = make_optimizer(tc)
-  ex = splits.train_examples(seqs, config.data.max_len, config.data.protocol)
-  ds = pipeline.train_dataset(ex, batch_size=tc.batch_size, num_epochs=2, seed=0,
-                              token_bucket=config.loss.token_bucket)
-  n = warmup + steps
-  t0 = time.perf_counter()
-  batches = [ds[i] for i in range(n)]
-  input_s = (time.perf_counter() - t0) / n
-  key = jax.random.key(0, impl=tc.prng_impl)
-  params = init_params(model, key, batches[0])
-  catalogue = jnp.asarray(seqs.catalogue(), jnp.int32)
-  fwd = jax.jit(lambda p, b, k: loss_fn(p, model, b, k, config.loss, catalogue))
-  fwd_bwd = jax.jit(lambda p, b, k: jax.value_and_grad(loss_fn)(p, model, b, k, config.loss, catalogue))
-  step = make_train_step(model, tx, config.loss, seqs.catalogue(), key)
-  # The step donates its state: give it its own copy of the parameters.
-  state = TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params), tx.init(params))
-  # FLOPs of the *plain* step (dense attention, XLA loss), from XLA's cost analysis: the work the
-  # step stands for. The fast step's own count would leave out the C++ kernel (opaque to XLA) and
-  # count both sides of every skipped-tile branch.
-  plain_cfg = config.loss.copy_and_resolve_references()
-  plain_cfg.impl = "xla"
-  plain_model = build_model(dict(model_cfg, attention_tiling=False), seqs.num_items)
-  plain_step = make_train_step(plain_model, tx, plain_cfg, seqs.catalogue(), key)
-  flops = plain_step.lower(state, batches[0]).compile().cost_analysis().get("flops", float("nan"))
+def loss_kernel_flops(batch, num_negatives: int, dim: int) -> float:
+  """FLOPs of the fused C++ sampled-softmax kernel (invisible to XLA), by the shared count
+  (`scaling.flops.sampled_softmax_flops`, loss and both gradients) over the batch's real tokens:
+  the kernel skips weight-0 rows."""
+  return sampled_softmax_flops(int(np.sum(batch["token_weight"] > 0)), num_negatives, dim, backward=True)
 
-  # Warm up: compile every token bucket these batches use.
-  for b in batches:
-    jax.block_until_ready(fwd(params, b, key))
-    jax.block_until_ready(fwd_bwd(params, b, key))
-  for b in batches[:warmup]:
-    state, loss = step(state, b)
-  jax.block_until_ready(loss)
-  measured = batches[warmup:]
-  t_fwd, t_fb, t_step = [], [], []
-  for b in measured:
-    t_fwd += timed(lambda: fwd(params, b, key), 1)
-    t_fb += timed(lambda: fwd_bwd(params, b, key), 1)
-  for b in measured:
-    t = time.perf_counter()
-    state, loss = step(state, b)
+
+class Worker:
+  """One benchmark row: its model, jitted functions and batches, in this (worker) process."""
+
+  def __init__(self, name: str, steps: int, warmup: int):
+    from recjax import losses  # pylint: disable=import-outside-toplevel
+    module, overrides = ROWS[name]
+    config = module.get_config()
+    seqs, self.data_label = load_sequences()
+    model_cfg, _ = resolve_model_config(config, seqs)
+    model_cfg.update(overrides)
+    model = build_model(model_cfg, seqs.num_items)
+    tc = config.train
+    tx = make_optimizer(tc)
+    ex = splits.train_examples(seqs, config.data.max_len, config.data.protocol)
+    ds = pipeline.train_dataset(ex, batch_size=tc.batch_size, num_epochs=2, seed=0,
+                                token_bucket=config.loss.token_bucket)
+    t0 = time.perf_counter()
+    batches = [ds[i] for i in range(warmup + steps)]
+    self.input_s = (time.perf_counter() - t0) / len(batches)
+    self.warm, self.measured = batches[:warmup], batches[warmup:]
+    key = jax.random.key(0, impl=tc.prng_impl)
+    self.key = key
+    self.params = init_params(model, key, batches[0])
+    catalogue = jnp.asarray(seqs.catalogue(), jnp.int32)
+    self.fwd = jax.jit(lambda p, b, k: loss_fn(p, model, b, k, config.loss, catalogue))
+    self.fwd_bwd = jax.jit(lambda p, b, k: jax.value_and_grad(loss_fn)(p, model, b, k, config.loss, catalogue))
+
+    def update(grads, opt_state, params):
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    self.update = jax.jit(update)
+    self.step = make_train_step(model, tx, config.loss, seqs.catalogue(), key)
+    self.opt_state = tx.init(self.params)
+    # The step donates its state: give it its own copy of the parameters.
+    self.state = TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, self.params), tx.init(self.params))
+    native = config.loss.kind == "sampled_softmax" and losses.resolve_impl(config.loss.get("impl", "auto")) == "native"
+    b0 = self.measured[0]
+    self.info = {
+        "model": name, "config": config.name, "model_overrides": overrides,
+        "token_packing": bool(getattr(model, "token_packing", False)),
+        "batch_size": tc.batch_size, "max_len": config.data.max_len, "num_negatives": config.loss.num_negatives,
+        "data": self.data_label, "input_s": self.input_s,
+        "real_tokens_per_step": float(np.mean([b["token_weight"].sum() for b in self.measured])),
+        # Cost analysis of the unoptimised HLO (lowering only, no second compile), on the first
+        # measured batch (its token bucket fixes the shapes).
+        "xla_flops_per_step": _flops(self.step.lower(self.state, b0)),
+        "loss_kernel_flops_per_step": loss_kernel_flops(b0, config.loss.num_negatives, config.model.dim) if native else 0.0,
+        "loss_impl": "native (fused C++)" if native else "xla",
+    }
+    plain_cfg = config.loss.copy_and_resolve_references()
+    plain_cfg.impl = "xla"
+    plain_model = build_model(dict(model_cfg, attention_tiling=False, **(
+        {"token_packing": False} if "token_packing" in type(model).__dataclass_fields__ else {})), seqs.num_items)
+    plain_step = make_train_step(plain_model, tx, plain_cfg, seqs.catalogue(), key)
+    self.info["plain_flops_per_step"] = _flops(plain_step.lower(self.state, b0))
+
+    # Warm up: compile every token bucket these batches use, for every timed function.
+    grads = None
+    for b in batches:
+      jax.block_until_ready(self.fwd(self.params, b, key))
+      _, grads = jax.block_until_ready(self.fwd_bwd(self.params, b, key))
+    self.grads = grads
+    jax.block_until_ready(self.update(grads, self.opt_state, self.params))
+    for b in batches:
+      self.state, loss = self.step(self.state, b)
     jax.block_until_ready(loss)
-    t_step.append(time.perf_counter() - t)
+
+  def round(self) -> dict:
+    """Times every measured batch once per part; the step last, as training runs it."""
+    out = {"forward": [], "forward_backward": [], "optimizer": [], "step": []}
+    for b in self.measured:
+      out["forward"] += timed(lambda: self.fwd(self.params, b, self.key), 1)
+      out["forward_backward"] += timed(lambda: self.fwd_bwd(self.params, b, self.key), 1)
+    out["optimizer"] = timed(lambda: self.update(self.grads, self.opt_state, self.params), len(self.measured))
+    for b in self.measured:
+      t = time.perf_counter()
+      self.state, loss = self.step(self.state, b)
+      jax.block_until_ready(loss)
+      out["step"].append(time.perf_counter() - t)
+    self.final_loss = float(loss)
+    return out
+
+  def finish(self) -> dict:
+    return {"final_loss": self.final_loss,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _flops(lowered) -> float:
+  cost = lowered.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def worker_main(name: str, steps: int, warmup: int):
+  """The worker protocol: one JSON line when ready, then one per `round` request, then `done`."""
+  w = Worker(name, steps, warmup)
+  print(json.dumps({"ready": w.info}), flush=True)
+  for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "round":
+      print(json.dumps({"round": w.round()}), flush=True)
+    elif cmd == "done":
+      print(json.dumps({"done": w.finish()}), flush=True)
+      return
+
+
+def _reply(proc, what: str) -> dict:
+  while True:
+    line = proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"benchmark worker exited (rc {proc.wait()}) before sending {what!r}")
+    if line.startswith("{"):
+      msg = json.loads(line)
+      if what in msg:
+        return msg[what]
+
+
+def run_rows(names, steps: int, warmup: int, rounds: int) -> list[dict]:
+  """Starts one worker per row (they compile side by side), then alternates timing rounds."""
+  procs = {n: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", n, "--steps", str(steps),
+                                "--warmup", str(warmup)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+           for n in names}
+  info = {}
+  for n, p in procs.items():
+    info[n] = _reply(p, "ready")
+    print(f"{n}: compiled and warm", flush=True)
+  times = {n: [] for n in names}
+  for r in range(rounds):
+    order = names if r % 2 == 0 else names[::-1]
+    for n in order:
+      procs[n].stdin.write("round\n")
+      procs[n].stdin.flush()
+      times[n].append(_reply(procs[n], "round"))
+    print(f"round {r + 1}/{rounds}: " + ", ".join(
+        f"{n} {statistics.median(times[n][-1]['step']) * 1e3:.0f} ms" for n in names), flush=True)
+  rows = []
+  for n in names:
+    procs[n].stdin.write("done\n")
+    procs[n].stdin.flush()
+    done = _reply(procs[n], "done")
+    procs[n].wait()
+    rows.append(summarise(info[n], times[n], done))
+  return rows
+
+
+def summarise(info: dict, rounds: list[dict], done: dict) -> dict:
   med = statistics.median
-  real_tokens = float(np.mean([b["token_weight"].sum() for b in measured]))
-  return {
-      "model": name, "config": config.name,
-      "batch_size": tc.batch_size, "max_len": config.data.max_len,
-      "num_negatives": config.loss.num_negatives,
-      "step_s_median": med(t_step), "step_s_min": min(t_step), "step_s_all": [round(x, 4) for x in t_step],
-      "input_s": input_s, "forward_s": med(t_fwd), "backward_s": med(t_fb) - med(t_fwd),
-      "optimizer_s": med(t_step) - med(t_fb),
-      "real_tokens_per_step": real_tokens,
-      "tokens_per_s": real_tokens / med(t_step),
-      "examples_per_s": tc.batch_size / med(t_step),
-      "flops_per_step": flops,
-      "achieved_gflops": flops / med(t_step) / 1e9,
-      "final_loss": float(loss),
-  }
+  every = {k: [t for r in rounds for t in r[k]] for k in rounds[0]}
+  step = med(every["step"])
+  flops = info["xla_flops_per_step"] + info["loss_kernel_flops_per_step"]
+  return dict(
+      info,
+      step_s_median=step, step_s_min=min(every["step"]), step_s_max=max(every["step"]),
+      step_s_round_medians=[round(med(r["step"]), 4) for r in rounds],
+      step_s_all=[round(x, 4) for x in every["step"]],
+      forward_s=med(every["forward"]), backward_s=med(every["forward_backward"]) - med(every["forward"]),
+      optimizer_s=med(every["optimizer"]), optimizer_s_min=min(every["optimizer"]),
+      tokens_per_s=info["real_tokens_per_step"] / step, examples_per_s=info["batch_size"] / step,
+      flops_per_step=flops, achieved_gflops=flops / step / 1e9, **done)
+
+
+def packing_speedups(rows: list[dict]) -> dict:
+  """Per HSTU config: unpacked / packed step time, per round (both timed in the same round)."""
+  by_name = {r["model"]: r for r in rows}
+  out = {}
+  for name, r in by_name.items():
+    other = by_name.get(name + "_unpacked")
+    if other is None:
+      continue
+    per_round = [u / p for u, p in zip(other["step_s_round_medians"], r["step_s_round_medians"])]
+    out[name] = {"speedup_of_medians": other["step_s_median"] / r["step_s_median"],
+                 "speedup_per_round_median": statistics.median(per_round),
+                 "speedup_per_round_min": min(per_round), "speedup_per_round_max": max(per_round),
+                 "speedup_per_round": [round(x, 3) for x in per_round]}
+  return out
 
 
 PEER_FIELDS = ("step_s_median", "step_s_min", "tokens_per_s", "torch_version", "peer_commit", "cpu_model",
@@ -168,13 +315,22 @@ def run_peer(tuned_allocator: bool) -> dict:
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--steps", type=int, default=20)
+  ap.add_argument("--steps", type=int, default=5, help="batches timed per round (the same in every row)")
+  ap.add_argument("--rounds", type=int, default=4, help="timing rounds, rows alternating within each")
   ap.add_argument("--warmup", type=int, default=3)
-  ap.add_argument("--models", default="hstu,sasrec")
+  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked")
   ap.add_argument("--out", default="results/bench/train_cpu.json")
   ap.add_argument("--peer_json", default=None, help="peer-hstu result JSON measured on this machine")
   ap.add_argument("--run_peer", action="store_true", help="time the PyTorch reference first (peer-hstu)")
+  ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)   # internal: one row's process
   args = ap.parse_args()
+  if args.worker:
+    worker_main(args.worker, args.steps, args.warmup)
+    return
+  names = args.models.split(",")
+  unknown = sorted(set(names) - set(ROWS))
+  if unknown:
+    ap.error(f"unknown --models {unknown}; known: {sorted(ROWS)}")
 
   peer = peer_tuned = None
   if args.run_peer:
@@ -182,11 +338,9 @@ def main():
   elif args.peer_json:
     peer = json.load(open(args.peer_json))
 
-  seqs, data_label = load_sequences()
-  peak = matmul_peak_gflops()
-  rows = [bench_model(m, seqs, args.steps, args.warmup) for m in args.models.split(",")]
-  peak_after = matmul_peak_gflops()
-  peak = max(peak, peak_after)
+  rows = run_rows(names, args.steps, args.warmup, args.rounds)
+  # The workers are idle (waiting on their pipes) or gone: the peak is measured on a quiet process.
+  peak = max(matmul_peak_gflops(), matmul_peak_gflops())
   for r in rows:
     r["utilisation_vs_matmul_peak"] = r["achieved_gflops"] / peak
     if peer and r["model"] == "hstu":
@@ -195,28 +349,39 @@ def main():
     if peer_tuned and r["model"] == "hstu":
       r["peer_tuned_allocator_step_s_median"] = peer_tuned["step_s_median"]
       r["speedup_vs_peer_tuned_allocator"] = peer_tuned["step_s_median"] / r["step_s_median"]
-  rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   record = {
       "kind": "bench_train", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "data": data_label, "commit": results.git_commit(), "versions": results.versions(),
-      "hardware": results.hardware(), "matmul_peak_gflops": peak, "peak_rss_mb": rss_mb,
-      "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows,
+      "data": rows[0]["data"], "commit": results.git_commit(), "versions": results.versions(),
+      "hardware": results.hardware(), "matmul_peak_gflops": peak,
+      "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+      "peak_rss_note": "each row runs in its own process: peak_rss_mb per row is that process's; the top-level "
+                       "value is the largest of them",
+      "flops_note": "flops_per_step = XLA cost analysis of the timed step (a skipped tile's branch counted as "
+                    "computed: an upper bound) + the fused loss kernel's analytic FLOPs; plain_flops_per_step = "
+                    "XLA's count of the padded dense step with the XLA loss",
+      "steps_per_round": args.steps, "rounds": args.rounds,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows, "packing": packing_speedups(rows),
       "peer": peer and {k: peer.get(k) for k in PEER_FIELDS},
       "peer_tuned_allocator": peer_tuned and {k: peer_tuned.get(k) for k in PEER_FIELDS},
   }
-  hdr = (f"{'model':11s} {'step ms':>8s} {'input':>7s} {'fwd':>7s} {'bwd':>7s} {'opt':>7s} {'tok/s':>8s} "
-         f"{'ex/s':>7s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'util':>6s} {'vs peer':>8s}")
   hw = record["hardware"]
-  print(f"data: {data_label}; matmul peak {peak:.0f} GFLOP/s; peak RSS {rss_mb:.0f} MB; {hw['cpu']}; "
-        f"malloc tuned {hw['malloc_tuned']}, native kernels {hw['native_kernels']}")
-  print(hdr)
+  print(f"data: {record['data']}; matmul peak {peak:.0f} GFLOP/s; {hw['cpu']}; malloc tuned {hw['malloc_tuned']}, "
+        f"native kernels {hw['native_kernels']}; {args.rounds} rounds x {args.steps} steps, medians")
+  print(f"{'model':20s} {'step ms':>8s} {'range':>11s} {'input':>6s} {'fwd':>6s} {'bwd':>6s} {'opt':>6s} "
+        f"{'tok/s':>7s} {'GFLOP':>6s} {'util<=':>6s} {'RSS MB':>7s} {'vs peer':>8s}")
   for r in rows:
     vs = f"{r['speedup_vs_peer']:.1f}x" if "speedup_vs_peer" in r else "-"
     if "speedup_vs_peer_tuned_allocator" in r:
       vs += f" ({r['speedup_vs_peer_tuned_allocator']:.1f}x tuned)"
-    print(f"{r['model']:11s} {r['step_s_median']*1e3:8.1f} {r['input_s']*1e3:7.1f} {r['forward_s']*1e3:7.1f} "
-          f"{r['backward_s']*1e3:7.1f} {r['optimizer_s']*1e3:7.1f} {r['tokens_per_s']:8.0f} {r['examples_per_s']:7.1f} "
-          f"{r['flops_per_step']/1e9:7.2f} {r['achieved_gflops']:8.1f} {r['utilisation_vs_matmul_peak']:6.1%} {vs:>8s}")
+    rng = f"{r['step_s_min'] * 1e3:.0f}-{r['step_s_max'] * 1e3:.0f}"
+    print(f"{r['model']:20s} {r['step_s_median'] * 1e3:8.1f} {rng:>11s} {r['input_s'] * 1e3:6.1f} "
+          f"{r['forward_s'] * 1e3:6.1f} {r['backward_s'] * 1e3:6.1f} {r['optimizer_s'] * 1e3:6.1f} "
+          f"{r['tokens_per_s']:7.0f} {r['flops_per_step'] / 1e9:6.2f} {r['utilisation_vs_matmul_peak']:6.1%} "
+          f"{r['peak_rss_mb']:7.0f} {vs:>8s}")
+  for name, p in record["packing"].items():
+    print(f"token packing, {name}: unpacked / packed step time {p['speedup_of_medians']:.2f}x (medians); per round "
+          f"median {p['speedup_per_round_median']:.2f}x, range {p['speedup_per_round_min']:.2f}-"
+          f"{p['speedup_per_round_max']:.2f}x")
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(record, f, indent=2)

@@ -128,10 +128,14 @@ def speed_table() -> str:
   b = json.load(open(path))
   out = [f"Measured {b['date'][:10]} on {b['hardware']['cpu']} ({b['hardware']['cores']} cores), jax "
          f"{b['versions']['jax']}, {b['data']}; matmul peak measured in the same run: "
-         f"{b['matmul_peak_gflops']:.0f} GFLOP/s; peak RSS of the whole benchmark process: {b['peak_rss_mb']:.0f} MB"
+         f"{b['matmul_peak_gflops']:.0f} GFLOP/s; peak RSS of the "
+         f"{'largest row (each in its own process)' if 'peak_rss_note' in b else 'whole benchmark process'}: "
+         f"{b['peak_rss_mb']:.0f} MB"
          + (f"; malloc tuned: {'yes' if b['hardware'].get('malloc_tuned') else 'no'}, fused C++ loss kernel: "
             f"{'yes' if b['hardware'].get('native_kernels') else 'no'}" if "malloc_tuned" in b["hardware"] else "")
-         + ". GFLOP / step is XLA's count for the plain step (dense attention, XLA loss), the work the step stands for.",
+         + (". GFLOP / step is the timed step's: XLA's count (skipped attention tiles counted as computed, an upper "
+            "bound) plus the fused loss kernel's." if "xla_flops_per_step" in b["rows"][0] else
+            ". GFLOP / step is XLA's count for the plain step (dense attention, XLA loss), the work the step stands for."),
          "",
          "| model | ms / step | forward | backward | optimizer | real tokens/s | examples/s | GFLOP / step | "
          "utilisation | PyTorch reference, as shipped | speed-up | reference, tuned allocator | speed-up |",
@@ -142,7 +146,8 @@ def speed_table() -> str:
     tpeer = (f"{r['peer_tuned_allocator_step_s_median'] * 1e3:.0f} ms"
              if "peer_tuned_allocator_step_s_median" in r else "–")
     tsp = f"{r['speedup_vs_peer_tuned_allocator']:.1f}×" if "speedup_vs_peer_tuned_allocator" in r else "–"
-    out.append(f"| {r['config']} | {r['step_s_median'] * 1e3:.0f} | {r['forward_s'] * 1e3:.0f} | "
+    name = r["config"] + (" (unpacked)" if r.get("model", "").endswith("_unpacked") else "")
+    out.append(f"| {name} | {r['step_s_median'] * 1e3:.0f} | {r['forward_s'] * 1e3:.0f} | "
                f"{r['backward_s'] * 1e3:.0f} | {_ms_or_zero(r['optimizer_s'])} | {r['tokens_per_s']:,.0f} | "
                f"{r['examples_per_s']:.0f} | {r['flops_per_step'] / 1e9:.1f} | {r['utilisation_vs_matmul_peak']:.1%} | "
                f"{peer} | {sp} | {tpeer} | {tsp} |")

@@ -23,14 +23,27 @@ def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array
   return counter_rng.random_bits(seed, shape) >= counter_rng.keep_threshold(rate)
 
 
-def hash_dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-  """Inverted dropout of x with a hash mask seeded by one draw from `rng`."""
+def hash_dropout(x: jax.Array, rate: float, rng: jax.Array, rows: jax.Array | None = None) -> jax.Array:
+  """Inverted dropout of x with a hash mask seeded by one draw from `rng`.
+
+  Element (r, c) of x seen as rows of its last axis gets the (64-bit) counter r * width + c, its
+  row-major position. `rows` [R] (x of shape [R, width]) replaces r by another row number: a packed array
+  passes each token's row in the padded array (`TokenLayout.token_slot_T`), so both draw the
+  same mask.
+  """
   if rate <= 0.0:
     return x
   if rate >= 1.0:
     return jnp.zeros_like(x)
   seed = counter_rng.seed_from(rng)
-  return jnp.where(keep_mask(seed, x.shape, rate), x / (1.0 - rate), 0.0).astype(x.dtype)
+  if rows is None:
+    keep = keep_mask(seed, x.shape, rate)
+  else:
+    if x.ndim != 2 or rows.shape != x.shape[:1]:
+      raise ValueError(f"hash_dropout: rows {rows.shape} must number the rows of a 2-D x, got x {x.shape}")
+    width = x.shape[1]
+    keep = counter_rng.keep_at_rows(seed, rows[:, None], width, jax.lax.iota(jnp.uint32, width)[None, :], rate)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 class Dropout(nn.Module):
@@ -39,8 +52,10 @@ class Dropout(nn.Module):
   deterministic: bool | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool | None = None, *,
+               rows: jax.Array | None = None) -> jax.Array:
+    """`rows`: each row's number in the array whose mask to draw, as in `hash_dropout`."""
     deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
     if deterministic or self.rate == 0.0:
       return x
-    return hash_dropout(x, self.rate, self.make_rng("dropout"))
+    return hash_dropout(x, self.rate, self.make_rng("dropout"), rows)

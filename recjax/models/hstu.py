@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
+from recjax.layers import packing
 from recjax.layers.attention import attention
 from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import ItemEmbedding, sequence_inputs
@@ -43,12 +44,23 @@ class HSTUBlock(nn.Module):
   mask: MaskSpec = MaskSpec(causal=True)   # the ranker adds target isolation (num_targets)
 
   @nn.compact
-  def __call__(self, x_BLD, lengths_B, key_times_BL, query_times_BL, *, train: bool):
-    b, l, _ = x_BLD.shape
+  def __call__(self, x, lengths_B, key_times_BL, query_times_BL, *, train: bool,
+               layout: packing.TokenLayout | None = None):
+    """x: the residual stream, [B, L, D] padded, or [T, D] packed by `layout`; returns the same shape.
+
+    Packed, every token-wise op runs on the T real tokens and only the attention sees the [B, L]
+    grid (its inputs are unpacked, its output packed again). Dropout draws the mask of the padded
+    layout (same element counters), so both give the same result at the real positions.
+    """
+    b, l = lengths_B.shape[0], (x.shape[1] if layout is None else layout.slot_token_BL.shape[1])
     h, dqk, dv = self.num_heads, self.dqk, self.dv
     uvqk = nn.Dense(h * (2 * dv + 2 * dqk), use_bias=False, kernel_init=nn.initializers.normal(0.02),
-                    name="uvqk")(layer_norm_no_affine(x_BLD))
-    u_BLF, v_BLF, q_BLF, k_BLF = jnp.split(jax.nn.silu(uvqk), [h * dv, 2 * h * dv, 2 * h * dv + h * dqk], -1)
+                    name="uvqk")(layer_norm_no_affine(x))
+    uvqk = jax.nn.silu(uvqk)
+    u, vqk = uvqk[..., :h * dv], uvqk[..., h * dv:]
+    if layout is not None:
+      vqk = packing.unpack(vqk, layout)        # one gather for all three attention inputs
+    v_BLF, q_BLF, k_BLF = jnp.split(vqk, [h * dv, h * dv + h * dqk], -1)
     bias = None
     if self.use_position_bias or self.use_time_bias:
       bias = RelativeBucketedTimeAndPositionBias(
@@ -59,11 +71,15 @@ class HSTUBlock(nn.Module):
                        kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
                        bias=bias, backend=self.backend,
                        tiling=self.attention_tiling)
-    y = u_BLF * layer_norm_no_affine(o_BLHD.reshape(b, l, h * dv))
-    y = Dropout(self.dropout, deterministic=not train)(y)
+    o = o_BLHD.reshape(b, l, h * dv)
+    if layout is not None:
+      o = packing.pack(o, layout)
+    y = u * layer_norm_no_affine(o)
+    y = Dropout(self.dropout, deterministic=not train)(
+        y, rows=None if layout is None else layout.token_slot_T)
     y = nn.Dense(self.dim, kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=_torch_linear_bias_init(h * dv), name="out")(y)
-    return x_BLD + y
+    return x + y
 
 
 class HSTU(nn.Module):
@@ -73,6 +89,14 @@ class HSTU(nn.Module):
   bias is on, `times` [B, L] (each item's timestamp) and `next_times` [B, L] (the timestamp of the
   item each position predicts).
   Returns (outputs [B, L, D], item table [V, D]).
+
+  With `token_packing` and a batch that carries `token_index` [T] (training batches of
+  `data.pipeline`), the residual stream is packed to its real tokens [T, D] (`layers/packing.py`)
+  and only the attention runs on the padded grid. T is the static capacity: it must cover
+  sum(lengths) (in a pipeline batch every real input position is supervised, so it does; a batch
+  that overflows raises when the step runs). Outputs at real positions equal the padded path's
+  (dropout too); padding positions are 0 instead of the padded path's unused values. Batches
+  without `token_index` (evaluation) run padded.
   """
   num_items: int
   dim: int = 50
@@ -88,6 +112,7 @@ class HSTU(nn.Module):
   num_time_buckets: int = 129
   backend: str = "xla"
   attention_tiling: bool | str = "auto"   # XLA path: skip hidden tiles; "auto": on the CPU backend
+  token_packing: bool = True      # token-wise ops on the real tokens only (same result at real positions)
 
   def setup(self):
     self.item_embedding = ItemEmbedding(self.num_items, self.dim)
@@ -106,8 +131,15 @@ class HSTU(nn.Module):
     x, _ = sequence_inputs(self.item_embedding, self.position_embedding, batch["ids"],
                            self.input_dropout, train=train)
     times, next_times = batch.get("times"), batch.get("next_times")
+    lengths = batch["lengths"]
+    layout = None
+    if self.token_packing and "token_index" in batch:
+      layout = packing.token_layout(lengths, x.shape[1], batch["token_index"].shape[0])
+      x = packing.pack(x, layout)
     for block in self.blocks:
-      x = block(x, batch["lengths"], times, next_times, train=train)
+      x = block(x, lengths, times, next_times, train=train, layout=layout)
+    if layout is not None:
+      x = packing.unpack(x, layout)
     return x, self.item_embedding.table
 
   @staticmethod
