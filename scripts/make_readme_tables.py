@@ -105,7 +105,8 @@ def reproduction_table() -> str:
     links = ", ".join(f"[{r['seed']}]({r['_path']})" for r in rs)
     epochs = "/".join(sorted({f"{r['epochs']:.0f}" for r in rs}))
     wall = _fmt_time(sum(r["wall_clock_s"] for r in rs) / len(rs))
-    out.append(f"| {dataset} | {model} | recjax `{key[1].rstrip()}`, last epoch | {links} | {vals} | {epochs} | {wall} | "
+    when = "latest checkpoint (PARTIAL)" if any(r.get("partial") for r in rs) else "last epoch"
+    out.append(f"| {dataset} | {model} | recjax `{key[1].rstrip()}`, {when} | {links} | {vals} | {epochs} | {wall} | "
                f"{'; '.join(notes)} |")
     bests = [r["metrics"]["best_epoch"] for r in rs if r["metrics"].get("best_epoch")]
     if len(bests) == len(rs):
