@@ -274,3 +274,38 @@ def multitask_bce_loss(logits_NT: jax.Array, labels_NT: jax.Array, weights_N: ja
     watch_mse = jnp.sum(weights_N * err * err) / denom
     loss = loss + watch_weight * watch_mse
   return loss, {"bce_T": bce_T, "watch_mse": watch_mse}
+
+
+# ---------------------------------------------------------------------------------------------
+# Generative retrieval: next-SID cross-entropy under teacher forcing (TIGER)
+# ---------------------------------------------------------------------------------------------
+
+def next_sid_loss(logits_BLK: jax.Array, target_codes_BL: jax.Array, weights_B: jax.Array | None = None
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Cross-entropy of the L target codes, each given the true codes before it (teacher forcing).
+
+      loss = Σ_b w_b Σ_l −log softmax(logits_bl)[c_bl] / (L Σ_b w_b)
+
+  i.e. the mean per-token CE (T5's normalisation); L · loss is the mean −log p(SID).
+
+  Args:
+    logits_BLK: [B, L, K] the decoder's logits of level l given levels < l (`models.tiger.TIGER`).
+    target_codes_BL: [B, L] int codes in 0..K-1.
+    weights_B: [B] example weights (0 = padding example); None = all 1.
+  Returns:
+    (scalar loss, {"nll_L": [L] weighted mean CE per level, "accuracy_L": [L] argmax == target}).
+  """
+  if logits_BLK.ndim != 3 or target_codes_BL.shape != logits_BLK.shape[:2]:
+    raise ValueError(f"next_sid_loss: need logits [B, L, K] and targets [B, L], got {logits_BLK.shape} "
+                     f"and {target_codes_BL.shape}")
+  b = logits_BLK.shape[0]
+  weights_B = jnp.ones((b,), jnp.float32) if weights_B is None else weights_B.astype(jnp.float32)
+  if weights_B.shape != (b,):
+    raise ValueError(f"next_sid_loss: weights must be [B] = [{b}], got {weights_B.shape}")
+  logp_BLK = jax.nn.log_softmax(logits_BLK.astype(jnp.float32), axis=-1)
+  target_BL1 = target_codes_BL.astype(jnp.int32)[..., None]
+  nll_BL = -jnp.take_along_axis(logp_BLK, target_BL1, axis=-1)[..., 0]
+  hit_BL = (jnp.argmax(logits_BLK, axis=-1) == target_BL1[..., 0]).astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(weights_B), 1e-9)
+  nll_L = weights_B @ nll_BL / denom
+  return jnp.mean(nll_L), {"nll_L": nll_L, "accuracy_L": weights_B @ hit_BL / denom}

@@ -156,3 +156,23 @@ def test_tiling_rejects_bad_sizes():
     CausalTiling(rows=0)
   with pytest.raises(ValueError, match="max_unrolled_groups >= 1"):
     CausalTiling(max_unrolled_groups=0)
+
+
+def test_cross_attention_kv_lengths_match_numpy():
+  """Queries [B, Lq] read keys [B, Lk] with their own valid lengths: a per-row numpy softmax."""
+  b, lq, lk, h, d = 3, 4, 6, 2, 5
+  ks = jax.random.split(jax.random.key(7), 3)
+  q = jax.random.normal(ks[0], (b, lq, h, d))
+  k, v = (jax.random.normal(ks[i], (b, lk, h, d)) for i in (1, 2))
+  kv_len = np.array([6, 2, 1])
+  out = np.asarray(attention(q, k, v, lengths_B=None, kv_lengths_B=jnp.asarray(kv_len),
+                             mask=MaskSpec(causal=False), kind="softmax", alpha=0.5))
+  qn, kn, vn = np.asarray(q), np.asarray(k), np.asarray(v)
+  for bi in range(b):
+    for hi in range(h):
+      s = 0.5 * qn[bi, :, hi] @ kn[bi, :kv_len[bi], hi].T
+      w = np.exp(s - s.max(1, keepdims=True))
+      w /= w.sum(1, keepdims=True)
+      np.testing.assert_allclose(out[bi, :, hi], w @ vn[bi, :kv_len[bi], hi], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="non-positional"):
+    attention(q, k, v, lengths_B=None, kv_lengths_B=jnp.asarray(kv_len), mask=MaskSpec(causal=True))

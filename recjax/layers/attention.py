@@ -38,7 +38,8 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
               bias: RelativeBias | None = None, backend: str = "xla",
               dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
               tiling: CausalTiling | bool | str | None = "auto",
-              sla: SLABlocking | None = None) -> jax.Array:
+              sla: SLABlocking | None = None,
+              kv_lengths_B: jax.Array | None = None) -> jax.Array:
   """Masked (pointwise or softmax) attention -> [B, Lq, H, Dv].
 
   Args:
@@ -58,6 +59,9 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     sla: XLA backend with a causal semi-local mask (`local_window` set): compute it blockwise in
       O(L·(K1 + K2)) time and memory (`sla.py`; same result as the dense mask). No bias or
       dropout on that path.
+    kv_lengths_B: cross-attention (a decoder reading an encoder's output): valid keys per
+      sequence when they differ from the valid queries `lengths_B` (None: every query valid).
+      Needs a non-positional mask (e.g. `MaskSpec(causal=False)`); XLA backend only.
   """
   if backend not in BACKENDS:
     raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
@@ -70,6 +74,13 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   if k_BKHD.shape[0] != b or v_BKHD.shape[:3] != k_BKHD.shape[:3] or k_BKHD.shape[2:] != q_BQHD.shape[2:]:
     raise ValueError(f"attention shapes disagree: q {q_BQHD.shape}, k {k_BKHD.shape}, v {v_BKHD.shape}")
   tiling = resolve_tiling(tiling)
+  if kv_lengths_B is not None:
+    if mask.is_positional:
+      raise ValueError(f"cross-attention (kv_lengths_B) needs a non-positional mask, got {mask}")
+    if backend != "xla":
+      raise ValueError("cross-attention (kv_lengths_B) is implemented in the XLA backend only")
+    if lengths_B is None:
+      lengths_B = jnp.full((b,), lq, jnp.int32)
   if lengths_B is None:
     lengths_B = jnp.full((b,), lk, jnp.int32)
   if backend == "pallas":
@@ -107,7 +118,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   s_NQK = jnp.einsum("nqd,nkd->nqk", fold(q_BQHD), fold(k_BKHD), preferred_element_type=jnp.float32) * alpha
   if bias is not None:
     s_NQK = add_broadcast_bias(s_NQK, per_head(materialize(bias, lq, lk)))
-  visible_NQK = per_head(dense_mask(mask, lengths_B, lq, lk))
+  visible_NQK = per_head(dense_mask(mask, lengths_B, lq, lk, kv_lengths=kv_lengths_B))
   if kind == "pointwise":
     w_NQK = jnp.where(visible_NQK, ACTIVATIONS[activation](s_NQK) * scale, 0.0)
   else:

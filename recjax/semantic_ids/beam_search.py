@@ -1,7 +1,8 @@
 """Batched, jitted beam search over SID tokens, constrained by the catalogue's prefix trie, so
 every returned beam is a real catalogue SID (a trie leaf) and no two beams are the same.
 
-The scorer is generic, so a TIGER decoder plugs in later:
+The scorer is generic (a TIGER decoder plugs in through `models.tiger.BeamScorer` and
+`model_beam_search`):
 
   step_fn(state, tokens_BWL, level) -> (logits_BWK, state)
 
@@ -84,6 +85,19 @@ def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], s
     state = _gather_beams(state, parent)
   live = jnp.isfinite(score)
   return Beams(jnp.where(live, node, -1), jnp.where(live[..., None], tokens, 0), score)
+
+
+@functools.partial(jax.jit, static_argnames=("make_step_fn", "beam_size"))
+def model_beam_search(make_step_fn: Callable[[Any], StepFn], params, next_node: tuple[jax.Array, ...], state,
+                      beam_size: int) -> Beams:
+  """`constrained_beam_search` for a scorer with weights: `make_step_fn(params)` builds the step_fn
+  inside this trace, so the weights are an argument, not constants baked into the program, and a
+  search after every training step reuses one compilation. `make_step_fn` must hash by value
+  (e.g. `models.tiger.BeamScorer(model)`, a frozen dataclass holding the flax module).
+  """
+  # The unjitted body: this is already one trace, and each fresh step_fn closure would otherwise
+  # add an entry (holding the traced weights) to the inner jit's cache.
+  return constrained_beam_search.__wrapped__(make_step_fn(params), next_node, state, beam_size)
 
 
 def beam_search_reference(step_fn: StepFn, sids_GL, state, top: int) -> Beams:

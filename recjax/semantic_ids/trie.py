@@ -40,6 +40,21 @@ class SIDTrie:
   def items_of(self, leaf: int) -> np.ndarray:
     return self.leaf_items[self.leaf_offsets[leaf]:self.leaf_offsets[leaf + 1]]
 
+  def items_of_groups(self, groups) -> np.ndarray:
+    """Items of each decoded leaf: int64 [..., max leaf size], -1 padded; a group -1 (empty beam)
+    gives a row of -1. Every item sharing the SID is listed (a collision group of g items fills g
+    slots), for collision-aware metrics (`metrics.collisions`)."""
+    g = np.asarray(groups, np.int64)
+    if np.any(g >= self.num_leaves) or np.any(g < -1):
+      raise ValueError(f"items_of_groups: groups must lie in -1..{self.num_leaves - 1}")
+    width = int(self.leaf_size.max())
+    live = g >= 0
+    start = self.leaf_offsets[np.where(live, g, 0)]
+    size = np.where(live, self.leaf_size[np.where(live, g, 0)], 0)
+    slot = np.arange(width)
+    ok = slot < size[..., None]
+    return np.where(ok, self.leaf_items[np.where(ok, start[..., None] + slot, 0)], -1)
+
   def allowed(self, level: int) -> np.ndarray:
     """bool [nodes_level, K]: which codes may follow each prefix node."""
     return self.next_node[level] >= 0
