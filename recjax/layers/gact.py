@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
-from recjax.layers.attention import attention
+from recjax.layers.transformer import TransformerBlock
 
 
 def fold_time(x_BLD: jax.Array, lengths_B: jax.Array, fold: int) -> tuple[jax.Array, jax.Array]:
@@ -45,26 +45,6 @@ def fold_time(x_BLD: jax.Array, lengths_B: jax.Array, fold: int) -> tuple[jax.Ar
   x_BLD = jnp.where(jnp.arange(l)[None, :, None] < lengths_B[:, None, None], x_BLD, 0)
   x_BLD = jnp.pad(x_BLD, ((0, 0), (0, m * fold - l), (0, 0)))
   return x_BLD.reshape(b, m, fold * d), -(-lengths_B // fold)
-
-
-class AttentionBlock(nn.Module):
-  """Pre-LN Transformer block: x + Attn(LN(x)), then + MLP(LN(x)); `mask` is given per call."""
-  dim: int
-  num_heads: int = 1
-  mlp_ratio: int = 4
-
-  @nn.compact
-  def __call__(self, x_BLD, lengths_B, mask: MaskSpec):
-    b, l, d = x_BLD.shape
-    if d % self.num_heads:
-      raise ValueError(f"dim {d} is not divisible by num_heads {self.num_heads}")
-    dh = d // self.num_heads
-    qkv = nn.Dense(3 * d, name="qkv")(nn.LayerNorm(name="ln_attn")(x_BLD))
-    q, k, v = (t.reshape(b, l, self.num_heads, dh) for t in jnp.split(qkv, 3, axis=-1))
-    o = attention(q, k, v, lengths_B=lengths_B, mask=mask, kind="softmax", alpha=dh ** -0.5)
-    x_BLD = x_BLD + nn.Dense(d, name="out")(o.reshape(b, l, d))
-    h = nn.Dense(self.mlp_ratio * d, name="mlp_in")(nn.LayerNorm(name="ln_mlp")(x_BLD))
-    return x_BLD + nn.Dense(d, name="mlp_out")(jax.nn.gelu(h))
 
 
 class GACT(nn.Module):
@@ -88,7 +68,11 @@ class GACT(nn.Module):
     self.project = nn.Dense(self.dim, name="fold_proj") if self.fold > 1 else None
     self.global_queries = (self.param("global_queries", nn.initializers.normal(0.02),
                                       (self.num_global, self.dim)) if self.num_global else None)
-    self.blocks = [AttentionBlock(self.dim, self.num_heads, name=f"block_{i}") for i in range(self.num_blocks)]
+    if self.dim % self.num_heads:
+      raise ValueError(f"GACT.dim {self.dim} is not divisible by num_heads {self.num_heads}")
+    # The shared pre-norm block (layers/transformer.py); GACT gives it its own mask per call.
+    self.blocks = [TransformerBlock(self.num_heads, self.dim // self.num_heads, 4 * self.dim, activation="gelu",
+                                    name=f"block_{i}") for i in range(self.num_blocks)]
 
   def __call__(self, x_BLD, lengths_B, context_BCD=None):
     b, _, d = x_BLD.shape
@@ -108,7 +92,7 @@ class GACT(nn.Module):
     mask = MaskSpec(causal=True, contextual_prefix=c, num_targets=g)
     n_B = c + m_len_B + g
     for block in self.blocks:
-      z = block(z, n_B, mask)
+      z = block(z, n_B, mask=mask)
     history_BMD = jnp.where(jnp.arange(m)[None, :, None] < m_len_B[:, None, None], z[:, c:c + m], 0)
     global_BGD = jnp.take_along_axis(z, global_pos_BG[..., None], axis=1)
     return history_BMD, global_BGD, m_len_B

@@ -60,6 +60,8 @@ class TransformerBlock(nn.Module):
     lengths_B: [B] valid positions of x (None: all valid).
     memory_BSD, memory_lengths_B: the encoder output [B, S, D] and its valid positions [B]
       (decoder blocks only).
+    mask: the self-attention mask for this call (e.g. GACT's context prefix and global tokens);
+      None: causal or bidirectional as the block's `causal` field says.
   """
   num_heads: int
   head_dim: int
@@ -71,14 +73,16 @@ class TransformerBlock(nn.Module):
   backend: str = "xla"
 
   @nn.compact
-  def __call__(self, x_BLD, lengths_B=None, memory_BSD=None, memory_lengths_B=None, *, train: bool = False):
+  def __call__(self, x_BLD, lengths_B=None, memory_BSD=None, memory_lengths_B=None, *, train: bool = False,
+               mask: MaskSpec | None = None):
     if self.cross_attention and (memory_BSD is None or memory_lengths_B is None):
       raise ValueError("a decoder block (cross_attention=True) needs memory_BSD and memory_lengths_B")
     drop = Dropout(self.dropout, deterministic=not train)
     mha = lambda name: MultiHeadAttention(self.num_heads, self.head_dim, self.backend, name=name)
     y = nn.RMSNorm(name="self_attention_norm")(x_BLD)
-    x_BLD = x_BLD + drop(mha("self_attention")(y, y, mask=CAUSAL if self.causal else BIDIRECTIONAL,
-                                               lengths_B=lengths_B))
+    if mask is None:
+      mask = CAUSAL if self.causal else BIDIRECTIONAL
+    x_BLD = x_BLD + drop(mha("self_attention")(y, y, mask=mask, lengths_B=lengths_B))
     if self.cross_attention:
       y = nn.RMSNorm(name="cross_attention_norm")(x_BLD)
       x_BLD = x_BLD + drop(mha("cross_attention")(y, memory_BSD, mask=BIDIRECTIONAL, lengths_B=lengths_B,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pallas_kernels.mask import MaskSpec
-from recjax.layers.gact import GACT, AttentionBlock, fold_time
+from recjax.layers.gact import GACT, fold_time
+from recjax.layers.transformer import TransformerBlock
 
 D = 8
 
@@ -29,7 +30,8 @@ def test_fold_1_no_globals_is_the_plain_stack():
   @jax.jit
   def plain(x):
     for i in range(2):
-      x = AttentionBlock(D, 2).apply({"params": params[f"block_{i}"]}, x, lengths, MaskSpec(causal=True))
+      x = TransformerBlock(2, D // 2, 4 * D, activation="gelu").apply(
+          {"params": params[f"block_{i}"]}, x, lengths, mask=MaskSpec(causal=True))
     return x
   want = plain(x)
   real = (jnp.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
