@@ -19,9 +19,9 @@
   into every history token through the next layer.) Their outputs are the user representation.
 * Cost: attention over C + ⌈L / f⌉ + G tokens instead of L: scores shrink by ≈ f².
 
-The attention stack is `AttentionBlock` (pre-LN softmax attention through the one `attention`
-entry point, then an MLP); with f = 1, G = 0 and no context GACT is exactly that stack under a
-plain causal mask.
+The attention stack is the shared pre-norm `TransformerBlock` (`layers/transformer.py`: softmax
+attention through the one `attention` entry point, then a GELU FFN), given GACT's mask per call;
+with f = 1, G = 0 and no context GACT is exactly that stack under a plain causal mask.
 """
 from __future__ import annotations
 
