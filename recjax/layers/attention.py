@@ -34,6 +34,7 @@ PLAIN_CAUSAL = MaskSpec(causal=True)
 
 def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
               lengths_B: jax.Array | None, mask: MaskSpec, kind: str = "pointwise",
+              kv_lengths_B: jax.Array | None = None,
               activation: str = "silu", alpha: float = 1.0, scale: float = 1.0,
               bias: RelativeBias | None = None, backend: str = "xla",
               dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
@@ -45,6 +46,8 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   Args:
     q_BQHD, k_BKHD, v_BKHD: queries [B, Lq, H, Dqk], keys [B, Lk, H, Dqk], values [B, Lk, H, Dv].
     lengths_B: valid tokens per sequence (right padding), or None when all are valid.
+    kv_lengths_B: cross-attention (Lq != Lk): valid keys per sequence, while `lengths_B` then
+      counts valid queries (None: all Lq). None means keys share `lengths_B` (self-attention).
     mask: which (query, key) pairs may interact (causal, windows, targets...).
     kind: "pointwise" or "softmax".
     activation: pointwise activation (silu, gelu, relu, identity).
@@ -82,11 +85,12 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     if lengths_B is None:
       lengths_B = jnp.full((b,), lq, jnp.int32)
   if lengths_B is None:
-    lengths_B = jnp.full((b,), lk, jnp.int32)
+    lengths_B = jnp.full((b,), lq if kv_lengths_B is not None else lk, jnp.int32)
   if backend == "pallas":
     if dropout_rate > 0.0 and dropout_rng is not None:
       raise ValueError("attention-weight dropout is not implemented in the Pallas backend")
-    return _pallas(q_BQHD, k_BKHD, v_BKHD, lengths_B, mask, kind, activation, alpha, scale, bias)
+    return _pallas(q_BQHD, k_BKHD, v_BKHD, lengths_B, kv_lengths_B, mask, kind, activation, alpha,
+                   scale, bias)
 
   # XLA:CPU runs 3-D batched matmuls ≈ 2x faster than the same contraction with a head axis, so
   # fold heads into the batch: [B, L, H, D] -> [B*H, L, D].
@@ -96,13 +100,14 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   use_dropout = dropout_rate > 0.0 and dropout_rng is not None
   if sla is not None:
     check_sla_mask(mask)
-    if bias is not None or use_dropout or lq != lk:
-      raise ValueError("blocked semi-local attention takes no relative bias, no dropout and needs Lq == Lk")
+    if bias is not None or use_dropout or lq != lk or kv_lengths_B is not None:
+      raise ValueError("blocked semi-local attention takes no relative bias, no dropout and needs "
+                       "self-attention (Lq == Lk, no kv_lengths_B)")
     out_NQD = semi_local_attention(
         fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), mask, kind=kind,
         act=ACTIVATIONS[activation], alpha=alpha, scale=scale, block=sla.block)
     return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2)
-  if tiling is not None and mask == PLAIN_CAUSAL and lq == lk:
+  if tiling is not None and mask == PLAIN_CAUSAL and lq == lk and kv_lengths_B is None:
     out_NQD = causal_tiled_attention(
         fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), kind=kind,
         act=ACTIVATIONS[activation], alpha=alpha, scale=scale, bias=bias,
@@ -155,11 +160,16 @@ def _add_bias_bwd(bias_rows, g_NQK):
 add_broadcast_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
-def _pallas(q, k, v, lengths, mask, kind, activation, alpha, scale, bias):
+def _pallas(q, k, v, lengths, kv_lengths, mask, kind, activation, alpha, scale, bias):
   # Imported here so that the XLA path never pays for (or depends on) the kernel module.
   from pallas_kernels.hstu_attention import hstu_attention  # pylint: disable=import-outside-toplevel
   bias = bias or RelativeBias(None, None)
-  return hstu_attention(q, k, v, lengths, mask=mask, scale=scale,
+  if kv_lengths is not None:   # cross-attention: `lengths` counts the queries
+    lengths, q_lengths = None, lengths
+  else:
+    q_lengths = None
+  return hstu_attention(q, k, v, lengths, mask=mask, scale=scale, q_lengths=q_lengths,
+                        kv_lengths=kv_lengths,
                         pos_weights=bias.pos_weights, ts_weights=bias.ts_weights,
                         query_times=bias.query_times, key_times=bias.key_times,
                         activation="softmax" if kind == "softmax" else activation, alpha=alpha,
