@@ -171,7 +171,7 @@ class Kunlun(nn.Module):
         if fresh:
           h = HierarchicalSeedPooling(e.num_seeds, e.summary_tokens, e.heads, e.kron_rank, cfg.backend,
                                       name=f"{e.name}_hsp_{layer}")(s, lengths_B)
-          summaries[e.name] = nn.Dense(d, name=f"{e.name}_summary_{layer}")(h)
+          summaries[e.name] = nn.Dense(d, name=f"{e.name}_summary_proj_{layer}")(h)
         self.sow("intermediates", f"{e.name}_summary_{layer}", summaries[e.name])
         seqs[e.name] = s
       h_all = jnp.concatenate([xsum_BND] + [summaries[e.name] for e in cfg.events], axis=1)
