@@ -82,7 +82,7 @@ def test_seed_pooling_ignores_padding_and_matches_kernel_reference():
   junk = jax.random.normal(jax.random.key(6), (b, l, d)) * 100.0
   padded = jnp.arange(l)[None, :, None] >= lengths[:, None, None]
   layer = HierarchicalSeedPooling(n_seeds=8, n_tokens=2, heads=2, kron_rank=2)
-  params = layer.init(jax.random.key(7), s, lengths)
+  params = jax.jit(layer.init)(jax.random.key(7), s, lengths)
   apply = jax.jit(layer.apply)
   clean = apply(params, jnp.where(padded, 0.0, s), lengths)
   dirty = apply(params, jnp.where(padded, junk, s), lengths)
@@ -140,13 +140,14 @@ def test_wukong_decomposed_equals_plain(n_x):
   c = jax.random.normal(ks[0], (b, nc, d))
   x = jax.random.normal(ks[1], (b, n_cand, n_x, d))
   layer = MixtureOfWukongExperts(n_out=4, num_experts=2, hidden=16)
-  params = layer.init(jax.random.key(13), c, x)
-  plain = layer.apply(params, c, x)
-  decomposed = layer.apply(params, c, x, decomposed=True)
+  params = jax.jit(layer.init)(jax.random.key(13), c, x)
+  apply = jax.jit(layer.apply, static_argnames="decomposed")
+  plain = apply(params, c, x)
+  decomposed = apply(params, c, x, decomposed=True)
   assert plain.shape == (b, n_cand, 4, d)
   np.testing.assert_allclose(decomposed, plain, rtol=1e-5, atol=1e-5)
   # Candidate n alone (no batching over candidates) gives the same row: candidates don't mix.
-  one = layer.apply(params, c, x[:, 1:2])
+  one = apply(params, c, x[:, 1:2])
   np.testing.assert_allclose(one[:, 0], plain[:, 1], rtol=1e-5, atol=1e-5)
 
 

@@ -32,7 +32,7 @@ def make_batch(b=3, n=5, seed=0, lengths=((10, 6, 0), (7, 7, 3))):
 @pytest.fixture(scope="module")
 def model_and_params():
   model = Kunlun(CONFIG)
-  return model, model.init(jax.random.key(0), make_batch())
+  return model, jax.jit(model.init)(jax.random.key(0), make_batch())
 
 
 def test_decomposed_scores_equal_plain_scores(model_and_params):
@@ -79,7 +79,7 @@ def test_compskip_reuses_the_cached_summary_and_cuts_flops(model_and_params):
   assert float(jnp.abs(inter["click_summary_2"][0] - inter["click_summary_1"][0]).max()) > 0.0
 
   full = Kunlun(dataclasses.replace(CONFIG, compskip=False))
-  full_params = full.init(jax.random.key(0), batch)
+  full_params = jax.jit(full.init)(jax.random.key(0), batch)
   assert {"click_hsp_1", "click_gdpa_1", "click_window_0"} <= set(full_params["params"])
 
   def flops(m, p):
