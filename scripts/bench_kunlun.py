@@ -40,8 +40,8 @@ from recjax.models.kunlun import EventConfig, Kunlun, KunlunConfig, repeat_per_c
 from recjax.train import results  # noqa: E402
 
 CONFIG = KunlunConfig(
-    events=(EventConfig("click", width=64, heads=4, summary_tokens=8, layers=2, window=32),
-            EventConfig("impression", width=32, heads=2, summary_tokens=4, layers=2, window=16)),
+    events=(EventConfig("click", width=64, heads=4, summary_tokens=8, layers=3, window=32),
+            EventConfig("impression", width=32, heads=2, summary_tokens=4, layers=1, window=16)),
     item_vocab_size=10_000, context_vocab_size=5_000, context_fields=16, num_tasks=2, width=64,
     context_summary_tokens=8, weight_gen_hidden=128, experts=4, expert_hidden=128, head_tokens=8)
 LENGTHS = {"click": 256, "impression": 128}

@@ -30,6 +30,8 @@ Choices where the paper is silent (besides those in recjax/layers/kunlun.py and 
   * CompSkip off runs GDPA, window attention and HSP in every layer, so "CompSkip on" skips the
     window block on even layers and the GDPA + HSP blocks on odd layers.
   * Each event type's summary is projected to the shared width D by one Dense per type.
+  * With CompSkip an event type's layer count must be odd: only HSP reads the sequence, so the
+    window block of a trailing odd layer would feed nothing.
 """
 from __future__ import annotations
 
@@ -95,6 +97,12 @@ class KunlunConfig:
     for what, n in (("context_fields", self.context_fields), ("head_tokens", self.head_tokens)):
       if n % self.experts:
         raise ValueError(f"{what}={n} must be divisible by experts={self.experts}")
+    for e in self.events:
+      if self.compskip and e.layers % 2 == 0:
+        # The last layer would be odd: its window block updates the sequence, which no later HSP
+        # reads, so it would be dead code (XLA drops it) and the layer count would misreport.
+        raise ValueError(f"event {e.name!r}: with compskip, layers must be odd (even layers make a "
+                         f"fresh summary, odd ones reuse it); got {e.layers}")
 
   @property
   def num_layers(self) -> int:
