@@ -34,7 +34,6 @@ PLAIN_CAUSAL = MaskSpec(causal=True)
 
 def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
               lengths_B: jax.Array | None, mask: MaskSpec, kind: str = "pointwise",
-              kv_lengths_B: jax.Array | None = None,
               activation: str = "silu", alpha: float = 1.0, scale: float = 1.0,
               bias: RelativeBias | None = None, backend: str = "xla",
               dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
@@ -46,8 +45,6 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   Args:
     q_BQHD, k_BKHD, v_BKHD: queries [B, Lq, H, Dqk], keys [B, Lk, H, Dqk], values [B, Lk, H, Dv].
     lengths_B: valid tokens per sequence (right padding), or None when all are valid.
-    kv_lengths_B: cross-attention (Lq != Lk): valid keys per sequence, while `lengths_B` then
-      counts valid queries (None: all Lq). None means keys share `lengths_B` (self-attention).
     mask: which (query, key) pairs may interact (causal, windows, targets...).
     kind: "pointwise" or "softmax".
     activation: pointwise activation (silu, gelu, relu, identity).
@@ -64,7 +61,8 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
       dropout on that path.
     kv_lengths_B: cross-attention (a decoder reading an encoder's output): valid keys per
       sequence when they differ from the valid queries `lengths_B` (None: every query valid).
-      Needs a non-positional mask (e.g. `MaskSpec(causal=False)`); XLA backend only.
+      Needs a non-positional mask (e.g. `MaskSpec(causal=False)`). The Pallas backend passes it
+      to the kernel as `kv_lengths` (and `lengths_B` as `q_lengths`).
   """
   if backend not in BACKENDS:
     raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
@@ -80,12 +78,10 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   if kv_lengths_B is not None:
     if mask.is_positional:
       raise ValueError(f"cross-attention (kv_lengths_B) needs a non-positional mask, got {mask}")
-    if backend != "xla":
-      raise ValueError("cross-attention (kv_lengths_B) is implemented in the XLA backend only")
     if lengths_B is None:
       lengths_B = jnp.full((b,), lq, jnp.int32)
   if lengths_B is None:
-    lengths_B = jnp.full((b,), lq if kv_lengths_B is not None else lk, jnp.int32)
+    lengths_B = jnp.full((b,), lk, jnp.int32)
   if backend == "pallas":
     if dropout_rate > 0.0 and dropout_rng is not None:
       raise ValueError("attention-weight dropout is not implemented in the Pallas backend")
@@ -100,14 +96,13 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   use_dropout = dropout_rate > 0.0 and dropout_rng is not None
   if sla is not None:
     check_sla_mask(mask)
-    if bias is not None or use_dropout or lq != lk or kv_lengths_B is not None:
-      raise ValueError("blocked semi-local attention takes no relative bias, no dropout and needs "
-                       "self-attention (Lq == Lk, no kv_lengths_B)")
+    if bias is not None or use_dropout or lq != lk:
+      raise ValueError("blocked semi-local attention takes no relative bias, no dropout and needs Lq == Lk")
     out_NQD = semi_local_attention(
         fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), mask, kind=kind,
         act=ACTIVATIONS[activation], alpha=alpha, scale=scale, block=sla.block)
     return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2)
-  if tiling is not None and mask == PLAIN_CAUSAL and lq == lk and kv_lengths_B is None:
+  if tiling is not None and mask == PLAIN_CAUSAL and lq == lk:
     out_NQD = causal_tiled_attention(
         fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), kind=kind,
         act=ACTIVATIONS[activation], alpha=alpha, scale=scale, bias=bias,

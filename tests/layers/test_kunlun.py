@@ -160,3 +160,14 @@ def test_bad_shapes_raise_clear_errors():
   with pytest.raises(ValueError, match=r"\[B, N, n_x, D\]"):
     MixtureOfWukongExperts(n_out=2, num_experts=1, hidden=4).init(
         jax.random.key(0), jnp.zeros((1, 3, 4)), jnp.zeros((1, 2, 4)))
+
+
+def test_cross_attention_pallas_backend_agrees_with_xla():
+  """kv_lengths_B reaches the kernel (interpret mode on CPU) as kv_lengths, lengths_B as q_lengths."""
+  ks = jax.random.split(jax.random.key(14), 3)
+  q = jax.random.normal(ks[0], (2, 8, 1, 4))
+  k, v = (jax.random.normal(kk, (2, 4, 1, 4)) for kk in ks[1:])
+  kw = dict(lengths_B=jnp.array([8, 5]), kv_lengths_B=jnp.array([4, 2]), mask=MaskSpec(causal=False),
+            kind="pointwise", activation="gelu", alpha=0.25)
+  np.testing.assert_allclose(attention(q, k, v, backend="pallas", **kw), attention(q, k, v, **kw),
+                             rtol=1e-5, atol=1e-6)
