@@ -46,7 +46,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.use_time_bias = "auto"             # "auto" (on iff the dataset has timestamps) | "on" | "off"
   c.model.num_time_buckets = 129
   c.model.backend = "xla"
-  c.model.attention_tiling = "auto"          # XLA path: skip hidden tiles (same result); "auto": CPU only | True | False
+  c.model.attention_tiling = "auto"          # XLA path: skip hidden tiles (same result); "auto": CPU only | "on" | "off"
   c.model.token_packing = True               # token-wise ops on the real tokens only (same result)
 
   c.loss = ml_collections.ConfigDict()

@@ -148,7 +148,17 @@ def test_tiling_auto_is_on_for_cpu_only(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
     assert resolve_tiling("auto") is None
   with pytest.raises(ValueError, match="attention_tiling must be one of"):
-    resolve_tiling("on")
+    resolve_tiling("sometimes")
+
+
+def test_tiling_setting_overridable_from_the_command_line():
+  """Configs hold a string, so `--config.model.attention_tiling=off` (text) must switch it off."""
+  assert resolve_tiling("off") is None and resolve_tiling("False") is None
+  assert resolve_tiling("on") == CausalTiling() and resolve_tiling(" TRUE ") == CausalTiling()
+  from configs import hstu_ml1m
+  config = hstu_ml1m.get_config()
+  config.model.attention_tiling = "off"      # what ml_collections' flag parser does with the text
+  assert resolve_tiling(config.model.attention_tiling) is None
 
 
 def test_tiling_rejects_bad_sizes():

@@ -57,11 +57,15 @@ class CausalTiling:
       raise ValueError(f"CausalTiling needs rows, q_tiles and max_unrolled_groups >= 1, got {self}")
 
 
-TILING_SETTINGS = ("auto", True, False)
+TILING_SETTINGS = ("auto", "on", "off", True, False)
+
+
+_ON_WORDS = frozenset({"on", "true", "1", "yes"})
+_OFF_WORDS = frozenset({"off", "false", "0", "no"})
 
 
 def resolve_tiling(setting) -> CausalTiling | None:
-  """A model's `attention_tiling` ("auto" | True | False, or a CausalTiling / None) -> tiling or None.
+  """A model's `attention_tiling` ("auto" | "on" | "off" | True | False, or a CausalTiling / None) -> tiling or None.
 
   "auto" tiles on the CPU backend only. The tiles exist because XLA:CPU executes `lax.cond` as a
   real branch and runs one core's worth of work at a time; on an accelerator the dense scores are
@@ -70,8 +74,14 @@ def resolve_tiling(setting) -> CausalTiling | None:
   """
   if setting is None or isinstance(setting, CausalTiling):
     return setting
-  if isinstance(setting, str) and setting == "auto":
-    return CausalTiling() if jax.default_backend() == "cpu" else None
+  if isinstance(setting, str):
+    # Configs hold a string ("auto" is the default), so a command-line override arrives as text:
+    # --config.model.attention_tiling=off (or on / true / false).
+    word = setting.strip().lower()
+    if word == "auto":
+      return CausalTiling() if jax.default_backend() == "cpu" else None
+    if word in _ON_WORDS | _OFF_WORDS:
+      setting = word in _ON_WORDS
   if isinstance(setting, bool):
     return CausalTiling() if setting else None
   raise ValueError(f"attention_tiling must be one of {TILING_SETTINGS}, got {setting!r}")
