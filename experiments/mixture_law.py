@@ -77,6 +77,7 @@ def _filter(table: runs.RunsTable) -> runs.RunsTable:
 def main(argv):
   del argv
   t0 = time.time()
+  commit = results.git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the code that runs
   table = _filter(runs.read_runs_csv(_RUNS.value))
   fit_rows, held_rows = split_rows(table, _SPLIT.value, _TRAIN_FRAC.value, _SEED.value, _SPLIT_AT.value)
   fit, held = table.select(fit_rows), table.select(held_rows)
@@ -122,7 +123,7 @@ def main(argv):
   record = {
       "study": "mixture_law", "config": name,
       "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.mixture_law"] + sys.argv[1:]),
-      "commit": results.git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+      "commit": commit,
       "versions": results.versions(), "hardware": results.hardware(),
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "seed": _SEED.value, "wall_clock_s": time.time() - t0,
