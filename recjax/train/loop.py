@@ -58,22 +58,20 @@ class _FlopMeter:
 
   def at_log_point(self) -> dict:
     """After a host sync: the interval's MFU scalars ({} for the first interval, which compiles)."""
-    now = time.perf_counter()
+    seconds = time.perf_counter() - self._t_last if self._t_last is not None else 0.0
     out = {}
-    if self._t_last is not None and self._steps:
+    if seconds > 0 and self._steps:
       per_step = self._pending / self._steps
-      if self._meter is None:
+      if self._meter is None:   # the peak is measured once, outside the timed intervals
         from recjax.scaling import mfu as mfu_lib  # pylint: disable=import-outside-toplevel
         self._meter = mfu_lib.MfuMeter.for_current_device(per_step)
-        now = time.perf_counter()   # the peak measurement is not training time
-      else:
-        self._meter.update(self._steps, now - self._t_last, per_step)
-        seconds = now - self._t_last
-        out = {"perf/flops_per_step": per_step, "perf/achieved_flops_per_s": per_step * self._steps / seconds}
-        for name, peak in (("mfu_measured", self._meter.measured_peak), ("mfu_datasheet", self._meter.datasheet_peak)):
-          if peak:
-            out[f"perf/{name}"] = per_step * self._steps / seconds / (self._meter.num_devices * peak)
-    self._pending, self._steps, self._t_last = 0.0, 0, now
+      self._meter.update(self._steps, seconds, per_step)
+      achieved = per_step * self._steps / seconds
+      out = {"perf/flops_per_step": per_step, "perf/achieved_flops_per_s": achieved}
+      for name, peak in (("mfu_measured", self._meter.measured_peak), ("mfu_datasheet", self._meter.datasheet_peak)):
+        if peak:
+          out[f"perf/{name}"] = achieved / (self._meter.num_devices * peak)
+    self._pending, self._steps, self._t_last = 0.0, 0, time.perf_counter()
     return out
 
   def summary(self) -> dict:

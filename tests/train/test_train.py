@@ -97,9 +97,10 @@ def test_end_to_end_with_history_filter(tmp_path, monkeypatch):
   """A few steps with eval.exclude_history=True (the setting behind every MovieLens number): the run's
   test metrics equal a brute force over the trained model's outputs with window items removed."""
   from recjax.metrics.retrieval import MISS_RANK, metrics_from_ranks
+  from recjax.tasks import retrieval
   from recjax.train import loop
   seen = {}
-  make_eval_step, evaluate = loop.make_eval_step, loop.evaluate
+  make_eval_step, evaluate = retrieval.make_eval_step, retrieval.evaluate
 
   def make_spy(model, catalogue, num_items, exclude_history, *args):
     seen.update(model=model, catalogue=np.asarray(catalogue).tolist(), exclude=exclude_history)
@@ -109,8 +110,8 @@ def test_end_to_end_with_history_filter(tmp_path, monkeypatch):
     seen.update(params=params, examples=examples, ks=ks)   # the last call is the final test
     return evaluate(eval_step, params, examples, batch_size, ks)
 
-  monkeypatch.setattr(loop, "make_eval_step", make_spy)
-  monkeypatch.setattr(loop, "evaluate", evaluate_spy)
+  monkeypatch.setattr(retrieval, "make_eval_step", make_spy)
+  monkeypatch.setattr(retrieval, "evaluate", evaluate_spy)
   config = _load(_config(tmp_path, epochs=1, exclude=True))
   config.train.max_steps = 6
   summary = loop.train_and_evaluate(config, str(tmp_path / "w"))
