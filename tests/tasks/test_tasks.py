@@ -101,9 +101,17 @@ def test_ranking_task_weights_must_match_the_tasks(tmp_path):
     tasks.make_task(c, str(tmp_path))
 
 
-def test_ranking_quick_config_runs_end_to_end_with_early_stopping(tmp_path):
+def test_ranking_quick_config_runs_end_to_end_with_early_stopping(tmp_path, monkeypatch):
+  from recjax.scaling import flops
   from recjax.train import loop
+  counted = []
+  count = flops.train_step_flops
+  monkeypatch.setattr(flops, "train_step_flops", lambda *a, **k: counted.append(1) or count(*a, **k))
   summary = loop.train_and_evaluate(hstu_rank_synthetic.get_config("quick"), str(tmp_path / "w"))
+  # Ranking batches have one shape: the step's FLOPs are counted (compiled for cost analysis) once,
+  # not at every step or log point; MFU covers the steps after the first (compiling) interval.
+  assert len(counted) == 1 and len(summary["flops"]) == 1
+  assert 0 < summary["mfu"]["steps"] < summary["steps"] and summary["mfu"]["mfu_measured"] > 0
   m = summary["metrics"]
   hist = m["per_epoch"]
   assert len(hist) == 2 and all(h["split"] == "valid" for h in hist)
