@@ -13,6 +13,7 @@ def base() -> ml_collections.ConfigDict:
   c.dataset_label = "ml-1m"
   c.seed = 42
   c.quick = False
+  c.task = "retrieval"                       # "retrieval" | "ranking" (recjax/tasks/)
 
   # Every key recjax.data.registry reads is declared here (the command line can only set declared
   # keys); each kind reads its own (registry.SOURCE_KEYS), the others are ignored.
@@ -71,6 +72,22 @@ def base() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 500
   c.train.prng_impl = "unsafe_rbg"           # threefry makes dropout masks 10x slower on CPU
+  c.train.count_flops = True                 # FLOPs per batch shape (one extra compile each) and MFU
+
+  # The ranking task's protocol and loss (read only when task == "ranking"; recjax/tasks/ranking.py).
+  c.ranking = ml_collections.ConfigDict()
+  c.ranking.mode = "last_k"                  # recjax.data.ranking.RankingSplit fields
+  c.ranking.history_len = 64
+  c.ranking.request_size = 1
+  c.ranking.test_k = 4
+  c.ranking.valid_k = 4
+  c.ranking.valid_quantile = 0.8
+  c.ranking.test_quantile = 0.9
+  c.ranking.min_history = 1
+  c.ranking.tasks = "kuairand"               # "kuairand" (8 feedbacks) | "rating" (MovieLens >= 4, = 5)
+  c.ranking.task_weights = ()                # one weight per task; () = all 1
+  c.ranking.watch_weight = 0.0               # > 0: the watch-ratio regression head's MSE weight
+  c.ranking.context = True                   # user / item feature tables of the dataset as inputs
 
   # Device mesh (recjax/train/mesh.py): shape over the axes ("data", "model"); -1 = all devices.
   c.mesh = ml_collections.ConfigDict({"shape": (1, 1), "axes": ("data", "model"), "dense": "replicate"})

@@ -5,7 +5,7 @@
 
 Each size runs in its own process (so peak RSS is per size). It builds a random item table
 [V + 1, D], random L2-normalised user outputs, random [B, window] history ids and targets, and runs
-the real `train.step.make_eval_step` (history filter on) with a stand-in model whose `apply`
+the real `tasks.retrieval.make_eval_step` (history filter on) with a stand-in model whose `apply`
 returns those outputs and that table. Reported per size:
   time        the first call (compile + run) and the median / min of `--reps` warm calls;
   memory      (a) RSS above idle: the highest resident set sampled every ms during the warm calls,
@@ -102,7 +102,7 @@ def measure(size: int, batch: int, dim: int, window: int, item_chunk: int, reps:
   from recjax.losses import l2_normalize  # pylint: disable=import-outside-toplevel
   from recjax.metrics.retrieval import (catalogue_chunks, catalogue_ranks,  # pylint: disable=import-outside-toplevel
                                         catalogue_ranks_reference)
-  from recjax.train.step import make_eval_step  # pylint: disable=import-outside-toplevel
+  from recjax.tasks.retrieval import make_eval_step  # pylint: disable=import-outside-toplevel
 
   rss_start = rss_bytes()
   rows = size + 1   # row 0 = padding

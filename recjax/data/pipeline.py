@@ -58,11 +58,19 @@ def train_dataset(ex: TrainExamples, *, batch_size: int, num_epochs: int, seed: 
   """Random-access dataset of batches: index k = epoch k // steps_per_epoch, batch k % steps."""
   if len(ex) == 0:
     raise ValueError("no training examples: every user's history is too short for the split protocol")
-  return (grain.MapDataset.range(len(ex))
+  return batch_dataset(len(ex), lambda rows: make_train_batch(ex, rows, batch_size, token_bucket),
+                       batch_size=batch_size, num_epochs=num_epochs, seed=seed)
+
+
+def batch_dataset(num_examples: int, make_batch, *, batch_size: int, num_epochs: int,
+                  seed: int) -> grain.MapDataset:
+  """Any task's training batches: each epoch a fresh permutation of the `num_examples` example rows,
+  cut into `batch_size` rows (the last batch short; `make_batch(rows)` pads it to a fixed shape)."""
+  return (grain.MapDataset.range(num_examples)
           .shuffle(seed=seed)
           .batch(batch_size, drop_remainder=False)
           .repeat(num_epochs)
-          .map(lambda rows: make_train_batch(ex, rows, batch_size, token_bucket)))
+          .map(make_batch))
 
 
 def steps_per_epoch(ex: TrainExamples, batch_size: int) -> int:

@@ -102,6 +102,13 @@ def load_dataset(data_cfg, cache_dir: str | None = None) -> UserSequences:
   return tfds_builder.read_sequences_array_record(path)
 
 
+def synthetic_dir(data_cfg, cache_dir: str | None) -> str:
+  """The folder a synthetic world of `data_cfg` is generated into (its feature tables and oracle)."""
+  from recjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  world = synthetic.WorldConfig(**_plain(data_cfg.world))
+  return os.path.join(cache_dir or resolve_path("workdirs/data"), f"synthetic_{world.fingerprint()}")
+
+
 def _read_source(data_cfg, cache_dir: str | None) -> UserSequences:
   """Reads (or, for "synthetic", generates then reads) the dataset a config names."""
   kind = data_cfg.kind
@@ -124,7 +131,7 @@ def _read_source(data_cfg, cache_dir: str | None) -> UserSequences:
   if kind == "synthetic":
     from recjax.data import kuairand, synthetic  # pylint: disable=import-outside-toplevel
     world = synthetic.WorldConfig(**_plain(data_cfg.world))
-    out_dir = os.path.join(cache_dir or resolve_path("workdirs/data"), f"synthetic_{world.fingerprint()}")
+    out_dir = synthetic_dir(data_cfg, cache_dir)
     if not os.path.exists(os.path.join(out_dir, "world.json")):
       logging.info("generating synthetic world into %s", out_dir)
       synthetic.generate_world(world, out_dir)

@@ -266,18 +266,26 @@ class FlopsByShape:
   """`train_step_flops` of `step_fn`, counted once per distinct argument shapes and cached: the
   packed token count T of a batch varies with `token_bucket`, and the step's FLOPs with it.
 
-  extra(*args) -> {name: FLOPs} adds work XLA cannot see (see `native_loss_extra`). Counting
-  compiles the step once more per shape (XLA's cost needs the compiled program)."""
+  extra(*args) -> {name: FLOPs} adds work XLA cannot see (see `native_loss_extra`); examples(batch)
+  -> int is the batch's example count where the batch has no `ids` (e.g. ranking requests).
+  Counting compiles the step once more per shape (XLA's cost needs the compiled program)."""
 
-  def __init__(self, step_fn, extra=None):
+  def __init__(self, step_fn, extra=None, examples=None):
     self._step_fn = step_fn
     self._extra = extra
+    self._examples = examples
     self._cache: dict = {}
+
+  def counted(self) -> tuple[StepFlops, ...]:
+    """The counts made so far, one per distinct argument shapes, in first-seen order."""
+    return tuple(self._cache.values())
 
   def __call__(self, *args) -> StepFlops:
     key = tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in jax.tree_util.tree_leaves(args))
     if key not in self._cache:
-      counted = train_step_flops(self._step_fn, *args)
+      batch = next((a for a in args if isinstance(a, Mapping)), None)
+      examples = self._examples(batch) if self._examples is not None and batch is not None else None
+      counted = train_step_flops(self._step_fn, *args, examples=examples)
       for name, value in (self._extra(*args) if self._extra else {}).items():
         counted = counted.plus(name, value)
       self._cache[key] = counted

@@ -24,7 +24,11 @@ RESUMABLE_CHANGES = (
     "data.array_record",
     # Placement only: a checkpoint restores onto any mesh (train/mesh.py), and older ones lack it.
     "mesh.shape", "mesh.axes", "mesh.dense",
+    "train.count_flops",
 )
+# Keys added with the task abstraction: a checkpoint written before it stores none of them and was
+# a retrieval run, so their absence there matches a retrieval config (whatever the ranking block says).
+_PRE_TASK_KEYS = ("task", "ranking.")
 
 _MISSING = "<absent>"
 
@@ -66,7 +70,11 @@ def check_resume(stored: dict | None, current: dict, *, allow_change: bool = Fal
   if stored is None:
     logging.warning("%s stores no config (written before configs were stored): not checked", where)
     return {}
-  changes = config_changes(stored, config_record(current))
+  current = config_record(current)
+  changes = config_changes(stored, current)
+  if "task" not in stored and current.get("task", "retrieval") == "retrieval":
+    changes = {k: v for k, v in changes.items()
+               if not (v[0] == _MISSING and any(k == p or k.startswith(p) for p in _PRE_TASK_KEYS))}
   blocking = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
   if blocking and not allow_change:
     lines = "\n".join(f"  {k}: {old!r} -> {new!r}" for k, (old, new) in blocking.items())

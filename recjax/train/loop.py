@@ -1,8 +1,18 @@
-"""train_and_evaluate(config, workdir): data -> model -> checkpointed training -> full-catalogue metrics.
+"""train_and_evaluate(config, workdir): task data -> model -> checkpointed training -> the task's metrics.
+
+One loop for every task (`recjax/tasks/`): the task reads and splits the data, builds the model,
+owns the batch schema, the loss and the evaluation, and says which metric selects the best epoch;
+the loop trains, evaluates, checkpoints, logs and summarises without knowing which task it runs.
 
 Resuming: run the same command with the same --workdir. The latest checkpoint restores the train
 state, the input pipeline's position and the per-epoch history, and the step's randomness is
 fold_in(seed key, step), so the resumed run ends exactly where an uninterrupted one would.
+
+MFU (`train.count_flops`): the step's FLOPs are counted once per batch shape (XLA's cost analysis of
+the compiled step, `scaling.flops.FlopsByShape`: one extra compile per shape, cached), and the
+steps between two log points (both after a host sync) give the achieved FLOP/s; MFU against a
+matmul peak measured on this device (and the datasheet peak where one exists) goes to TensorBoard
+at each log point and into the summary.
 """
 from __future__ import annotations
 
@@ -13,36 +23,61 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from recjax.data import pipeline, registry, splits
-from recjax.metrics.retrieval import metrics_from_ranks
-from recjax.models import build_model, init_params, model_class
+from recjax import tasks as tasks_lib
+from recjax.models import init_params
+from recjax.tasks.base import flatten, is_better, lookup
+from recjax.tasks.retrieval import evaluate, make_eval_step, resolve_model_config  # noqa: F401  (re-exports)
 from recjax.train import config_check
 from recjax.train.checkpoint import Checkpointer
 from recjax.train.progress import Progress
 from recjax.train.results import git_commit
 from recjax.train.state import TrainState, make_optimizer
-from recjax.train.step import make_eval_step, make_train_step
+from recjax.train.step import make_step
+from recjax.data import pipeline
 
 
 class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def resolve_model_config(config, seqs):
-  """config.model resolved (references, then data-dependent settings through the model class's
-  `resolve_config` hook, if it has one) -> (model settings dict, notes for the results file)."""
-  model_cfg = dict(config.model.copy_and_resolve_references())
-  hook = getattr(model_class(model_cfg["name"]), "resolve_config", None)
-  return hook(model_cfg, seqs) if hook is not None else (model_cfg, [])
+class _FlopMeter:
+  """FLOPs per step by batch shape and MFU between log points (see the module docstring)."""
 
+  def __init__(self, step_fn, task, model_cfg: dict):
+    from recjax.scaling import flops as flops_lib  # pylint: disable=import-outside-toplevel
+    self._count = flops_lib.FlopsByShape(step_fn, extra=task.flops_extra(model_cfg), examples=task.examples_in)
+    self._meter = None
+    self._pending = 0.0          # FLOPs of the steps since the last log point
+    self._steps = 0
+    self._t_last = None
 
-def evaluate(eval_step, params, examples: splits.EvalExamples, batch_size: int, ks) -> dict:
-  ranks = []
-  for batch, n in pipeline.eval_batches(examples, batch_size):
-    ranks.append(np.asarray(eval_step(params, batch))[:n])
-  return metrics_from_ranks(np.concatenate(ranks), ks)
+  def before_step(self, state, batch) -> None:
+    self._pending += self._count(state, batch).total   # cached per shape: no compile after the first
+    self._steps += 1
+
+  def at_log_point(self) -> dict:
+    """After a host sync: the interval's MFU scalars ({} for the first interval, which compiles)."""
+    seconds = time.perf_counter() - self._t_last if self._t_last is not None else 0.0
+    out = {}
+    if seconds > 0 and self._steps:
+      per_step = self._pending / self._steps
+      if self._meter is None:   # the peak is measured once, outside the timed intervals
+        from recjax.scaling import mfu as mfu_lib  # pylint: disable=import-outside-toplevel
+        self._meter = mfu_lib.MfuMeter.for_current_device(per_step)
+      self._meter.update(self._steps, seconds, per_step)
+      achieved = per_step * self._steps / seconds
+      out = {"perf/flops_per_step": per_step, "perf/achieved_flops_per_s": achieved}
+      for name, peak in (("mfu_measured", self._meter.measured_peak), ("mfu_datasheet", self._meter.datasheet_peak)):
+        if peak:
+          out[f"perf/{name}"] = achieved / (self._meter.num_devices * peak)
+    self._pending, self._steps, self._t_last = 0.0, 0, time.perf_counter()
+    return out
+
+  def summary(self) -> dict:
+    """{"flops": one StepFlops summary per batch shape seen, "mfu": MfuMeter report or None}."""
+    return {"flops": [c.summary() for c in self._count.counted()],
+            "mfu": self._meter.report() if self._meter is not None and self._meter.steps else None}
 
 
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
@@ -52,34 +87,21 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   raises ConfigMismatchError naming the differing keys, unless `allow_config_change`."""
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  seqs = registry.load_dataset(config.data, cache_dir=os.path.join(workdir, "data"))
-  logging.info("dataset %s: %d users, %d events, %d item rows, timestamps: %s", seqs.source,
-               seqs.num_users, len(seqs.items), seqs.num_items, seqs.has_timestamps)
-  max_len, protocol = config.data.max_len, config.data.protocol
-  train_ex = splits.train_examples(seqs, max_len, protocol)
-  eval_split = "valid" if protocol == "last_two" else "test"
-  eval_ex = splits.eval_examples(seqs, max_len, eval_split, protocol)
-  test_ex = eval_ex if eval_split == "test" else splits.eval_examples(seqs, max_len, "test", protocol)
-  catalogue = seqs.catalogue()
-
-  model_cfg, notes = resolve_model_config(config, seqs)
-  model = build_model(model_cfg, seqs.num_items)
+  task = tasks_lib.make_task(config, workdir)
+  model, model_cfg, notes = task.build_model()
   tc = config.train
   tx = make_optimizer(tc)
   base_key = jax.random.key(config.seed, impl=tc.prng_impl)
-  init_batch = pipeline.make_train_batch(train_ex, np.arange(min(2, len(train_ex))), 2, 0)
   init_key, step_key = jax.random.split(base_key)   # init and per-step keys never overlap
-  params = init_params(model, init_key, init_batch)
+  params = init_params(model, init_key, task.init_batch())
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   num_params = int(sum(x.size for x in jax.tree.leaves(params)))
 
-  steps_per_epoch = pipeline.steps_per_epoch(train_ex, tc.batch_size)
+  steps_per_epoch = task.steps_per_epoch(tc.batch_size)
   total_steps = steps_per_epoch * tc.num_epochs
   if tc.get("max_steps", -1) > 0:
     total_steps = min(total_steps, tc.max_steps)
-  dataset = pipeline.train_dataset(train_ex, batch_size=tc.batch_size, num_epochs=tc.num_epochs,
-                                   seed=config.seed, token_bucket=config.loss.token_bucket)
-  it = pipeline.TrainIterator(dataset)
+  it = pipeline.TrainIterator(task.train_dataset(tc.batch_size, tc.num_epochs, config.seed))
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   history, wall_before, start_step, segments, config_changes = [], 0.0, 0, [], {}
@@ -100,12 +122,12 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   segments.append({"start_step": start_step, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
   if config_changes:   # what this segment runs differently from the checkpoint's config
     segments[-1]["config_changes"] = {k: list(v) for k, v in config_changes.items()}
-  train_step = make_train_step(model, tx, config.loss, catalogue, step_key)
-  eval_step = make_eval_step(model, catalogue, seqs.num_items, config.eval.exclude_history,
-                             config.eval.get("item_chunk", 4096))
+  train_step = make_step(task.loss_fn(model), tx, step_key)
+  evaluate_split = task.evaluator(model)
+  flop_meter = _FlopMeter(train_step, task, model_cfg) if tc.get("count_flops", True) else None
   progress = Progress(workdir, total_steps, start_step)
-  ks = tuple(config.eval.ks)
   eval_every = tc.eval_every_epochs
+  eval_split = task.eval_split
   t_resume = time.time()
 
   def wall():
@@ -115,37 +137,48 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     return {"step": step, "loader_state": it.get_state(), "history": history, "wall_clock_s": wall(),
             "segments": segments, "config": config_check.config_record(config)}
 
+  def headline(metrics, keys):
+    return " ".join(f"{k} {lookup(metrics, k):.4f}" for k in keys)
+
   step = start_step
   losses_since_log = []
   while step < total_steps:
     batch = next(it)
+    if flop_meter is not None:
+      flop_meter.before_step(state, batch)   # before the step: its state buffers are donated
     state, loss = train_step(state, batch)
     step += 1
     losses_since_log.append(loss)
     epoch_done = step % steps_per_epoch == 0
     if step % tc.log_every_steps == 0 or step == total_steps or epoch_done:
-      mean_loss = float(jnp.mean(jnp.stack(losses_since_log)))
+      mean_loss = float(jnp.mean(jnp.stack(losses_since_log)))   # the host sync MFU timing relies on
       losses_since_log = []
       if not math.isfinite(mean_loss):
         raise NonFiniteLossError(
             f"loss became {mean_loss} by step {step} (epoch {step // steps_per_epoch}); the last good "
             f"checkpoint in {workdir}/checkpoints is kept. Lower train.learning_rate or check the data.")
       progress.step(step, mean_loss, step // steps_per_epoch)
+      if flop_meter is not None:
+        progress.scalars(step, flop_meter.at_log_point())
     epoch = step // steps_per_epoch
     if epoch_done and eval_every > 0 and (epoch % eval_every == 0 or step == total_steps):
-      m = evaluate(eval_step, state.params, eval_ex, config.eval.batch_size, ks)
-      history.append({"epoch": epoch, "step": step, "split": eval_split, **m})
-      progress.scalars(step, {f"{eval_split}/{k}": v for k, v in m.items()})
-      print(f"epoch {epoch} {eval_split}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items()
-                                                      if k in ("hr@10", "ndcg@10", "hr@200", "mrr")), flush=True)
+      m = evaluate_split(state.params, eval_split)
+      entry = {"epoch": epoch, "step": step, "split": eval_split, **m}
+      progress.scalars(step, flatten(m, f"{eval_split}/"))
+      if task.test_at_each_eval and eval_split != "test":
+        entry["test"] = evaluate_split(state.params, "test")
+        progress.scalars(step, flatten(entry["test"], "test/"))
+      history.append(entry)
+      print(f"epoch {epoch} {eval_split}: {headline(m, task.epoch_headline)}", flush=True)
     if step % tc.checkpoint_every_steps == 0 or epoch_done or step == total_steps:
       ckpt.save(step, state, meta(step))
 
-  test = evaluate(eval_step, state.params, test_ex, config.eval.batch_size, ks)
-  progress.scalars(step, {f"final_test/{k}": v for k, v in test.items()})
+  test = evaluate_split(state.params, "test")
+  progress.scalars(step, flatten(test, "final_test/"))
   progress.close()
   ckpt.close()
   summary = {
+      "task": task.name,
       "metrics": {"test": test, "per_epoch": history},
       "num_params": num_params,
       "steps": step,
@@ -153,20 +186,29 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
       "epochs": step / steps_per_epoch,
       "train_wall_clock_s": wall(),
       "run_wall_clock_s_this_process": time.time() - t_start,
-      "dataset_stats": {"users": seqs.num_users, "events": int(len(seqs.items)), "item_rows": seqs.num_items,
-                        "catalogue": int(len(catalogue)), "train_examples": len(train_ex),
-                        "eval_examples": len(eval_ex), "test_examples": len(test_ex),
-                        "has_timestamps": seqs.has_timestamps, "source": seqs.source},
+      "dataset_stats": task.dataset_stats(),
       "model_config": model_cfg,
       "notes": notes,
       "segments": segments,
+      "headline": {"epoch": list(task.epoch_headline), "test": list(task.test_headline)},
   }
+  if task.protocol():
+    summary["protocol"] = task.protocol()
+  if flop_meter is not None:
+    summary.update(flop_meter.summary())
   if history:
-    key = "ndcg@10"
-    best = max(history, key=lambda h: h[key])
+    key = task.selection_metric
+    best = history[0]
+    for h in history[1:]:
+      if is_better(lookup(h, key), lookup(best, key), task.higher_is_better):
+        best = h
     summary["metrics"]["best_epoch"] = {
-        "selected_by": f"{eval_split} {key}",
+        "selected_by": f"{eval_split} {key}", "higher_is_better": task.higher_is_better,
         "caveat": ("selected on the test set, as the reference code's per-epoch logging allows: "
                    "optimistic") if eval_split == "test" else "selected on validation",
         **best}
+    if "test" in best:   # early stopping: the test split at the epoch selected on validation
+      summary["metrics"]["final_test"] = test
+      summary["metrics"]["test"] = best["test"]
+      summary["metrics"]["test_is"] = f"epoch {best['epoch']} (selected by {eval_split} {key}); final_test: step {step}"
   return summary

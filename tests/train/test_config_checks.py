@@ -98,6 +98,23 @@ def test_config_changes_and_allowed_keys():
   assert config_check.check_resume(None, new) == {}   # checkpoints from before configs were stored
 
 
+def test_checkpoints_from_before_tasks_resume_as_retrieval_only():
+  """A checkpoint written before config.task existed stores no task / ranking keys: a retrieval
+  config resumes it (the new keys' absence is no change), a ranking config does not."""
+  old = config_check.config_record(base.base())
+  del old["task"], old["ranking"]
+  del old["train"]["count_flops"]
+  changes = config_check.check_resume(old, base.base())
+  assert set(changes) == {"train.count_flops"}, changes    # resumable, recorded in the segments
+  ranking = base.base()
+  ranking.task = "ranking"
+  with pytest.raises(config_check.ConfigMismatchError, match="task: '<absent>' -> 'ranking'"):
+    config_check.check_resume(old, ranking)
+  stored_retrieval = config_check.config_record(base.base())   # written with tasks: checked as usual
+  with pytest.raises(config_check.ConfigMismatchError, match="task: 'retrieval' -> 'ranking'"):
+    config_check.check_resume(stored_retrieval, ranking)
+
+
 def _tiny(tmp_path, **train):
   c = base.base()
   c.name = "tiny"

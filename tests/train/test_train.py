@@ -97,9 +97,10 @@ def test_end_to_end_with_history_filter(tmp_path, monkeypatch):
   """A few steps with eval.exclude_history=True (the setting behind every MovieLens number): the run's
   test metrics equal a brute force over the trained model's outputs with window items removed."""
   from recjax.metrics.retrieval import MISS_RANK, metrics_from_ranks
+  from recjax.tasks import retrieval
   from recjax.train import loop
   seen = {}
-  make_eval_step, evaluate = loop.make_eval_step, loop.evaluate
+  make_eval_step, evaluate = retrieval.make_eval_step, retrieval.evaluate
 
   def make_spy(model, catalogue, num_items, exclude_history, *args):
     seen.update(model=model, catalogue=np.asarray(catalogue).tolist(), exclude=exclude_history)
@@ -109,8 +110,8 @@ def test_end_to_end_with_history_filter(tmp_path, monkeypatch):
     seen.update(params=params, examples=examples, ks=ks)   # the last call is the final test
     return evaluate(eval_step, params, examples, batch_size, ks)
 
-  monkeypatch.setattr(loop, "make_eval_step", make_spy)
-  monkeypatch.setattr(loop, "evaluate", evaluate_spy)
+  monkeypatch.setattr(retrieval, "make_eval_step", make_spy)
+  monkeypatch.setattr(retrieval, "evaluate", evaluate_spy)
   config = _load(_config(tmp_path, epochs=1, exclude=True))
   config.train.max_steps = 6
   summary = loop.train_and_evaluate(config, str(tmp_path / "w"))
@@ -228,3 +229,45 @@ def test_snapshot_evaluates_latest_checkpoint_as_partial(tmp_path):
   empty = subprocess.run(cmd[:4] + [f"--workdir={tmp_path / 'none'}", "--snapshot"], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
   assert empty.returncode != 0 and "no finished checkpoint" in empty.stderr
+
+
+RANKING_CONFIG = """
+from configs import dlrm_rank_synthetic
+
+def get_config(arg=None):
+  c = dlrm_rank_synthetic.get_config("quick")
+  c.name = "tiny_ranking"
+  c.train.checkpoint_every_steps = {ckpt_every}
+  return c
+"""
+
+
+def test_ranking_sigkill_then_resume_gives_same_metrics(tmp_path):
+  """The ranking task through the same loop: SIGKILL mid-epoch right after a checkpoint, rerun: the
+  same steps, per-epoch history (valid and test) and test metrics as an uninterrupted run, so the
+  ranking loader's position is restored with the train state."""
+  def config(name, ckpt_every):
+    path = tmp_path / f"{name}.py"
+    path.write_text(RANKING_CONFIG.format(ckpt_every=ckpt_every))
+    return str(path)
+
+  ref = _run(config("ref", 1000), tmp_path / "ref", tmp_path / "ref.json")
+  out, _ = ref.communicate(timeout=600)
+  assert ref.returncode == 0, out[-3000:]
+  a = json.load(open(tmp_path / "ref.json"))
+  spe = a["steps_per_epoch"]
+  assert a["steps"] > spe + 2, "the quick ranking run must span more than one epoch"
+
+  victim_config = config("victim", 3)
+  victim = _run(victim_config, tmp_path / "w", tmp_path / "w.json")
+  killed_at = _kill_after_checkpoint(victim, tmp_path / "w" / "checkpoints", lambda s: s > spe and s % spe != 0)
+  resumed = _run(victim_config, tmp_path / "w", tmp_path / "w.json")
+  out, _ = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, out[-3000:]
+  assert f"resumed from checkpoint at step {killed_at}" in out, out[-3000:]
+  b = json.load(open(tmp_path / "w.json"))
+  same = lambda x, y: json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True)   # NaN-aware
+  assert a["steps"] == b["steps"]
+  assert same(a["metrics"]["test"], b["metrics"]["test"])
+  assert same(a["metrics"]["per_epoch"], b["metrics"]["per_epoch"])
+  assert b["task"] == "ranking" and "mean" in b["metrics"]["test"]

@@ -1,0 +1,200 @@
+"""Multi-feedback ranking: multi-task BCE on time-split candidates, NE / AUC / GAUC per task.
+
+Data: `config.data` through the usual readers; the split is `recjax.data.ranking` with the
+settings of `config.ranking` (`RankingSplit` fields: per-user last_k or a global time cut,
+requests of `request_size` candidates with the <= `history_len` events before them). Tasks:
+"kuairand" (the 8 feedbacks of the action bitmask; KuaiRand logs and synthetic worlds) or
+"rating" (MovieLens rating >= 4, rating = 5; needs `data.with_timestamps`). With
+`ranking.context` the dataset's user and item feature tables are inputs (KuaiRand / synthetic:
+user_features and video_features_basic; MovieLens: demographics, genres and year).
+
+Batch schema (N requests, H = history_len, C = request_size, T tasks, Fu / Fi features; the
+fields of `recjax/data/ranking.py`, padded requests have hist_lengths 0 and cand_mask 0):
+  hist_ids, hist_actions, hist_watch, hist_tab, hist_times [N, H] int32;  hist_lengths [N] int32
+  hist_feats [N, H, Fi] int32;  user_feats [N, Fu] int32;  request_times [N] int32
+  cand_ids, cand_tab [N, C] int32;  cand_feats [N, C, Fi] int32;  cand_mask [N, C] float32
+  cand_labels [N, C, T] int8 and cand_watch_ratio [N, C] float32: targets, read by the loss only
+
+Loss: `losses.multitask_bce_loss` over the real candidates, per-task weights `ranking.task_weights`
+(all 1 by default), plus `ranking.watch_weight` x the watch-ratio MSE when > 0.
+Evaluation: sigmoid of the logits of every real candidate -> `metrics.ranking.multitask_metrics`
+(per task and averaged; GAUC grouped by user); on synthetic worlds also the oracle's NE / AUC on
+the same candidates (`synthetic.load_oracle`) and the share of the gap closed. The best epoch is
+the lowest mean NE on the validation split (the test split when there is none); the test split is
+evaluated at every evaluation too, and `metrics.test` is the test of the selected epoch (early
+stopping), `metrics.final_test` that of the last step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from absl import logging
+import jax
+import numpy as np
+
+from recjax import losses
+from recjax.data import pipeline, registry
+from recjax.data import ranking as rk
+from recjax.metrics.ranking import multitask_metrics
+from recjax.models import build_model
+from recjax.tasks.base import Task
+
+BATCH_FIELDS = ("hist_ids", "hist_actions", "hist_watch", "hist_tab", "hist_times", "hist_lengths",
+                "hist_feats", "user_feats", "request_times", "cand_ids", "cand_tab", "cand_feats",
+                "cand_mask", "cand_labels", "cand_watch_ratio")
+
+
+def split_settings(ranking_cfg) -> rk.RankingSplit:
+  """config.ranking -> RankingSplit (its fields only; the loss keys are the task's)."""
+  names = {f.name for f in dataclasses.fields(rk.RankingSplit)}
+  return rk.RankingSplit(**{k: v for k, v in ranking_cfg.items() if k in names})
+
+
+def make_batch(examples: rk.RankingExamples, rows: np.ndarray, batch_size: int) -> dict:
+  """The requests at `rows`, padded with empty requests to `batch_size` (schema above)."""
+  rows = np.asarray(rows, np.int64)
+  out = {}
+  for name in BATCH_FIELDS:
+    arr = examples.arrays[name]
+    padded = np.zeros((batch_size,) + arr.shape[1:], arr.dtype)
+    padded[:len(rows)] = arr[rows]
+    out[name] = padded
+  return out
+
+
+def _context(config, seqs, workdir) -> rk.ContextTables | None:
+  """The feature tables of `config.data`'s dataset, or None when `ranking.context` is off."""
+  if not config.ranking.context:
+    return None
+  kind = config.data.kind
+  if kind == "synthetic":
+    from recjax.data import synthetic  # pylint: disable=import-outside-toplevel
+    variant = synthetic.WorldConfig(**registry._plain(config.data.world)).variant  # pylint: disable=protected-access
+    return rk.kuairand_context(_world_dir(config, workdir), variant, seqs)
+  if kind == "kuairand":
+    return rk.kuairand_context(registry.resolve_path(config.data.data_dir), config.data.variant, seqs)
+  if kind == "movielens":
+    return rk.movielens_context(registry.resolve_path(config.data.data_dir), config.data.name, seqs)
+  raise ValueError(f"ranking.context=True: data.kind={kind!r} has no feature tables (synthetic, kuairand, "
+                   "movielens have); set --config.ranking.context=False")
+
+
+def _world_dir(config, workdir: str) -> str:
+  """The synthetic world's folder (generated if the sequences came from an array_record cache)."""
+  from recjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  out = registry.synthetic_dir(config.data, os.path.join(workdir, "data"))
+  if not os.path.exists(os.path.join(out, "world.json")):
+    synthetic.generate_world(synthetic.WorldConfig(**registry._plain(config.data.world)), out)  # pylint: disable=protected-access
+  return out
+
+
+class RankingTask(Task):
+  """Multi-task ranking of time-split candidates (module docstring)."""
+  name = "ranking"
+  batch_fields = BATCH_FIELDS
+  selection_metric = "mean.ne"
+  higher_is_better = False
+  epoch_headline = ("mean.ne", "mean.auc", "mean.gauc")
+  test_at_each_eval = True
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    rc = config.ranking
+    self.split_cfg = split_settings(rc)
+    seqs = registry.load_dataset(config.data, cache_dir=os.path.join(workdir, "data"))
+    logging.info("dataset %s: %d users, %d events", seqs.source, seqs.num_users, len(seqs.items))
+    self.seqs = seqs
+    self.context = _context(config, seqs, workdir)
+    self.examples = {s: rk.ranking_examples(seqs, self.split_cfg, s, self.context) for s in rk.SPLITS}
+    if len(self.examples["train"]) == 0 or len(self.examples["test"]) == 0:
+      raise ValueError(f"{seqs.source}: the ranking protocol leaves {len(self.examples['train'])} train and "
+                       f"{len(self.examples['test'])} test requests ({self.split_cfg.describe()})")
+    self.eval_split = "valid" if len(self.examples["valid"]) else "test"
+    self.task_names = self.split_cfg.task_names
+    weights = tuple(rc.task_weights) or (1.0,) * len(self.task_names)
+    if len(weights) != len(self.task_names):
+      raise ValueError(f"ranking.task_weights has {len(weights)} entries, the tasks {self.task_names} "
+                       f"need {len(self.task_names)}")
+    self.task_weights = np.asarray(weights, np.float32)
+    self.watch_weight = float(rc.watch_weight)
+    self.oracle = None
+    if config.data.kind == "synthetic":
+      from recjax.data import synthetic  # pylint: disable=import-outside-toplevel
+      per_event = synthetic.load_oracle(_world_dir(config, workdir), seqs, config.data.get("logs", "standard"))
+      self.oracle = {s: rk.candidate_values(per_event, ex) for s, ex in self.examples.items()}
+    self.test_headline = self.epoch_headline + (("mean.oracle_ne", "mean.gap_closed") if self.oracle else ())
+
+  def build_model(self):
+    model_cfg = dict(self.config.model.copy_and_resolve_references())
+    model_cfg.update(num_tasks=len(self.task_names), watch_head=self.watch_weight > 0,
+                     user_vocab=self.context.user_vocab if self.context else (),
+                     item_vocab=self.context.item_vocab if self.context else ())
+    return build_model(model_cfg, self.seqs.num_items), model_cfg, []
+
+  def init_batch(self) -> dict:
+    return make_batch(self.examples["train"], np.arange(min(2, len(self.examples["train"]))), 2)
+
+  def train_dataset(self, batch_size: int, num_epochs: int, seed: int):
+    ex = self.examples["train"]
+    return pipeline.batch_dataset(len(ex), lambda rows: make_batch(ex, rows, batch_size),
+                                  batch_size=batch_size, num_epochs=num_epochs, seed=seed)
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    return -(-len(self.examples["train"]) // batch_size)
+
+  def loss_fn(self, model):
+    task_weights, watch_weight = self.task_weights, self.watch_weight
+
+    def loss(params, batch, key):
+      out = model.apply({"params": params}, batch, train=True, rngs={"dropout": key})
+      n, c, t = out["logits"].shape
+      watch = {}
+      if watch_weight > 0:
+        watch = dict(watch_pred_N=out["watch_ratio"].reshape(n * c),
+                     watch_target_N=batch["cand_watch_ratio"].reshape(n * c), watch_weight=watch_weight)
+      value, _ = losses.multitask_bce_loss(out["logits"].reshape(n * c, t), batch["cand_labels"].reshape(n * c, t),
+                                           batch["cand_mask"].reshape(n * c), task_weights, **watch)
+      return value
+    return loss
+
+  def evaluator(self, model):
+    batch_size = self.config.eval.batch_size
+
+    @jax.jit
+    def predict(params, batch):
+      return jax.nn.sigmoid(model.apply({"params": params}, batch, train=False)["logits"])
+
+    def run(params, split: str) -> dict:
+      ex = self.examples[split]
+      preds = [np.asarray(predict(params, make_batch(ex, np.arange(s, min(s + batch_size, len(ex))), batch_size)))
+               for s in range(0, len(ex), batch_size)]
+      p_NCT = np.concatenate(preds)[:len(ex)]
+      real = ex.arrays["cand_mask"] > 0
+      users = np.broadcast_to(ex.arrays["user_ids"][:, None], real.shape)
+      oracle = self.oracle[split][real] if self.oracle else None
+      return multitask_metrics(p_NCT[real], ex.arrays["cand_labels"][real], self.task_names,
+                               user_N=users[real], oracle_NT=oracle)
+    return run
+
+  def dataset_stats(self) -> dict:
+    out = {"users": self.seqs.num_users, "events": int(len(self.seqs.items)), "item_rows": self.seqs.num_items,
+           "source": self.seqs.source, "tasks": list(self.task_names)}
+    for s, ex in self.examples.items():
+      real = ex.arrays["cand_mask"] > 0
+      out[f"{s}_requests"] = len(ex)
+      out[f"{s}_candidates"] = int(real.sum())
+      out[f"{s}_base_rates"] = dict(zip(self.task_names, ex.arrays["cand_labels"][real].mean(0).round(5).tolist()))
+    return out
+
+  def protocol(self) -> str:
+    parts = [self.split_cfg.describe(),
+             f"context features: {'on' if self.context else 'off'}",
+             f"best epoch: lowest mean NE on {self.eval_split}; metrics.test is the test split at that epoch"]
+    if self.oracle:
+      parts.append("oracle: the synthetic world's true feedback probabilities at the same candidates; "
+                   "gap_closed = (1 - NE_model) / (1 - NE_oracle)")
+    return "; ".join(parts)
+
+  def examples_in(self, batch: dict) -> int:
+    return int(batch["cand_ids"].shape[0])

@@ -1,0 +1,168 @@
+"""Next-item retrieval: sampled (or full) softmax over the catalogue, full-catalogue ranking metrics.
+
+Batch schema (B users, L = data.max_len positions, T packed supervised positions;
+`data/pipeline.py` builds it):
+  ids [B, L] int32          input items, right-padded with 0;  lengths [B] int32
+  labels [B, L] int32       next item at each position (0 = not supervised)
+  token_index [T] int32     flat indices into [B * L] of the supervised positions (padded)
+  token_weight [T] float32  1 for real positions, 0 for padding
+  times, next_times [B, L]  when the data has timestamps (HSTU's time bias)
+
+Loss: `model.apply` -> outputs [B, L, D] and the tied item table [V, D] -> rows of the packed
+positions -> sampled softmax with uniform catalogue negatives (`loss.kind="sampled_softmax"`) or the
+chunked full softmax. Evaluation: the L2-normalised output at each user's last position against
+every catalogue item (`metrics.retrieval.catalogue_ranks`) -> HR/NDCG@K, MRR. The best epoch is
+the one with the highest NDCG@10 on the evaluated split.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from recjax import losses
+from recjax.data import pipeline, registry, splits
+from recjax.metrics.retrieval import catalogue_chunks, catalogue_ranks, metrics_from_ranks
+from recjax.models import build_model, model_class
+from recjax.tasks.base import Task
+
+BATCH_FIELDS = ("ids", "labels", "lengths", "token_index", "token_weight", "times", "next_times")
+
+
+def resolve_model_config(config, seqs):
+  """config.model resolved (references, then data-dependent settings through the model class's
+  `resolve_config` hook, if it has one) -> (model settings dict, notes for the results file)."""
+  model_cfg = dict(config.model.copy_and_resolve_references())
+  hook = getattr(model_class(model_cfg["name"]), "resolve_config", None)
+  return hook(model_cfg, seqs) if hook is not None else (model_cfg, [])
+
+
+def packed_outputs(out_BLD, labels_BL, token_index_T):
+  """Rows of the supervised positions: (user vectors [T, D], positive ids [T])."""
+  d = out_BLD.shape[-1]
+  return out_BLD.reshape(-1, d)[token_index_T], labels_BL.reshape(-1)[token_index_T]
+
+
+def loss_fn(params, model, batch, key, loss_cfg, catalogue):
+  """The retrieval loss of one batch (schema above) under `key` (dropout and negatives)."""
+  dropout_key, negatives_key = jax.random.split(key)
+  out_BLD, table_VD = model.apply({"params": params}, batch, train=True, rngs={"dropout": dropout_key})
+  user_TD, pos_T = packed_outputs(out_BLD, batch["labels"], batch["token_index"])
+  weight_T = batch["token_weight"]
+  if loss_cfg.kind == "sampled_softmax":
+    neg_TN = losses.sample_negatives(negatives_key, user_TD.shape[0], loss_cfg.num_negatives, catalogue)
+    return losses.sampled_softmax_loss(user_TD, table_VD, pos_T, neg_TN, weight_T,
+                                       temperature=loss_cfg.temperature, chunk=loss_cfg.chunk,
+                                       impl=loss_cfg.get("impl", "auto"))
+  if loss_cfg.kind == "full_softmax":
+    return losses.full_softmax_loss(user_TD, table_VD, pos_T, weight_T, temperature=loss_cfg.temperature,
+                                    catalogue=catalogue, item_chunk=loss_cfg.item_chunk)
+  raise ValueError(f"unknown loss.kind {loss_cfg.kind!r} (sampled_softmax | full_softmax)")
+
+
+def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history: bool,
+                   item_chunk: int = 4096):
+  """Returns ranks(params, batch) -> [B] rank of each target over the full catalogue.
+
+  Query = the L2-normalised output at the last real position; candidates = every catalogue item,
+  L2-normalised, scored `item_chunk` at a time (`metrics.retrieval.catalogue_ranks`), so memory is
+  O(B * item_chunk) at any catalogue size; items in the input window are removed when
+  `exclude_history` (the reference's `filter_invalid_ids`), and a target among them is a miss.
+  The default chunk keeps one chunk's [512, 4096] scores (8 MB) in cache; on the 2-core CPU a
+  65536-item chunk was 2-4x slower (results/bench/eval_cpu_chunk65536.json)."""
+  ids_NK, valid_NK = catalogue_chunks(catalogue, num_items, item_chunk)
+  # Arguments, not closed-over constants: a 10M-id catalogue would otherwise be baked into the program.
+  ids_NK, valid_NK = jnp.asarray(ids_NK), jnp.asarray(valid_NK)
+
+  @jax.jit
+  def _ranks(params, batch, ids_NK, valid_NK):
+    out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
+    rows = jnp.arange(out_BLD.shape[0])
+    u_BD = losses.l2_normalize(out_BLD[rows, jnp.maximum(batch["lengths"] - 1, 0)])
+    return catalogue_ranks(u_BD, table_VD, ids_NK, valid_NK, batch["targets"],
+                           batch["ids"] if exclude_history else None, item_transform=losses.l2_normalize)
+
+  def ranks(params, batch):
+    return _ranks(params, batch, ids_NK, valid_NK)
+
+  return ranks
+
+
+def evaluate(eval_step, params, examples: splits.EvalExamples, batch_size: int, ks) -> dict:
+  """HR/NDCG@ks and MRR of `examples` under `eval_step` (from `make_eval_step`)."""
+  ranks = []
+  for batch, n in pipeline.eval_batches(examples, batch_size):
+    ranks.append(np.asarray(eval_step(params, batch))[:n])
+  return metrics_from_ranks(np.concatenate(ranks), ks)
+
+
+class RetrievalTask(Task):
+  """Next-item retrieval on `config.data` with the split protocol `config.data.protocol`."""
+  name = "retrieval"
+  batch_fields = BATCH_FIELDS
+  selection_metric = "ndcg@10"
+  higher_is_better = True
+  epoch_headline = ("hr@10", "ndcg@10", "hr@200", "mrr")
+  test_headline = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    seqs = registry.load_dataset(config.data, cache_dir=os.path.join(workdir, "data"))
+    logging.info("dataset %s: %d users, %d events, %d item rows, timestamps: %s", seqs.source,
+                 seqs.num_users, len(seqs.items), seqs.num_items, seqs.has_timestamps)
+    max_len, protocol = config.data.max_len, config.data.protocol
+    self.seqs = seqs
+    self.train_ex = splits.train_examples(seqs, max_len, protocol)
+    self.eval_split = "valid" if protocol == "last_two" else "test"
+    self.examples = {self.eval_split: splits.eval_examples(seqs, max_len, self.eval_split, protocol)}
+    if "test" not in self.examples:
+      self.examples["test"] = splits.eval_examples(seqs, max_len, "test", protocol)
+    self.catalogue = seqs.catalogue()
+
+  def build_model(self):
+    model_cfg, notes = resolve_model_config(self.config, self.seqs)
+    return build_model(model_cfg, self.seqs.num_items), model_cfg, notes
+
+  def init_batch(self) -> dict:
+    return pipeline.make_train_batch(self.train_ex, np.arange(min(2, len(self.train_ex))), 2, 0)
+
+  def train_dataset(self, batch_size: int, num_epochs: int, seed: int):
+    return pipeline.train_dataset(self.train_ex, batch_size=batch_size, num_epochs=num_epochs, seed=seed,
+                                  token_bucket=self.config.loss.token_bucket)
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    return pipeline.steps_per_epoch(self.train_ex, batch_size)
+
+  def loss_fn(self, model):
+    loss_cfg, catalogue = self.config.loss, jnp.asarray(self.catalogue, jnp.int32)
+
+    def loss(params, batch, key):
+      return loss_fn(params, model, batch, key, loss_cfg, catalogue)
+    return loss
+
+  def evaluator(self, model):
+    ec = self.config.eval
+    eval_step = make_eval_step(model, self.catalogue, self.seqs.num_items, ec.exclude_history,
+                               ec.get("item_chunk", 4096))
+    ks = tuple(ec.ks)
+
+    def run(params, split: str) -> dict:
+      return evaluate(eval_step, params, self.examples[split], ec.batch_size, ks)
+    return run
+
+  def dataset_stats(self) -> dict:
+    seqs = self.seqs
+    return {"users": seqs.num_users, "events": int(len(seqs.items)), "item_rows": seqs.num_items,
+            "catalogue": int(len(self.catalogue)), "train_examples": len(self.train_ex),
+            "eval_examples": len(self.examples[self.eval_split]), "test_examples": len(self.examples["test"]),
+            "has_timestamps": seqs.has_timestamps, "source": seqs.source}
+
+  def flops_extra(self, model_cfg: dict):
+    from recjax.scaling import flops  # pylint: disable=import-outside-toplevel
+    return flops.native_loss_extra(self.config.loss, int(model_cfg["dim"]))
+
+  def examples_in(self, batch: dict) -> int:
+    return int(batch["ids"].shape[0])
