@@ -18,8 +18,10 @@ B, L, V, D, NEG = 2, 32, 300, 256, 16
 # Wide enough that matmuls are ≈ 98% of XLA's count; the rest is elementwise work (norms, SiLU, bias),
 # ≈ 7k FLOPs per token per HSTU block at D = 128, which grows like D while the matmuls grow like D².
 MODELS = {
+    # The analytic counts assume the padded grid: dense attention, token packing off.
     "hstu": (lambda: HSTU(num_items=V, dim=D, num_blocks=2, num_heads=2, dqk=128, dv=128, max_len=L,
-                          attn_norm_len=L, dropout=0.0, attention_tiling=False), flops.analytic_hstu_flops),
+                          attn_norm_len=L, dropout=0.0, attention_tiling=False, token_packing=False),
+             flops.analytic_hstu_flops),
     "sasrec": (lambda: SASRec(num_items=V, dim=D, num_blocks=2, num_heads=2, ffn_dim=D, max_len=L, dropout=0.0,
                               attention_tiling=False), flops.analytic_sasrec_flops),
 }
