@@ -3,7 +3,8 @@
 Every checkpoint stores the resolved config (`config_record`); a resume compares it with the new
 one key by key. Keys in RESUMABLE_CHANGES may differ: they set how long the run trains, how often
 it logs, evaluates and checkpoints, how evaluation is batched and which cut-offs it reports, and
-the route the same data takes (`data.array_record`). `--snapshot` relies on this: it sets
+the route the same data takes (`data.array_record`) or the same model (`model.attention_tiling`,
+`model.token_packing`: tested equal to the plain path). `--snapshot` relies on this: it sets
 `train.max_steps` to the checkpoint's step. Any other difference (model, data, split, loss,
 optimizer, seed, `eval.exclude_history`, ...) would silently continue a different experiment, so it
 raises `ConfigMismatchError` naming every differing key, unless the caller allows it
@@ -25,6 +26,8 @@ RESUMABLE_CHANGES = (
     # Placement only: a checkpoint restores onto any mesh (train/mesh.py), and older ones lack it.
     "mesh.shape", "mesh.axes", "mesh.dense",
     "train.count_flops",
+    # Execution routes tested equal to the plain path (tiles skipped, padding not computed).
+    "model.attention_tiling", "model.token_packing",
 )
 # Keys added with the task abstraction: a checkpoint written before it stores none of them and was
 # a retrieval run, so their absence there matches a retrieval config (whatever the ranking block says).
