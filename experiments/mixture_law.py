@@ -122,6 +122,7 @@ def main(argv):
   out = _OUT.value or os.path.join("results", "mixture_law", f"{name}.json")
   record = {
       "study": "mixture_law", "config": name,
+      "dataset": os.path.splitext(os.path.basename(_RUNS.value))[0], "model": "mixture_law vs exponential_law",
       "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.mixture_law"] + sys.argv[1:]),
       "commit": commit,
       "versions": results.versions(), "hardware": results.hardware(),
