@@ -1,0 +1,15 @@
+"""DIN as a two-task rating ranker on MovieLens-100K (../shared/data/ml-100k: official u.data/u.item/u.user; 943 users, 1,682 items, 100,000 ratings with timestamps).
+
+Protocol, tasks (rating >= 4, rating = 5), loss and selection: configs/rank_movielens.py.
+Model: DIN baseline (recjax/models/din.py): target attention over the history (activation unit 64-32) -> MLP 256-128.
+
+Command:   python -m experiments.run --config=configs/din_rank_ml100k.py --workdir=workdirs/din_rank_ml100k
+Quick:     python -m experiments.run --config=configs/din_rank_ml100k.py:quick
+Hardware:  2-core x86 CPU, 6 epochs of batch 128.
+Result:    RESULT_PLACEHOLDER
+"""
+from configs import rank_movielens
+
+
+def get_config(arg: str | None = None):
+  return rank_movielens.ranking_config("din", "ml100k", arg)

@@ -1,0 +1,71 @@
+"""The MovieLens ranking configs: labels read back against u.data, and a quick ML-100K run end to end."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from configs import (din_rank_ml100k, din_rank_ml1m_half, dlrm_rank_ml100k, dlrm_rank_ml1m_half,
+                     hstu_rank_ml100k, hstu_rank_ml1m_half, rank_movielens)
+from tests.conftest import shared_data
+
+CONFIGS = (hstu_rank_ml100k, dlrm_rank_ml100k, din_rank_ml100k,
+           hstu_rank_ml1m_half, dlrm_rank_ml1m_half, din_rank_ml1m_half)
+
+
+@pytest.mark.parametrize("module", CONFIGS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_configs_name_their_results_file_and_share_the_protocol(module):
+  c = module.get_config()
+  assert c.name == module.__name__.rsplit(".", 1)[-1]
+  assert c.task == "ranking" and c.ranking.tasks == "rating" and c.data.with_timestamps
+  assert c.dataset_label == ("ml-100k" if "ml100k" in c.name else "ml-1m-users1-2999")
+  q = module.get_config("quick")
+  assert q.quick and 0 < q.train.max_steps <= 20 and q.ranking.history_len < c.ranking.history_len
+
+
+def test_unknown_model_dataset_or_argument_is_rejected():
+  with pytest.raises(ValueError, match="unknown model"):
+    rank_movielens.ranking_config("sasrec", "ml100k")
+  with pytest.raises(ValueError, match="'quick'"):
+    rank_movielens.ranking_config("hstu", "ml100k", "fast")
+
+
+def test_ml100k_test_labels_are_the_last_ratings_of_u_data(tmp_path):
+  """Brute force from the raw file: each user's last test_k ratings by time give the test labels."""
+  data_dir = shared_data("ml-100k")
+  from recjax import tasks
+  c = hstu_rank_ml100k.get_config("quick")
+  task = tasks.make_task(c, str(tmp_path))
+  assert task.task_names == ("rating_ge_4", "rating_eq_5")
+  raw = np.loadtxt(os.path.join(data_dir, "u.data"), dtype=np.int64)     # user item rating time
+  ex = task.examples["test"].arrays
+  k = c.ranking.test_k
+  checked = 0
+  for user in np.unique(raw[:, 0]):
+    rows = raw[raw[:, 0] == user]
+    times = np.sort(rows[:, 3])
+    if len(rows) > k and times[-k] == times[-k - 1]:
+      continue                                  # a tie across the boundary: the order is the file's
+    last = rows[rows[:, 3] >= times[-k]]
+    want = sorted(zip(last[:, 2] >= 4, last[:, 2] == 5))
+    sel = ex["user_ids"] == user
+    got = ex["cand_labels"][sel][ex["cand_mask"][sel] > 0]
+    assert sorted(map(tuple, got.astype(bool).tolist())) == want, f"user {user}"
+    checked += 1
+  assert checked > 400        # 943 users; ML-100K has many same-second ratings at the boundary
+
+
+def test_ml100k_quick_ranking_run_end_to_end(tmp_path):
+  shared_data("ml-100k")
+  from recjax.train import loop
+  summary = loop.train_and_evaluate(hstu_rank_ml100k.get_config("quick"), str(tmp_path / "w"))
+  assert tuple(summary["dataset_stats"]["tasks"]) == ("rating_ge_4", "rating_eq_5")
+  test = summary["metrics"]["test"]
+  for name in ("rating_ge_4", "rating_eq_5", "mean"):
+    for key in ("ne", "auc", "gauc"):
+      assert math.isfinite(test[name][key]), (name, key)
+  # Twelve steps already beat chance on "rating >= 4" (genres, demographics, the history's ratings).
+  assert test["rating_ge_4"]["auc"] > 0.5
+  assert "oracle_ne" not in test["mean"]       # no oracle outside synthetic worlds
