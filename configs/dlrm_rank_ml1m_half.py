@@ -1,12 +1,16 @@
-"""DLRM as a two-task rating ranker on ML-1M users 1-2999 (../shared/data/ml-1m: the half of the shared copy with ratings and timestamps, see its PROVENANCE.md; demographics from users.dat, genres and year from movies.dat).
+"""DLRM baseline as a two-task rating ranker on ML-1M users 1-2999.
+
+Data: ../shared/data/ml-1m, the half of the shared copy with ratings and timestamps (users 1-2999,
+see its PROVENANCE.md); demographics from users.dat, genres and year from movies.dat.
 
 Protocol, tasks (rating >= 4, rating = 5), loss and selection: configs/rank_movielens.py.
-Model: DLRM-style baseline (recjax/models/dlrm.py): user features, mean history, candidate; pairwise dots -> MLP 256-128.
+Model: DLRM-style baseline (recjax/models/dlrm.py): user features, mean history, candidate;
+pairwise dots -> MLP 256-128.
 
 Command:   python -m experiments.run --config=configs/dlrm_rank_ml1m_half.py --workdir=workdirs/dlrm_rank_ml1m_half
 Quick:     python -m experiments.run --config=configs/dlrm_rank_ml1m_half.py:quick
 Hardware:  2-core x86 CPU, 6 epochs of batch 128.
-Result:    RESULT_PLACEHOLDER
+Result:    results/ml-1m-users1-2999/dlrm_rank_ml1m_half.json (not run yet)
 """
 from configs import rank_movielens
 
