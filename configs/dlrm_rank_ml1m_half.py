@@ -9,8 +9,11 @@ pairwise dots -> MLP 256-128.
 
 Command:   python -m experiments.run --config=configs/dlrm_rank_ml1m_half.py --workdir=workdirs/dlrm_rank_ml1m_half
 Quick:     python -m experiments.run --config=configs/dlrm_rank_ml1m_half.py:quick
-Hardware:  2-core x86 CPU, 6 epochs of batch 128.
-Result:    results/ml-1m-users1-2999/dlrm_rank_ml1m_half.json (not run yet)
+Hardware:  2-core x86 CPU, 6 epochs of 417 steps of batch 128.
+Result:    results/ml-1m-users1-2999/dlrm_rank_ml1m_half.json, seed 42:
+           2,502 steps, 162 s of training on the shared, loaded 2-core box; best validation epoch 2.
+           Test mean NE 0.811, AUC 0.789, GAUC 0.688; rating >= 4: NE 0.804, AUC 0.785, GAUC 0.678;
+           rating = 5: NE 0.818, AUC 0.794, GAUC 0.699.
 """
 from configs import rank_movielens
 
