@@ -10,7 +10,7 @@ Model: DIN baseline (recjax/models/din.py): target attention over the history (a
 Command:   python -m experiments.run --config=configs/din_rank_ml1m_half.py --workdir=workdirs/din_rank_ml1m_half
 Quick:     python -m experiments.run --config=configs/din_rank_ml1m_half.py:quick
 Hardware:  2-core x86 CPU, 6 epochs of 417 steps of batch 128.
-Result:    results/ml-1m-users1-2999/din_rank_ml1m_half.json (not run yet)
+Result:    not run yet (results/ml-1m-users1-2999/din_rank_ml1m_half.json); ≈ 14 min expected.
 """
 from configs import rank_movielens
 

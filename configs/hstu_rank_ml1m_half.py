@@ -10,7 +10,10 @@ per task.
 Command:   python -m experiments.run --config=configs/hstu_rank_ml1m_half.py --workdir=workdirs/hstu_rank_ml1m_half
 Quick:     python -m experiments.run --config=configs/hstu_rank_ml1m_half.py:quick
 Hardware:  2-core x86 CPU, 6 epochs of 417 steps of batch 128.
-Result:    results/ml-1m-users1-2999/hstu_rank_ml1m_half.json (not run yet)
+Result:    results/ml-1m-users1-2999/hstu_rank_ml1m_half.json, seed 42:
+           2,502 steps, 474 s of training on the shared, loaded 2-core box; best validation epoch 6
+           (the last). Test mean NE 0.796, AUC 0.800, GAUC 0.699; rating >= 4: NE 0.786, AUC 0.797,
+           GAUC 0.689; rating = 5: NE 0.806, AUC 0.804, GAUC 0.710. DLRM: mean NE 0.811.
 """
 from configs import rank_movielens
 
