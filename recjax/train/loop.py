@@ -96,7 +96,7 @@ def _without_unpartitionable_paths(config, spec):
   with run_config.unlocked():
     run_config.loss = loss_cfg
     if "attention_tiling" in run_config.model:   # rankers have no such setting
-      run_config.model.attention_tiling = model_cfg["attention_tiling"]
+      run_config.model.attention_tiling = "off" if model_cfg["attention_tiling"] is False else model_cfg["attention_tiling"]
   return run_config, notes
 
 

@@ -17,8 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 COMMON = ["--config.train.prng_impl=threefry2x32", "--config.train.eval_every_epochs=0",
           "--config.train.log_every_steps=1", "--config.train.count_flops=false"]
 CONFIGS = {
-    "retrieval": ["--config=configs/hstu_synthetic.py:quick", "--config.data.world.num_users=160",
-                  "--config.data.world.num_items=120", "--config.data.max_len=20",
+    "retrieval": ["--config=configs/hstu_synthetic.py:quick",
+                  "--config.data.max_len=20",
                   "--config.model.num_blocks=1", "--config.train.batch_size=16",
                   "--config.eval.batch_size=32", "--config.data.array_record=false"],
     "ranking": ["--config=configs/hstu_rank_synthetic.py:quick", "--config.train.batch_size=16",
@@ -56,7 +56,22 @@ def params(workdir, step):
 
 
 def rel_err(a, b):
+  """The largest per-leaf relative error (small leaves under Adam amplify reduction-order noise)."""
   return max(float(np.linalg.norm(a[k] - b[k]) / max(np.linalg.norm(a[k]), 1e-12)) for k in a)
+
+
+def global_rel_err(a, b):
+  """|a - b| / |a| over all parameters as one vector."""
+  return float(np.sqrt(sum(np.sum((a[k] - b[k]) ** 2) for k in a) / sum(np.sum(a[k] ** 2) for k in a)))
+
+
+def metrics_close(a, b, tol=1e-4):
+  """Two metric trees equal to `tol` relative (NaN equals NaN: gap_closed of an oracle at 1)."""
+  if isinstance(a, dict):
+    return a.keys() == b.keys() and all(metrics_close(a[k], b[k], tol) for k in a)
+  if isinstance(a, float) and (np.isnan(a) or np.isnan(b)):
+    return bool(np.isnan(a) and np.isnan(b))
+  return abs(a - b) <= tol * max(abs(a), 1e-12)
 
 
 def main(root):
@@ -69,16 +84,18 @@ def main(root):
     for mesh in ["(8,1)", "(4,2)"]:
       d = os.path.join(root, f"{name}_{mesh[1]}x{mesh[3]}")
       r = run(name, d, mesh, STEPS)
-      out[name][mesh] = {"param_rel_err": rel_err(ref_p, params(d, STEPS)), "test": r["metrics"]["test"],
+      p = params(d, STEPS)
+      out[name][mesh] = {"param_rel_err": global_rel_err(ref_p, p), "leaf_rel_err": rel_err(ref_p, p), "test": r["metrics"]["test"],
                          "notes": r["notes"], "steps": r["steps"]}
-    # Stopped after 3 steps on 8x1, resumed to 5 on 4x2: the same end as 5 uninterrupted steps on 4x2.
+    # Stopped after 3 steps on 8x1, resumed to 5 on 4x2: where 5 uninterrupted steps end (up to the
+    # reduction order of the first 3 steps, which ran on another mesh).
     d = os.path.join(root, f"{name}_resume")
     run(name, d, "(8,1)", 3)
     r = run(name, d, "(4,2)", STEPS)
-    out[name]["resume"] = {"identical_params": rel_err(params(os.path.join(root, f"{name}_4x2"), STEPS),
-                                                       params(d, STEPS)) == 0.0,
-                           "test": r["metrics"]["test"], "segments": len(r["segments"]),
-                           "same_test": r["metrics"]["test"] == out[name]["(4,2)"]["test"]}
+    out[name]["resume"] = {"param_rel_err": global_rel_err(params(os.path.join(root, f"{name}_4x2"), STEPS),
+                                                           params(d, STEPS)),
+                           "segments": len(r["segments"]), "steps": r["steps"],
+                           "same_test": metrics_close(r["metrics"]["test"], out[name]["(4,2)"]["test"])}
   print("RESULT " + json.dumps(out), flush=True)
 
 
