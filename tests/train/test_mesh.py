@@ -222,3 +222,14 @@ def test_experiments_run_on_a_mesh_matches_one_device(experiments_run_on_meshes,
     assert any("loss.impl" in n for n in r["(8,1)"]["notes"]), r["(8,1)"]["notes"]
   assert r["resume"]["segments"] == 2 and r["resume"]["steps"] == 5, r["resume"]
   assert r["resume"]["param_rel_err"] <= 1e-5 and r["resume"]["same_test"], r["resume"]
+
+
+def test_trainer_rejects_a_mesh_it_cannot_build(tmp_path):
+  """The loop reads config.mesh before any data or model work: a bad mesh fails at once, named."""
+  from configs import hstu_synthetic
+  from recjax.train import loop
+  c = hstu_synthetic.get_config("quick")
+  c.mesh.shape = (2, 1)   # this pytest process has one device
+  with pytest.raises(ValueError, match=r"config.mesh.shape \(2, 1\) needs 2 devices"):
+    loop.train_and_evaluate(c, str(tmp_path))
+  assert not os.listdir(tmp_path), "nothing may be written before the mesh is checked"
