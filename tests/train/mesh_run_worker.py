@@ -65,13 +65,14 @@ def global_rel_err(a, b):
   return float(np.sqrt(sum(np.sum((a[k] - b[k]) ** 2) for k in a) / sum(np.sum(a[k] ** 2) for k in a)))
 
 
-def metrics_close(a, b, tol=1e-4):
-  """Two metric trees equal to `tol` relative (NaN equals NaN: gap_closed of an oracle at 1)."""
+def differing_metrics(a, b, tol=1e-4, prefix=""):
+  """Dotted keys whose values differ by more than `tol` relative (NaN equals NaN: the gap closed of
+  a task whose oracle NE is 1)."""
   if isinstance(a, dict):
-    return a.keys() == b.keys() and all(metrics_close(a[k], b[k], tol) for k in a)
+    return [k for key in a for k in differing_metrics(a[key], b[key], tol, f"{prefix}{key}.")]
   if isinstance(a, float) and (np.isnan(a) or np.isnan(b)):
-    return bool(np.isnan(a) and np.isnan(b))
-  return abs(a - b) <= tol * max(abs(a), 1e-12)
+    return [] if np.isnan(a) and np.isnan(b) else [prefix[:-1]]
+  return [] if abs(a - b) <= tol * max(abs(a), 1e-12) else [prefix[:-1]]
 
 
 def main(root):
@@ -95,7 +96,8 @@ def main(root):
     out[name]["resume"] = {"param_rel_err": global_rel_err(params(os.path.join(root, f"{name}_4x2"), STEPS),
                                                            params(d, STEPS)),
                            "segments": len(r["segments"]), "steps": r["steps"],
-                           "same_test": metrics_close(r["metrics"]["test"], out[name]["(4,2)"]["test"])}
+                           "differing_test_metrics": differing_metrics(out[name]["(4,2)"]["test"],
+                                                                       r["metrics"]["test"])}
   print("RESULT " + json.dumps(out), flush=True)
 
 
