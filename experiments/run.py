@@ -12,6 +12,12 @@ what was applied is in the results file under hardware.malloc.
 --snapshot: while a long run trains (or after it was stopped), evaluate the latest checkpoint in
 --workdir and write its results file marked `"partial": true`, without training or touching the
 run's workdir. The finished run later overwrites that file with the final one.
+
+--distributed (or RECJAX_DISTRIBUTED=1): one process of a multi-host run; `jax.distributed.initialize`
+runs before anything else touches JAX (coordinator, process count and id from --coordinator,
+--num_processes, --process_id where given, else from the cluster environment JAX detects). Every
+process runs the same command; `config.mesh` spans all processes' devices, each process feeds its
+own devices' shards of the same global batch, and only process 0 writes the results file.
 """
 from __future__ import annotations
 
@@ -30,6 +36,12 @@ _SNAPSHOT = flags.DEFINE_bool("snapshot", False, "evaluate --workdir's latest ch
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "resume even where the config differs from the checkpoint's beyond "
     "recjax.train.config_check.RESUMABLE_CHANGES (the differences are recorded in the results' segments)")
+
+_DISTRIBUTED = flags.DEFINE_bool("distributed", os.environ.get("RECJAX_DISTRIBUTED", "") == "1",
+                                 "call jax.distributed.initialize() first (multi-host; env RECJAX_DISTRIBUTED=1)")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "--distributed: host:port of process 0 (default: detected)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "--distributed: number of processes")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "--distributed: this process's id")
 
 
 def latest_finished_checkpoint(checkpoint_dir: str) -> int | None:
@@ -63,6 +75,10 @@ def main(argv):
   from recjax import cpu_allocator  # pylint: disable=import-outside-toplevel
   malloc = cpu_allocator.tune()   # before JAX starts its threads: reuse XLA's per-step scratch memory
   import jax  # pylint: disable=import-outside-toplevel
+  if _DISTRIBUTED.value:   # before any other JAX call: the device list is global from here on
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU devices' collectives (host runs)
+    jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   from recjax.tasks.base import lookup  # pylint: disable=import-outside-toplevel
   from recjax.train import loop, results  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS["verbosity"].present:
@@ -97,7 +113,8 @@ def main(argv):
   # The code that ran is the last segment's (HEAD may have moved while a long run trained).
   if summary.get("segments"):
     record["commit"] = summary["segments"][-1]["commit"]
-  results.write_results(path, record)
+  if jax.process_index() == 0:   # one results file per run, not per process
+    results.write_results(path, record)
   t = summary["metrics"]["test"]   # the task names its headline metrics (dotted keys into metrics)
   print("test: " + "  ".join(f"{k} {lookup(t, k):.4f}" for k in summary["headline"]["test"]), flush=True)
   print(f"results written to {path}" + (" (PARTIAL)" if extra["partial"] else ""), flush=True)

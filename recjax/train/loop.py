@@ -13,6 +13,13 @@ the compiled step, `scaling.flops.FlopsByShape`: one extra compile per shape, ca
 steps between two log points (both after a host sync) give the achieved FLOP/s; MFU against a
 matmul peak measured on this device (and the datasheet peak where one exists) goes to TensorBoard
 at each log point and into the summary.
+
+Mesh (`config.mesh`, train/mesh.py): on more than one device the fast paths that cannot partition
+are turned off before the task builds its model and loss (`resolve_fast_paths`, noted in the
+results), the state is placed by the sharding rules (tables row-sharded, dense replicated or FSDP),
+a checkpoint restores straight onto this run's mesh whatever mesh wrote it, and each global batch
+is split over `data`. The one-device mesh (the default) skips all of it: the same step as before.
+Evaluation is not sharded: it runs on the parameters where they lie (one process only).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from recjax.models import init_params
 from recjax.tasks.base import flatten, is_better, lookup
 from recjax.tasks.retrieval import evaluate, make_eval_step, resolve_model_config  # noqa: F401  (re-exports)
 from recjax.train import config_check
+from recjax.train import mesh as mesh_lib
 from recjax.train.checkpoint import Checkpointer
 from recjax.train.progress import Progress
 from recjax.train.results import git_commit
@@ -80,6 +88,18 @@ class _FlopMeter:
             "mfu": self._meter.report() if self._meter is not None and self._meter.steps else None}
 
 
+def _without_unpartitionable_paths(config, spec):
+  """A copy of `config` with `mesh_lib.resolve_fast_paths` applied (loss.impl, model.attention_tiling)
+  -> (copy, notes). The caller's config, the one checkpoints record and resumes compare, is unchanged."""
+  loss_cfg, model_cfg, notes = mesh_lib.resolve_fast_paths(config.loss, dict(config.model), spec)
+  run_config = config.copy_and_resolve_references()
+  with run_config.unlocked():
+    run_config.loss = loss_cfg
+    if "attention_tiling" in run_config.model:   # rankers have no such setting
+      run_config.model.attention_tiling = "off" if model_cfg["attention_tiling"] is False else model_cfg["attention_tiling"]
+  return run_config, notes
+
+
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the run summary.
 
@@ -87,15 +107,30 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   raises ConfigMismatchError naming the differing keys, unless `allow_config_change`."""
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  task = tasks_lib.make_task(config, workdir)
-  model, model_cfg, notes = task.build_model()
   tc = config.train
+  spec = mesh_lib.mesh_spec(config.get("mesh") or {})
+  mesh = None
+  run_config, mesh_notes = config, []
+  if spec.num_devices > 1:
+    mesh_lib.check_batch(spec, tc.batch_size)
+    mesh = mesh_lib.make_mesh(spec)
+    run_config, mesh_notes = _without_unpartitionable_paths(config, spec)
+  task = tasks_lib.make_task(run_config, workdir)
+  model, model_cfg, notes = task.build_model()
+  notes = list(notes) + mesh_notes
   tx = make_optimizer(tc)
   base_key = jax.random.key(config.seed, impl=tc.prng_impl)
   init_key, step_key = jax.random.split(base_key)   # init and per-step keys never overlap
   params = init_params(model, init_key, task.init_batch())
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   num_params = int(sum(x.size for x in jax.tree.leaves(params)))
+  state_sh = batch_sh = None
+  if mesh is not None:
+    state_sh = mesh_lib.tree_shardings(state, mesh, spec)
+    state = mesh_lib.place(state, state_sh)
+    batch_sh = mesh_lib.batch_shardings(task.init_batch(), mesh)   # the rule reads names and ranks only
+    for t in mesh_lib.unsharded_tables(state.params, spec):
+      notes.append(f"mesh {spec.shape}: table {t} replicated (no mesh axis divides its rows)")
 
   steps_per_epoch = task.steps_per_epoch(tc.batch_size)
   total_steps = steps_per_epoch * tc.num_epochs
@@ -111,7 +146,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     config_changes = config_check.check_resume(ckpt.restore_meta(latest).get("config"), config,
                                                allow_change=allow_config_change,
                                                where=f"the checkpoint at step {latest} in {workdir}")
-    state, meta = ckpt.restore(latest, state)
+    state, meta = ckpt.restore(latest, state, shardings=state_sh)   # onto this run's mesh
     it.set_state(meta["loader_state"])
     history, wall_before, start_step = meta["history"], meta["wall_clock_s"], meta["step"]
     segments = meta.get("segments", [])
@@ -123,6 +158,10 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   if config_changes:   # what this segment runs differently from the checkpoint's config
     segments[-1]["config_changes"] = {k: list(v) for k, v in config_changes.items()}
   train_step = make_step(task.loss_fn(model), tx, step_key)
+  place_batch = lambda b: b   # noqa: E731  (one device: the batch goes to the jitted step as it is)
+  if mesh is not None:
+    train_step = mesh_lib.make_sharded_train_step(train_step, mesh, state_sh, batch_sh)
+    place_batch = lambda b: mesh_lib.place_batch(b, batch_sh)   # noqa: E731
   evaluate_split = task.evaluator(model)
   flop_meter = _FlopMeter(train_step, task, model_cfg) if tc.get("count_flops", True) else None
   progress = Progress(workdir, total_steps, start_step)
@@ -143,7 +182,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   step = start_step
   losses_since_log = []
   while step < total_steps:
-    batch = next(it)
+    batch = place_batch(next(it))
     if flop_meter is not None:
       flop_meter.before_step(state, batch)   # before the step: its state buffers are donated
     state, loss = train_step(state, batch)

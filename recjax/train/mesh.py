@@ -202,7 +202,7 @@ def resolve_fast_paths(loss_cfg, model_cfg: dict, spec: MeshSpec) -> tuple[Any, 
     loss_cfg["impl"] = "xla"
     notes.append(f"loss.impl -> 'xla' on a {spec.num_devices}-device mesh: the C++ kernel is an "
                  "unpartitionable custom call")
-  if model_cfg.get("attention_tiling", "auto") not in (False, None):
+  if "attention_tiling" in model_cfg and model_cfg["attention_tiling"] not in (False, None, "off"):
     model_cfg = {**model_cfg, "attention_tiling": False}
     notes.append(f"model.attention_tiling -> False on a {spec.num_devices}-device mesh: its global "
                  "sort by length would gather the batch onto every device")
