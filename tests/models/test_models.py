@@ -110,7 +110,9 @@ def test_dropout_only_in_training():
   assert not np.allclose(a, c)
 
 
-@pytest.mark.parametrize("name", ["hstu", "sasrec"])
+# SASRec's case is slow-marked to keep the default suite under 10 minutes; the attention-level
+# tiled == dense tests (tests/test_attention_xla.py) cover its softmax path.
+@pytest.mark.parametrize("name", ["hstu", pytest.param("sasrec", marks=pytest.mark.slow)])
 def test_attention_tiling_changes_nothing_in_training_mode(name):
   """The tiled causal path (default) and the dense one give the same outputs and gradients, dropout on."""
   make = {"hstu": lambda t: HSTU(num_items=V, dim=16, num_blocks=2, num_heads=2, dqk=8, dv=8, max_len=L,

@@ -42,6 +42,7 @@ def test_outputs_and_gradients_match(make):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(a).max())))
 
 
+@pytest.mark.slow   # ≈ 15 s idle; outputs and gradients are compared in the default suite above
 def test_hstu_20_steps_same_loss_curve():
   batch = _batch(with_times=True)
   labels = jnp.roll(batch["ids"], -1, axis=1) * (batch["ids"] != 0)

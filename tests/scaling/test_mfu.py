@@ -1,5 +1,4 @@
 """Datasheet peaks by device kind, the measured matmul peak, and the MFU arithmetic."""
-import time
 
 import jax
 import jax.numpy as jnp
@@ -35,21 +34,22 @@ def test_meter_arithmetic():
     mfu.datasheet_peak("NVIDIA H100", "fp8")
 
 
-def test_measured_peak_bounds_a_timed_matmul_loop():
-  """Time the same matmul as a 'training loop' and feed the meter XLA's FLOP count: its MFU against
-  the measured peak is positive and not above 1 (best-of-N beats a mean, give or take load noise)."""
+def test_meter_over_a_matmul_loop_with_the_measured_peak():
+  """The meter's arithmetic on a real matmul "training loop": XLA's FLOP count per step, the step
+  count and given seconds in, achieved FLOP/s and MFU = achieved / peak out. No timing is asserted
+  (a loaded machine moves both the peak and the loop: speed belongs in benchmarks)."""
   n = 256
-  peak = mfu.measure_matmul_peak(n, repeats=5)
+  peak = mfu.measure_matmul_peak(n, repeats=3)
   assert 1e8 < peak < 1e16
   a = jnp.ones((n, n), jnp.float32)
   step = jax.jit(lambda x: x @ x)
   per_step = flops.xla_cost(step, a).flops
   assert per_step == 2 * n ** 3
   meter = mfu.MfuMeter(per_step, measured_peak=peak, device_kind=jax.devices()[0].device_kind)
-  step(a).block_until_ready()
-  t0 = time.perf_counter()
-  for _ in range(10):
-    out = step(a)
-  out.block_until_ready()
-  meter.update(10, time.perf_counter() - t0)
-  assert 0 < meter.report()["mfu_measured"] <= 1.5
+  meter.update(10, 0.5)
+  meter.update(5, 0.25, flops_per_step=2 * per_step)     # a batch of another shape
+  report = meter.report()
+  want_flops = 10 * per_step + 5 * 2 * per_step
+  assert report["steps"] == 15 and report["flops"] == pytest.approx(want_flops)
+  assert report["achieved_flops_per_s"] == pytest.approx(want_flops / 0.75)
+  assert report["mfu_measured"] == pytest.approx(want_flops / 0.75 / peak)
