@@ -60,6 +60,7 @@ from configs import hstu_large_ml1m, hstu_ml1m, sasrec_ml1m  # noqa: E402
 from recjax.data import pipeline, splits  # noqa: E402
 from recjax.data.types import UserSequences  # noqa: E402
 from recjax.models import build_model, init_params  # noqa: E402
+from recjax.scaling import mfu  # noqa: E402
 from recjax.scaling.flops import sampled_softmax_flops  # noqa: E402
 from recjax.train import results  # noqa: E402
 from recjax.train.loop import resolve_model_config  # noqa: E402
@@ -102,14 +103,6 @@ def timed(fn, reps):
     jax.block_until_ready(fn())
     out.append(time.perf_counter() - t)
   return out
-
-
-def matmul_peak_gflops(n=2048, reps=10):
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  jax.block_until_ready(f(a))
-  t = min(timed(lambda: f(a), reps))
-  return 2 * n ** 3 / t / 1e9
 
 
 def loss_kernel_flops(batch, num_negatives: int, dim: int) -> float:
@@ -340,7 +333,7 @@ def main():
 
   rows = run_rows(names, args.steps, args.warmup, args.rounds)
   # The workers are idle (waiting on their pipes) or gone: the peak is measured on a quiet process.
-  peak = max(matmul_peak_gflops(), matmul_peak_gflops())
+  peak = mfu.measure_matmul_peak(2048, repeats=20) / 1e9   # the library's measurement (best of 20)
   for r in rows:
     r["utilisation_vs_matmul_peak"] = r["achieved_gflops"] / peak
     if peer and r["model"] == "hstu":
