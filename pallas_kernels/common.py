@@ -79,7 +79,15 @@ def time_bucket(dt: jax.Array, num_buckets: int) -> jax.Array:
   converted to float32.
   """
   gap = jnp.maximum(jnp.abs(dt), 1).astype(jnp.float32)
-  bucket = jnp.floor(jnp.log(gap) / TIME_BUCKET_DIVISOR).astype(jnp.int32)
+  log_gap = jnp.log(gap)
+  # A true float32 division, as the reference's `log(dt) / 0.301`. XLA (the interpret path and any
+  # XLA-compiled caller) rewrites division by a literal into a multiply by its rounded reciprocal,
+  # which puts 13 of 450 gaps next to a bucket edge one bucket high. `optimization_barrier` (the
+  # fix in recjax.layers.relative_bias) has no Triton lowering, so the divisor is made a runtime
+  # value instead: log_gap is finite, and XLA keeps `0 * x` for floats (it is NaN for inf/NaN x),
+  # so the divisor equals 0.301 exactly and is not a foldable constant. Costs one FMA beside a log.
+  divisor = TIME_BUCKET_DIVISOR + 0.0 * log_gap
+  bucket = jnp.floor(log_gap / divisor).astype(jnp.int32)
   return jnp.clip(bucket, 0, num_buckets - 1)
 
 
