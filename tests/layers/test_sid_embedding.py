@@ -63,7 +63,8 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", ["hstu", pytest.param("sasrec", marks=pytest.mark.slow)])
+@pytest.mark.slow   # ≈ 10 s each on 2 cores (two compiles of a model and its gradient)
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_with_sid_table_trains_and_scores_with_the_tied_table(name):
   tokens = _tokens()
   model = MODELS[name](item_table="sid", sid_tokens=tokens)

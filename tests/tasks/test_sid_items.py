@@ -1,0 +1,79 @@
+"""SID tokens for the item table (tasks/sid_items.py) and the warm / cold metrics of the
+retrieval task, each against a brute force."""
+import ml_collections
+import numpy as np
+import pytest
+
+from recjax.data import registry, splits
+from recjax.metrics.retrieval import catalogue_ranks_reference
+from recjax.tasks import sid_items
+from recjax.tasks.retrieval import cold_warm_metrics
+
+
+def test_prefix_and_code_tokens_match_a_brute_force():
+  rng = np.random.default_rng(0)
+  codes = rng.integers(0, 3, (40, 3))
+  tokens, sizes = sid_items.tokens_from_codes(codes, "prefixes", 3)
+  for l in range(3):
+    prefixes = sorted({tuple(c[:l + 1]) for c in codes})
+    assert sizes[l] == len(prefixes)
+    np.testing.assert_array_equal(tokens[:, l], [prefixes.index(tuple(c[:l + 1])) for c in codes])
+  codes[5, 2] = 7     # a level whose codes pass K (the disambiguation level) gets max + 1 rows
+  tokens, sizes = sid_items.tokens_from_codes(codes, "codes", 3)
+  np.testing.assert_array_equal(tokens, codes)
+  assert sizes == [3, 3, 8]
+
+
+def _data_cfg(path):
+  return ml_collections.ConfigDict({"kind": "text", "path": str(path), "id_offset": 0})
+
+
+def test_tokens_are_cached_by_fingerprint_and_rebuilt_when_settings_change(cyclic_text, tmp_path, monkeypatch):
+  data_cfg = _data_cfg(cyclic_text)
+  seqs = registry.load_dataset(data_cfg)
+  train = splits.training_sequences(seqs)
+  cat = seqs.catalogue()
+  sid = {"route": "collab", "num_levels": 2, "codebook_size": 4, "vector_dim": 8}
+  cache = str(tmp_path / "sid")
+  tokens, report = sid_items.build_sid_tokens(sid, data_cfg, seqs.num_items, cat, train, cache)
+  assert report["cache"] == "written" and report["route"] == "collab:ppmi"
+  assert tokens.tokens_VL.shape == (seqs.num_items, 3)           # 2 levels + disambiguation
+  # No two catalogue items share all tokens (the disambiguation level), and rows match the report.
+  assert len({tuple(t) for t in tokens.tokens_VL[cat]}) == len(cat)
+  assert tokens.num_rows == report["table_rows"] == sum(report["level_sizes"])
+
+  def no_fit(*args):
+    raise AssertionError("the tokenizer ran although a cached file exists")
+  monkeypatch.setattr(sid_items, "_codes", no_fit)
+  again, report2 = sid_items.build_sid_tokens(dict(sid), data_cfg, seqs.num_items, cat, train, cache)
+  assert report2["cache"] == "read" and again == tokens
+  np.testing.assert_array_equal(again.tokens_VL, tokens.tokens_VL)
+  # Another setting, or other training sequences (collab), is another fingerprint: the fit runs.
+  with pytest.raises(AssertionError, match="tokenizer ran"):
+    sid_items.build_sid_tokens({**sid, "codebook_size": 5}, data_cfg, seqs.num_items, cat, train, cache)
+  cold_seqs, _ = splits.cold_start_split(seqs, 0.2, seed=0)
+  with pytest.raises(AssertionError, match="tokenizer ran"):
+    sid_items.build_sid_tokens(sid, data_cfg, seqs.num_items, cat, splits.training_sequences(cold_seqs), cache)
+  with pytest.raises(ValueError, match="unknown config.sid key"):
+    sid_items.build_sid_tokens({"levels": 2}, data_cfg, seqs.num_items, cat, train, cache)
+  with pytest.raises(ValueError, match="sid.route='content' reads MovieLens item files"):
+    sid_items.build_sid_tokens({"route": "content"}, data_cfg, seqs.num_items, cat, train, cache)
+
+
+def test_warm_and_cold_metrics_equal_a_brute_force():
+  rng = np.random.default_rng(0)
+  b, v, d = 64, 30, 6
+  user, items = rng.normal(size=(b, d)).astype(np.float32), rng.normal(size=(v, d)).astype(np.float32)
+  catalogue = np.arange(1, v)
+  targets = rng.integers(1, v, b).astype(np.int32)
+  cold = np.array([2, 5, 11, 17, 23, 29])
+  ranks = np.asarray(catalogue_ranks_reference(user, items, catalogue, targets))
+  got = cold_warm_metrics(ranks, targets, cold, ks=(1, 10))
+  scores = user.astype(np.float64) @ items.T.astype(np.float64)
+  for name, keep in (("cold", np.isin(targets, cold)), ("warm", ~np.isin(targets, cold))):
+    brute = [1 + np.sum(scores[i, catalogue] > scores[i, targets[i]]) for i in np.flatnonzero(keep)]
+    assert got[name]["queries"] == len(brute) > 0
+    assert got[name]["hr@10"] == pytest.approx(np.mean([r <= 10 for r in brute]))
+    assert got[name]["ndcg@10"] == pytest.approx(np.mean([1 / np.log2(r + 1) if r <= 10 else 0 for r in brute]))
+    assert got[name]["mrr"] == pytest.approx(np.mean([1 / r for r in brute]))
+  assert cold_warm_metrics(ranks, targets, np.array([100]), ks=(10,))["cold"] == {"queries": 0}
