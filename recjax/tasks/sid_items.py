@@ -36,7 +36,7 @@ from recjax.semantic_ids.codes import codebook_usage
 ROUTES = ("content", "collab")
 TOKENIZERS = ("rq_kmeans", "rq_vae")
 TOKEN_KINDS = ("codes", "prefixes")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DEFAULTS = {"route": "content", "tokenizer": "rq_kmeans", "num_levels": 3, "codebook_size": 64,
             "tokens": "codes", "disambiguate": True, "vector_dim": 64, "category_weight": 1.0,
             "min_df": 2, "seed": 0, "rq_vae_steps": 3000}
@@ -106,13 +106,14 @@ def _codes(x_ND: np.ndarray, s: SIDSettings) -> np.ndarray:
   return rq_vae.fit_rq_vae(x_ND, cfg).encode(x_ND)
 
 
-def tokens_from_codes(codes_NL: np.ndarray, kind: str, codebook_size: int) -> tuple[np.ndarray, list[int]]:
-  """Codes [N, L] -> (table rows [N, L], rows per level). "codes": the code itself (K rows; a
-  level whose codes exceed K, the disambiguation level, gets max + 1); "prefixes": the index of
-  the item's length-(l + 1) prefix among the distinct ones."""
+def tokens_from_codes(codes_NL: np.ndarray, kind: str, codebook_size: int, code_levels: int
+                      ) -> tuple[np.ndarray, list[int]]:
+  """Codes [N, L] -> (table rows [N, L], rows per level). "codes": the code itself; the first
+  `code_levels` levels (the tokenizer's) get K rows, later ones (the disambiguation level) max + 1;
+  "prefixes": the index of the item's length-(l + 1) prefix among the distinct ones."""
   codes = np.asarray(codes_NL, np.int64)
   if kind == "codes":
-    return codes, [max(codebook_size, int(codes[:, l].max()) + 1) for l in range(codes.shape[1])]
+    return codes, [codebook_size if l < code_levels else int(codes[:, l].max()) + 1 for l in range(codes.shape[1])]
   tokens, sizes = np.empty_like(codes), []
   for l in range(codes.shape[1]):
     uniq, inv = np.unique(codes[:, :l + 1], axis=0, return_inverse=True)
@@ -153,7 +154,7 @@ def build_sid_tokens(sid_cfg, data_cfg, num_items: int, catalogue: np.ndarray, t
             "usage": [dataclasses.asdict(u) for u in codebook_usage(codes, s.codebook_size)]}
   if s.disambiguate:
     codes = collisions.append_disambiguation_level(codes)
-  tokens_NL, sizes = tokens_from_codes(codes, s.tokens, s.codebook_size)
+  tokens_NL, sizes = tokens_from_codes(codes, s.tokens, s.codebook_size, s.num_levels)
   tokens_VL = np.zeros((num_items, tokens_NL.shape[1]), np.int32)
   tokens_VL[catalogue] = tokens_NL
   report.update({"level_sizes": sizes, "table_rows": int(sum(sizes)), "fingerprint": fp})

@@ -13,15 +13,15 @@ from recjax.tasks.retrieval import cold_warm_metrics
 def test_prefix_and_code_tokens_match_a_brute_force():
   rng = np.random.default_rng(0)
   codes = rng.integers(0, 3, (40, 3))
-  tokens, sizes = sid_items.tokens_from_codes(codes, "prefixes", 3)
+  tokens, sizes = sid_items.tokens_from_codes(codes, "prefixes", 3, 3)
   for l in range(3):
     prefixes = sorted({tuple(c[:l + 1]) for c in codes})
     assert sizes[l] == len(prefixes)
     np.testing.assert_array_equal(tokens[:, l], [prefixes.index(tuple(c[:l + 1])) for c in codes])
-  codes[5, 2] = 7     # a level whose codes pass K (the disambiguation level) gets max + 1 rows
-  tokens, sizes = sid_items.tokens_from_codes(codes, "codes", 3)
+  codes[5, 2] = 7     # a level past the tokenizer's (the disambiguation level) gets max + 1 rows
+  tokens, sizes = sid_items.tokens_from_codes(codes, "codes", 4, 2)
   np.testing.assert_array_equal(tokens, codes)
-  assert sizes == [3, 3, 8]
+  assert sizes == [4, 4, 8]
 
 
 def _data_cfg(path):
