@@ -77,3 +77,48 @@ def test_warm_and_cold_metrics_equal_a_brute_force():
     assert got[name]["ndcg@10"] == pytest.approx(np.mean([1 / np.log2(r + 1) if r <= 10 else 0 for r in brute]))
     assert got[name]["mrr"] == pytest.approx(np.mean([1 / r for r in brute]))
   assert cold_warm_metrics(ranks, targets, np.array([100]), ks=(10,))["cold"] == {"queries": 0}
+
+
+def _tiny_config(path, item_table):
+  from configs import base  # pylint: disable=import-outside-toplevel
+  c = base.base()
+  c.name, c.dataset_label = "tiny_sid", "tiny"
+  c.data.kind, c.data.path, c.data.max_len = "text", str(path), 20
+  c.data.cold_items, c.data.cold_seed = 0.2, 0
+  c.model.update({"dim": 16, "dqk": 8, "dv": 8, "num_blocks": 1, "attn_norm_len": 20, "dropout": 0.1,
+                  "item_table": item_table, "sid_combine": "sum", "sid_residual_size": 3})
+  c.sid = ml_collections.ConfigDict({"route": "collab", "num_levels": 2, "codebook_size": 4, "vector_dim": 8})
+  c.loss.update({"num_negatives": 8, "token_bucket": 64, "chunk": 32})
+  c.train.update({"batch_size": 16, "num_epochs": 4, "learning_rate": 1e-2, "log_every_steps": 4,
+                  "eval_every_epochs": 2, "checkpoint_every_steps": 1000})
+  c.eval.batch_size, c.eval.exclude_history = 64, False
+  return c
+
+
+@pytest.mark.slow   # one compile of HSTU's loss gradient (minutes on a shared 2-core machine)
+def test_id_table_rows_of_cold_items_get_no_gradient(cyclic_text, tmp_path):
+  import jax  # pylint: disable=import-outside-toplevel
+  from recjax import tasks  # pylint: disable=import-outside-toplevel
+  from recjax.models import init_params  # pylint: disable=import-outside-toplevel
+  task = tasks.make_task(_tiny_config(cyclic_text, "id"), str(tmp_path))
+  model, _, _ = task.build_model()
+  params = init_params(model, jax.random.key(0), task.init_batch())
+  batch = task.train_dataset(16, 1, seed=0)[0]
+  grad = np.asarray(jax.grad(task.loss_fn(model))(params, batch, jax.random.key(1))["item_embedding"]["table"])
+  assert len(task.cold_items) == 6
+  assert not np.any(grad[task.cold_items])                     # neither input, label nor negative
+  assert np.count_nonzero(np.abs(grad).sum(1)) > 10            # the warm rows do learn
+
+
+@pytest.mark.slow   # a 4-epoch run of a tiny HSTU with the SID table (minutes on a shared 2-core machine)
+def test_sid_run_reports_table_size_and_warm_cold_metrics(cyclic_text, tmp_path):
+  from recjax.train import loop  # pylint: disable=import-outside-toplevel
+  summary = loop.train_and_evaluate(_tiny_config(cyclic_text, "sid"), str(tmp_path / "w"))
+  rep = summary["item_representation"]
+  assert rep["kind"] == "sid" and rep["sid"]["route"] == "collab:ppmi"
+  assert rep["params"] == (sum(rep["sid"]["level_sizes"]) + 3) * 16    # + 3 hashed residual rows
+  assert rep["id_table_params"] == summary["dataset_stats"]["item_rows"] * 16
+  test = summary["metrics"]["test"]
+  n_warm, n_cold = test["warm"]["queries"], test["cold"]["queries"]
+  assert n_warm + n_cold == summary["dataset_stats"]["test_examples"] and n_cold == summary["dataset_stats"]["cold_test_targets"] > 0
+  assert test["hr@10"] == pytest.approx((n_warm * test["warm"]["hr@10"] + n_cold * test["cold"]["hr@10"]) / (n_warm + n_cold))
