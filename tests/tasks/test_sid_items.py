@@ -1,5 +1,6 @@
 """SID tokens for the item table (tasks/sid_items.py) and the warm / cold metrics of the
 retrieval task, each against a brute force."""
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def test_warm_and_cold_metrics_equal_a_brute_force():
   catalogue = np.arange(1, v)
   targets = rng.integers(1, v, b).astype(np.int32)
   cold = np.array([2, 5, 11, 17, 23, 29])
-  ranks = np.asarray(catalogue_ranks_reference(user, items, catalogue, targets))
+  ranks = np.asarray(jax.jit(catalogue_ranks_reference)(user, items, catalogue, targets))
   got = cold_warm_metrics(ranks, targets, cold, ks=(1, 10))
   scores = user.astype(np.float64) @ items.T.astype(np.float64)
   for name, keep in (("cold", np.isin(targets, cold)), ("warm", ~np.isin(targets, cold))):
