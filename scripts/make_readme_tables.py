@@ -62,6 +62,8 @@ def _load_runs():
     r = json.load(open(path))
     if r.get("config", "").endswith("_quick") or r.get("task", "retrieval") != "retrieval":
       continue
+    if r.get("dataset_stats", {}).get("cold_items"):   # a cold-start split is not the reference protocol
+      continue
     r["_path"] = os.path.relpath(path, ROOT)
     runs.append(r)
   return runs

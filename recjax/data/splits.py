@@ -126,3 +126,50 @@ def _holdout(protocol):
   if protocol not in PROTOCOLS:
     raise ValueError(f"split protocol must be one of {PROTOCOLS}, got {protocol!r}")
   return 1 if protocol == "last_item" else 2
+
+
+def cold_start_split(seqs: UserSequences, fraction: float, seed: int, protocol: str = "last_item"
+                     ) -> tuple[UserSequences, np.ndarray]:
+  """Holds a random `fraction` of the catalogue out of training entirely -> (sequences, cold ids).
+
+  Choices (the cold-start protocol of `data.cold_items`):
+    * cold items are drawn uniformly (without replacement, `seed`) from `seqs.catalogue()`, so
+      popular and long-tail items are both held out in proportion to their number, not their events;
+    * every event of a cold item is removed from each user's sequence except in the evaluated tail
+      (the last item for "last_item", the last two for "last_two"), so a cold item is never a
+      training input nor a training label, and under "last_item" never an evaluation input either;
+      under "last_two" the validation target (cold or not) stays in the test window, as it does
+      for every item in that protocol;
+    * the evaluated targets are unchanged: each user's test (and validation) target is the item it
+      was before the split, cold or warm, so cold and warm targets come from the same users.
+  The caller keeps cold items out of the training catalogue (sampled negatives), so an ID
+  table's cold rows get no gradient and stay at their initialisation.
+  """
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f"data.cold_items must lie in [0, 1), got {fraction}")
+  holdout = _holdout(protocol)
+  catalogue = seqs.catalogue()
+  n_cold = int(round(fraction * len(catalogue)))
+  cold = np.sort(np.random.default_rng(seed).choice(catalogue, n_cold, replace=False)).astype(np.int64)
+  user_of = np.repeat(np.arange(seqs.num_users), seqs.lengths)
+  from_end = seqs.offsets[user_of + 1] - 1 - np.arange(len(seqs.items))   # 0 = the user's last item
+  keep = ~np.isin(seqs.items, cold) | (from_end < holdout)
+  kept_per_user = np.bincount(user_of[keep], minlength=seqs.num_users)
+  offsets = np.concatenate([[0], np.cumsum(kept_per_user)]).astype(np.int64)
+  out = dataclasses.replace(
+      seqs, offsets=offsets, items=seqs.items[keep],
+      timestamps=None if seqs.timestamps is None else seqs.timestamps[keep],
+      extras={k: v[keep] for k, v in seqs.extras.items()},
+      source=f"{seqs.source} (cold start: {n_cold} of {len(catalogue)} items held out of training, seed {seed})")
+  return out, cold
+
+
+def training_sequences(seqs: UserSequences, protocol: str = "last_item") -> UserSequences:
+  """Each user's sequence without the evaluated tail of `protocol` (what training may see)."""
+  holdout = _holdout(protocol)
+  user_of = np.repeat(np.arange(seqs.num_users), seqs.lengths)
+  keep = seqs.offsets[user_of + 1] - 1 - np.arange(len(seqs.items)) >= holdout
+  offsets = np.concatenate([[0], np.cumsum(np.bincount(user_of[keep], minlength=seqs.num_users))]).astype(np.int64)
+  return dataclasses.replace(seqs, offsets=offsets, items=seqs.items[keep],
+                             timestamps=None if seqs.timestamps is None else seqs.timestamps[keep],
+                             extras={k: v[keep] for k, v in seqs.extras.items()})

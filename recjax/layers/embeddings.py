@@ -27,6 +27,10 @@ class ItemEmbedding(nn.Module):
   def __call__(self, ids: jax.Array) -> jax.Array:
     return jnp.take(self.table, ids, axis=0)
 
+  def item_table(self) -> jax.Array:
+    """[V, D]: the tied output table (the same interface as `sid_embedding.SIDEmbedding`)."""
+    return self.table
+
 
 def sequence_inputs(item_embedding: ItemEmbedding, position_table_PD: jax.Array, ids_BL: jax.Array,
                     dropout, *, train: bool) -> tuple[jax.Array, jax.Array]:

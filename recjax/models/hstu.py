@@ -10,6 +10,7 @@ The item table is tied: the same rows embed the inputs and score the outputs.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,9 +20,10 @@ from pallas_kernels.mask import MaskSpec
 from recjax.layers import packing
 from recjax.layers.attention import attention
 from recjax.layers.dropout import Dropout
-from recjax.layers.embeddings import ItemEmbedding, sequence_inputs
+from recjax.layers.embeddings import sequence_inputs
 from recjax.layers.norms import layer_norm_no_affine
 from recjax.layers.relative_bias import RelativeBucketedTimeAndPositionBias
+from recjax.layers.sid_embedding import item_embedding_layer
 
 
 def _torch_linear_bias_init(fan_in: int):
@@ -113,9 +115,14 @@ class HSTU(nn.Module):
   backend: str = "xla"
   attention_tiling: bool | str = "auto"   # XLA path: skip hidden tiles; "auto": on the CPU backend
   token_packing: bool = True      # token-wise ops on the real tokens only (same result at real positions)
+  item_table: str = "id"          # "id": a [V, D] row per item | "sid": Semantic-ID token tables
+  sid_combine: str = "sum"        # "sid": sum of the level rows | "concat" then project
+  sid_residual_size: int = 0      # "sid": rows of a hashed-id residual table (0 = none)
+  sid_tokens: Any = None          # "sid": a layers.sid_embedding.SIDTokens (the task builds it)
 
   def setup(self):
-    self.item_embedding = ItemEmbedding(self.num_items, self.dim)
+    self.item_embedding = item_embedding_layer(self.item_table, self.num_items, self.dim, self.sid_tokens,
+                                               self.sid_combine, self.sid_residual_size)
     # The reference re-initialises its [N, D] position table with xavier_normal.
     self.position_embedding = self.param(
         "position_embedding", nn.initializers.normal(math.sqrt(2.0 / (self.attn_norm_len + self.dim))),
@@ -140,7 +147,7 @@ class HSTU(nn.Module):
       x = block(x, lengths, times, next_times, train=train, layout=layout)
     if layout is not None:
       x = packing.unpack(x, layout)
-    return x, self.item_embedding.table
+    return x, self.item_embedding.item_table()
 
   @staticmethod
   def resolve_config(model_cfg: dict, seqs) -> tuple[dict, list[str]]:

@@ -7,6 +7,7 @@ LayerNorms use eps 1e-8 and no affine; no final norm. Trained with the same samp
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -15,8 +16,9 @@ import jax.numpy as jnp
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.attention import attention
 from recjax.layers.dropout import Dropout
-from recjax.layers.embeddings import ItemEmbedding, sequence_inputs, truncated_normal
+from recjax.layers.embeddings import sequence_inputs, truncated_normal
 from recjax.layers.norms import layer_norm_no_affine
+from recjax.layers.sid_embedding import item_embedding_layer
 
 
 # torch.nn.init.xavier_normal_ draws from an untruncated normal (flax's xavier_normal truncates).
@@ -77,9 +79,14 @@ class SASRec(nn.Module):
   dropout: float = 0.2
   backend: str = "xla"
   attention_tiling: bool | str = "auto"   # XLA path: skip hidden tiles; "auto": on the CPU backend
+  item_table: str = "id"          # "id": a [V, D] row per item | "sid": Semantic-ID token tables
+  sid_combine: str = "sum"        # "sid": sum of the level rows | "concat" then project
+  sid_residual_size: int = 0      # "sid": rows of a hashed-id residual table (0 = none)
+  sid_tokens: Any = None          # "sid": a layers.sid_embedding.SIDTokens (the task builds it)
 
   def setup(self):
-    self.item_embedding = ItemEmbedding(self.num_items, self.dim)
+    self.item_embedding = item_embedding_layer(self.item_table, self.num_items, self.dim, self.sid_tokens,
+                                               self.sid_combine, self.sid_residual_size)
     self.position_embedding = self.param("position_embedding", truncated_normal(math.sqrt(1.0 / self.dim)),
                                          (self.max_len, self.dim))
     self.input_dropout = Dropout(self.dropout)
@@ -91,4 +98,4 @@ class SASRec(nn.Module):
                                    self.input_dropout, train=train)
     for block in self.blocks:
       x = block(x, valid_BL1, batch["lengths"], train=train)
-    return x, self.item_embedding.table
+    return x, self.item_embedding.item_table()

@@ -110,6 +110,11 @@ class Task(abc.ABC):
     del model_cfg
     return None
 
+  def results_extra(self, params) -> dict:
+    """Task-specific fields for the results file, given the trained parameters ({} by default)."""
+    del params
+    return {}
+
   def examples_in(self, batch: dict) -> int:
     """Examples in a training batch (the unit of FLOPs per example)."""
     return int(next(iter(batch.values())).shape[0])

@@ -13,6 +13,12 @@ positions -> sampled softmax with uniform catalogue negatives (`loss.kind="sampl
 chunked full softmax. Evaluation: the L2-normalised output at each user's last position against
 every catalogue item (`metrics.retrieval.catalogue_ranks`) -> HR/NDCG@K, MRR. The best epoch is
 the one with the highest NDCG@10 on the evaluated split.
+
+Item tables: `model.item_table="sid"` gives the model Semantic-ID token tables built from
+`config.sid` (`tasks/sid_items.py`, cached in the workdir). Cold start: `data.cold_items` > 0 holds
+that share of the catalogue out of training (`data.splits.cold_start_split`, drawn with
+`data.cold_seed`) and out of the sampled negatives; the metrics then add `warm` and `cold`: the
+same measures over the evaluated targets that are warm / cold items.
 """
 from __future__ import annotations
 
@@ -91,12 +97,28 @@ def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history
   return ranks
 
 
-def evaluate(eval_step, params, examples: splits.EvalExamples, batch_size: int, ks) -> dict:
-  """HR/NDCG@ks and MRR of `examples` under `eval_step` (from `make_eval_step`)."""
+def eval_ranks(eval_step, params, examples: splits.EvalExamples, batch_size: int) -> np.ndarray:
+  """[N] rank of each example's target under `eval_step` (from `make_eval_step`)."""
   ranks = []
   for batch, n in pipeline.eval_batches(examples, batch_size):
     ranks.append(np.asarray(eval_step(params, batch))[:n])
-  return metrics_from_ranks(np.concatenate(ranks), ks)
+  return np.concatenate(ranks)
+
+
+def evaluate(eval_step, params, examples: splits.EvalExamples, batch_size: int, ks) -> dict:
+  """HR/NDCG@ks and MRR of `examples` under `eval_step` (from `make_eval_step`)."""
+  return metrics_from_ranks(eval_ranks(eval_step, params, examples, batch_size), ks)
+
+
+def cold_warm_metrics(ranks_N, targets_N, cold_items, ks) -> dict:
+  """{"warm": metrics, "cold": metrics}: the targets outside / inside `cold_items`, each with its
+  number of queries (a subset without queries has only `queries: 0`)."""
+  is_cold = np.isin(np.asarray(targets_N), np.asarray(cold_items))
+  out = {}
+  for name, mask in (("warm", ~is_cold), ("cold", is_cold)):
+    n = int(mask.sum())
+    out[name] = {"queries": n, **(metrics_from_ranks(np.asarray(ranks_N)[mask], ks) if n else {})}
+  return out
 
 
 class RetrievalTask(Task):
@@ -114,17 +136,36 @@ class RetrievalTask(Task):
     logging.info("dataset %s: %d users, %d events, %d item rows, timestamps: %s", seqs.source,
                  seqs.num_users, len(seqs.items), seqs.num_items, seqs.has_timestamps)
     max_len, protocol = config.data.max_len, config.data.protocol
+    self.catalogue = seqs.catalogue()
+    self.cold_items = np.zeros(0, np.int64)
+    if config.data.get("cold_items", 0.0) > 0:
+      seqs, self.cold_items = splits.cold_start_split(seqs, config.data.cold_items, config.data.get("cold_seed", 0),
+                                                      protocol)
+    # Sampled negatives come from the items training may see (all of them without a cold split).
+    self.train_catalogue = np.setdiff1d(self.catalogue, self.cold_items)
     self.seqs = seqs
+    self.sid_report = None
     self.train_ex = splits.train_examples(seqs, max_len, protocol)
     self.eval_split = "valid" if protocol == "last_two" else "test"
     self.examples = {self.eval_split: splits.eval_examples(seqs, max_len, self.eval_split, protocol)}
     if "test" not in self.examples:
       self.examples["test"] = splits.eval_examples(seqs, max_len, "test", protocol)
-    self.catalogue = seqs.catalogue()
+    self.workdir = workdir
+    if np.isin(self.examples["test"].targets, self.cold_items).any():
+      self.test_headline = self.test_headline + ("warm.ndcg@10", "cold.hr@10", "cold.ndcg@10")
 
   def build_model(self):
     model_cfg, notes = resolve_model_config(self.config, self.seqs)
-    return build_model(model_cfg, self.seqs.num_items), model_cfg, notes
+    model = build_model(model_cfg, self.seqs.num_items)
+    if model_cfg.get("item_table", "id") == "sid":
+      from recjax.tasks import sid_items  # pylint: disable=import-outside-toplevel
+      tokens, self.sid_report = sid_items.build_sid_tokens(
+          self.config.get("sid"), self.config.data, self.seqs.num_items, self.catalogue,
+          splits.training_sequences(self.seqs, self.config.data.protocol), os.path.join(self.workdir, "sid"))
+      model = model.clone(sid_tokens=tokens)
+      notes = list(notes) + [f"SID item table: {self.sid_report['route']} vectors, {self.sid_report['tokenizer']}, "
+                             f"{len(tokens.level_sizes)} levels, {tokens.num_rows} rows"]
+    return model, model_cfg, notes
 
   def init_batch(self) -> dict:
     return pipeline.make_train_batch(self.train_ex, np.arange(min(2, len(self.train_ex))), 2, 0)
@@ -137,7 +178,7 @@ class RetrievalTask(Task):
     return pipeline.steps_per_epoch(self.train_ex, batch_size)
 
   def loss_fn(self, model):
-    loss_cfg, catalogue = self.config.loss, jnp.asarray(self.catalogue, jnp.int32)
+    loss_cfg, catalogue = self.config.loss, jnp.asarray(self.train_catalogue, jnp.int32)
 
     def loss(params, batch, key):
       return loss_fn(params, model, batch, key, loss_cfg, catalogue)
@@ -150,7 +191,12 @@ class RetrievalTask(Task):
     ks = tuple(ec.ks)
 
     def run(params, split: str) -> dict:
-      return evaluate(eval_step, params, self.examples[split], ec.batch_size, ks)
+      examples = self.examples[split]
+      ranks = eval_ranks(eval_step, params, examples, ec.batch_size)
+      metrics = metrics_from_ranks(ranks, ks)
+      if len(self.cold_items):
+        metrics.update(cold_warm_metrics(ranks, examples.targets, self.cold_items, ks))
+      return metrics
     return run
 
   def dataset_stats(self) -> dict:
@@ -158,7 +204,21 @@ class RetrievalTask(Task):
     return {"users": seqs.num_users, "events": int(len(seqs.items)), "item_rows": seqs.num_items,
             "catalogue": int(len(self.catalogue)), "train_examples": len(self.train_ex),
             "eval_examples": len(self.examples[self.eval_split]), "test_examples": len(self.examples["test"]),
-            "has_timestamps": seqs.has_timestamps, "source": seqs.source}
+            "has_timestamps": seqs.has_timestamps, "source": seqs.source,
+            "cold_items": int(len(self.cold_items)),
+            "cold_test_targets": int(np.isin(self.examples["test"].targets, self.cold_items).sum())}
+
+  def results_extra(self, params) -> dict:
+    """The item representation's parameter count beside what an ID table [V, D] would hold."""
+    item_params = params.get("item_embedding", {})
+    n = int(sum(x.size for x in jax.tree.leaves(item_params)))
+    dim = int(self.config.model.dim)
+    out = {"kind": self.config.model.get("item_table", "id"), "params": n,
+           "id_table_params": int(self.seqs.num_items * dim),
+           "shrink_vs_id_table": float(self.seqs.num_items * dim / max(n, 1))}
+    if self.sid_report is not None:
+      out["sid"] = self.sid_report
+    return {"item_representation": out}
 
   def flops_extra(self, model_cfg: dict):
     from recjax.scaling import flops  # pylint: disable=import-outside-toplevel

@@ -233,6 +233,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   }
   if task.protocol():
     summary["protocol"] = task.protocol()
+  summary.update(task.results_extra(state.params))
   if flop_meter is not None:
     summary.update(flop_meter.summary())
   if history:

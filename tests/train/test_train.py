@@ -100,19 +100,20 @@ def test_end_to_end_with_history_filter(tmp_path, monkeypatch):
   from recjax.tasks import retrieval
   from recjax.train import loop
   seen = {}
-  make_eval_step, evaluate = retrieval.make_eval_step, retrieval.evaluate
+  make_eval_step, eval_ranks = retrieval.make_eval_step, retrieval.eval_ranks
 
   def make_spy(model, catalogue, num_items, exclude_history, *args):
     seen.update(model=model, catalogue=np.asarray(catalogue).tolist(), exclude=exclude_history)
     return make_eval_step(model, catalogue, num_items, exclude_history, *args)
 
-  def evaluate_spy(eval_step, params, examples, batch_size, ks):
-    seen.update(params=params, examples=examples, ks=ks)   # the last call is the final test
-    return evaluate(eval_step, params, examples, batch_size, ks)
+  def ranks_spy(eval_step, params, examples, batch_size):
+    seen.update(params=params, examples=examples)   # the last call is the final test
+    return eval_ranks(eval_step, params, examples, batch_size)
 
   monkeypatch.setattr(retrieval, "make_eval_step", make_spy)
-  monkeypatch.setattr(retrieval, "evaluate", evaluate_spy)
+  monkeypatch.setattr(retrieval, "eval_ranks", ranks_spy)
   config = _load(_config(tmp_path, epochs=1, exclude=True))
+  seen["ks"] = tuple(config.eval.ks)
   config.train.max_steps = 6
   summary = loop.train_and_evaluate(config, str(tmp_path / "w"))
   assert seen["exclude"] is True
