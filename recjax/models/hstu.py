@@ -24,6 +24,7 @@ from recjax.layers.embeddings import sequence_inputs
 from recjax.layers.norms import layer_norm_no_affine
 from recjax.layers.relative_bias import RelativeBucketedTimeAndPositionBias
 from recjax.layers.sid_embedding import item_embedding_layer
+from recjax.layers.sla import SLABlocking
 
 
 def _torch_linear_bias_init(fan_in: int):
@@ -44,6 +45,7 @@ class HSTUBlock(nn.Module):
   backend: str
   attention_tiling: bool | str
   mask: MaskSpec = MaskSpec(causal=True)   # the ranker adds target isolation (num_targets)
+  sla: SLABlocking | None = None            # semi-local mask on the XLA path: blockwise, O(L·(K1+K2))
 
   @nn.compact
   def __call__(self, x, lengths_B, key_times_BL, query_times_BL, *, train: bool,
@@ -72,7 +74,7 @@ class HSTUBlock(nn.Module):
                        v_BLF.reshape(b, l, h, dv), lengths_B=lengths_B, mask=self.mask,
                        kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
                        bias=bias, backend=self.backend,
-                       tiling=self.attention_tiling)
+                       tiling=self.attention_tiling, sla=self.sla)
     o = o_BLHD.reshape(b, l, h * dv)
     if layout is not None:
       o = packing.pack(o, layout)
