@@ -19,6 +19,8 @@ Model: HSTU ranker, 2 blocks x 2 heads, D = 64, dqk = dv = 32, time bias; one he
 
 Command:   python -m experiments.run --config=configs/hstu_rank_synthetic.py
 Quick:     python -m experiments.run --config=configs/hstu_rank_synthetic.py:quick
+Short:     python -m experiments.run --config=configs/hstu_rank_synthetic.py:short  (3 epochs, name
+           hstu_rank_synthetic_short: the side-by-side with configs/ultra_hstu_rank_synthetic.py:short)
 Baselines: configs/dlrm_rank_synthetic.py, configs/din_rank_synthetic.py (same data, protocol, loss).
 Hardware:  2-core x86 CPU; the budget is <= 10 minutes end to end on idle cores. Measured on the
            shared, heavily loaded 2-core box: 664 steps (8 epochs of 83) in 870 s of training.
@@ -58,6 +60,17 @@ def get_config(arg: str | None = None):
       attn_norm_len=72, dropout=0.3, use_time_bias=True, num_time_buckets=129, backend="xla"))
   if arg == "quick":
     apply_quick(c)
+  elif arg == "short":
+    apply_short(c)
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}: use 'quick' or 'short'")
+  return c
+
+
+def apply_short(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The same world, protocol and model, 3 epochs instead of 8 (a short run, named as one)."""
+  c.name += "_short"
+  c.train.num_epochs = 3
   return c
 
 

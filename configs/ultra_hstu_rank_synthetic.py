@@ -17,6 +17,8 @@ through the same protocol as the HSTU ranker and to compare NE and training FLOP
 
 Command:   python -m experiments.run --config=configs/ultra_hstu_rank_synthetic.py
 Quick:     python -m experiments.run --config=configs/ultra_hstu_rank_synthetic.py:quick
+Short:     python -m experiments.run --config=configs/ultra_hstu_rank_synthetic.py:short  (3 epochs;
+           beside configs/hstu_rank_synthetic.py:short)
 Ablations: --config.model.local_window=0 (global only), --config.model.global_window=0 (local
            only), --config.model.truncated_len=0 (no truncation), --config.model.sla=False,
            --config.model.stream_select="(0,)" --config.model.stream_encode="(255,)" (one stream).
@@ -45,4 +47,8 @@ def get_config(arg: str | None = None):
     c.model.global_window = 2
     c.model.sla_block = 4
     c.model.truncated_len = 8
+  elif arg == "short":
+    hstu_rank_synthetic.apply_short(c)
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}: use 'quick' or 'short'")
   return c
