@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pallas_kernels.mask import MaskSpec
 from recjax.models import build_model
 from recjax.models.ultra_hstu import UltraHSTU, compact_events
 
@@ -208,6 +209,19 @@ def test_remat_gives_equal_loss_and_gradients(variables):
   np.testing.assert_allclose(l1, l0, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_k1_k2_map_onto_the_mask_spec():
+  """K2 global history columns after the C context tokens; K1 = 0 keeps only the diagonal (as the
+  paper's K1 = 0); sla=False is the plain causal mask with context prefix and isolated targets."""
+  spec, sla = _model(local_window=0, global_window=0).mask(NUM_CTX, C)
+  assert spec == MaskSpec(local_window=1, global_prefix=NUM_CTX, contextual_prefix=NUM_CTX, num_targets=C)
+  assert sla is not None and sla.block == 4
+  spec, _ = _model(local_window=6, global_window=3, sla_block=0).mask(NUM_CTX, C)
+  assert spec.local_window == 6 and spec.global_prefix == NUM_CTX + 3
+  assert _model(sla=False).mask(NUM_CTX, C) == (
+      MaskSpec(causal=True, contextual_prefix=NUM_CTX, num_targets=C), None)
+  assert _model(sla_block=0).mask(NUM_CTX, C)[1] is None      # the dense SLA mask (reference)
 
 
 def test_config_errors_are_clear():
