@@ -180,7 +180,7 @@ def ranking_table() -> str:
     rows.append((os.path.relpath(path, ROOT), r))
   if not rows:
     return "_no ranking runs yet_"
-  out = ["| dataset | model | test mean NE | AUC | GAUC | oracle NE | share of gap closed (mean NE) | "
+  out = ["| dataset | run (config) | test mean NE | AUC | GAUC | oracle NE | share of gap closed (mean NE) | "
          "NE per headline task | steps | wall-clock | seed |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
   fmt = lambda v: "–" if v is None else f"{v:.4f}"
@@ -192,7 +192,9 @@ def ranking_table() -> str:
     # on the task-averaged NE: per-task ratios of rare feedbacks have tiny denominators.
     share = (1 - m["ne"]) / (1 - oracle) if oracle is not None and oracle < 1 else None
     per_task = ", ".join(f"{k} {t[k]['ne']:.4f}" for k in RANKING_HEADLINE_TASKS if k in t) or "–"
-    out.append(f"| {r['dataset']} | [{r['model']}]({rel}) | {fmt(m['ne'])} | {fmt(m.get('auc'))} | "
+    # The run's config name, not the model's: two configs of one model (e.g. 1 and 2 transducer
+    # streams, short and full runs) must be told apart.
+    out.append(f"| {r['dataset']} | [{r.get('config') or r['model']}]({rel}) | {fmt(m['ne'])} | {fmt(m.get('auc'))} | "
                f"{fmt(m.get('gauc'))} | {fmt(oracle)} | {'–' if share is None else f'{share:.2f}'} | "
                f"{per_task} | {r['steps']} | "
                f"{_fmt_time(r['wall_clock_s'])} | {r['seed']} |")
