@@ -55,7 +55,8 @@ def get_config(arg: str | None = None):
   c = ranking_base("hstu_rank_synthetic")
   c.model = ml_collections.ConfigDict(dict(
       name="hstu_ranker", dim=64, num_blocks=2, num_heads=2, dqk=32, dv=32, max_history=64,
-      attn_norm_len=72, dropout=0.3, use_time_bias=True, num_time_buckets=129, backend="xla"))
+      attn_norm_len=72, dropout=0.3, use_time_bias=True, num_time_buckets=129, backend="xla",
+      user_context="tokens"))
   if arg == "quick":
     apply_quick(c)
   return c
