@@ -395,7 +395,7 @@ def main():
   ap.add_argument("--steps", type=int, default=5, help="batches timed per round (the same in every row)")
   ap.add_argument("--rounds", type=int, default=4, help="timing rounds, rows alternating within each")
   ap.add_argument("--warmup", type=int, default=3)
-  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked")
+  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked,hstu_ranker,dlrm,din")
   ap.add_argument("--out", default="results/bench/train_cpu.json")
   ap.add_argument("--peer_json", default=None, help="peer-hstu result JSON measured on this machine")
   ap.add_argument("--run_peer", action="store_true", help="time the PyTorch reference first (peer-hstu)")
