@@ -1,6 +1,8 @@
-"""Training-step benchmark at the ML-1M reference configuration (SASRec and HSTU, packed and not).
+"""Training-step benchmark: retrieval at the ML-1M reference configuration (SASRec and HSTU,
+packed and not) and the ranking step on the default synthetic ranking world (HSTU ranker, DLRM, DIN).
 
-    python scripts/bench_train.py [--models hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked]
+    python scripts/bench_train.py [--models hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked,
+                                            hstu_ranker,dlrm,din]
                                   [--steps 5] [--rounds 4] [--out results/bench/train_cpu.json]
                                   [--peer_json /tmp/peer/result.json] [--run_peer]
 
@@ -13,6 +15,13 @@ worker: the loss alone (forward; with the fused C++ loss kernel this includes th
 backward, computed in the same pass), loss + gradients (forward + backward), the optimizer update
 alone (Adam on the gradients, jitted by itself), and the whole jitted train step. Backward is the
 difference of the first two medians; every other part is timed on its own.
+
+Ranking rows (`hstu_ranker`, `dlrm`, `din`: configs/*_rank_synthetic.py) time the ranking task's
+own loss (`tasks/ranking.py`: multi-task BCE over the real candidates) and the trainer's step
+(`train.step.make_step`) on the task's training batches of the default synthetic world, generated
+once by the parent into a temporary folder that the workers share. A ranking batch is
+`batch_size` requests of `request_size` candidates: `examples_per_s` counts requests,
+`candidates_per_s` real candidates, `tokens_per_s` the real history and candidate tokens.
 
 `*_unpacked` rows are the same config with `model.token_packing=False`; the JSON's `packing` entry
 gives, per HSTU config, the ratio of the unpacked to the packed step time per round (median and
@@ -38,6 +47,7 @@ import datetime
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,16 +66,18 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
+from configs import din_rank_synthetic, dlrm_rank_synthetic, hstu_rank_synthetic  # noqa: E402
 from configs import hstu_large_ml1m, hstu_ml1m, sasrec_ml1m  # noqa: E402
 from recjax.data import pipeline, splits  # noqa: E402
 from recjax.data.types import UserSequences  # noqa: E402
 from recjax.models import build_model, init_params  # noqa: E402
+from recjax import tasks  # noqa: E402
 from recjax.scaling import mfu  # noqa: E402
 from recjax.scaling.flops import sampled_softmax_flops  # noqa: E402
 from recjax.train import results  # noqa: E402
 from recjax.train.loop import resolve_model_config  # noqa: E402
 from recjax.train.state import TrainState, make_optimizer  # noqa: E402
-from recjax.train.step import loss_fn, make_train_step  # noqa: E402
+from recjax.train.step import loss_fn, make_step, make_train_step  # noqa: E402
 
 # Row name -> (config module, model overrides). HSTU rows come in pairs: packed (the config's
 # default) and `_unpacked`.
@@ -76,6 +88,8 @@ ROWS = {
     "hstu_large": (hstu_large_ml1m, {}),
     "hstu_large_unpacked": (hstu_large_ml1m, {"token_packing": False}),
 }
+# Ranking rows: row name -> config module (the task is config.task = "ranking").
+RANKING_ROWS = {"hstu_ranker": hstu_rank_synthetic, "dlrm": dlrm_rank_synthetic, "din": din_rank_synthetic}
 PEER_RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "shared", "tools", "peer-hstu", "run.sh")
 TUNED_ALLOCATOR = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
@@ -115,7 +129,69 @@ def loss_kernel_flops(batch, num_negatives: int, dim: int) -> float:
 class Worker:
   """One benchmark row: its model, jitted functions and batches, in this (worker) process."""
 
-  def __init__(self, name: str, steps: int, warmup: int):
+  def __init__(self, name: str, steps: int, warmup: int, data_dir: str | None = None):
+    if name in RANKING_ROWS:
+      batches = self._build_ranking(name, steps, warmup, data_dir)
+    else:
+      batches = self._build_retrieval(name, steps, warmup)
+    # Warm up: compile every token bucket these batches use, for every timed function.
+    grads = None
+    for b in batches:
+      jax.block_until_ready(self.fwd(self.params, b, self.key))
+      _, grads = jax.block_until_ready(self.fwd_bwd(self.params, b, self.key))
+    self.grads = grads
+    jax.block_until_ready(self.update(grads, self.opt_state, self.params))
+    for b in batches:
+      self.state, loss = self.step(self.state, b)
+    jax.block_until_ready(loss)
+
+  def _timed_functions(self, loss, tx, key, params) -> None:
+    """fwd / fwd_bwd / update / step for `loss(params, batch, key)` (the ranking rows)."""
+    self.key, self.params = key, params
+    self.fwd = jax.jit(loss)
+    self.fwd_bwd = jax.jit(jax.value_and_grad(loss))
+
+    def update(grads, opt_state, params):
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    self.update = jax.jit(update)
+    self.step = make_step(loss, tx, key)
+    self.opt_state = tx.init(params)
+    # The step donates its state: give it its own copy of the parameters.
+    self.state = TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params), tx.init(params))
+
+  def _build_ranking(self, name: str, steps: int, warmup: int, data_dir: str) -> list[dict]:
+    """The ranking task's loss and step on its own training batches (configs/<name>_rank_synthetic)."""
+    config = RANKING_ROWS[name].get_config()
+    task = tasks.make_task(config, data_dir)
+    model, _, _ = task.build_model()
+    tc = config.train
+    ds = task.train_dataset(tc.batch_size, 2, 0)
+    t0 = time.perf_counter()
+    batches = [ds[i] for i in range(warmup + steps)]
+    self.input_s = (time.perf_counter() - t0) / len(batches)
+    self.warm, self.measured = batches[:warmup], batches[warmup:]
+    key = jax.random.key(0, impl=tc.prng_impl)
+    tx = make_optimizer(tc)
+    self._timed_functions(task.loss_fn(model), tx, key, init_params(model, key, batches[0]))
+    b0 = self.measured[0]
+    candidates = float(np.mean([b["cand_mask"].sum() for b in self.measured]))
+    history = float(np.mean([b["hist_lengths"].sum() for b in self.measured]))
+    flops = _flops(self.step.lower(self.state, b0))
+    self.info = {
+        "model": name, "config": config.name, "model_overrides": {}, "task": "ranking",
+        "token_packing": False, "batch_size": tc.batch_size, "max_len": config.ranking.history_len,
+        "request_size": config.ranking.request_size, "num_negatives": None,
+        "data": "synthetic ranking world (WorldConfig defaults, seed 0)", "input_s": self.input_s,
+        "real_candidates_per_step": candidates, "real_tokens_per_step": history + candidates,
+        "xla_flops_per_step": flops, "loss_kernel_flops_per_step": 0.0, "loss_impl": "xla (multi-task BCE)",
+        "plain_flops_per_step": flops,
+    }
+    return batches
+
+  def _build_retrieval(self, name: str, steps: int, warmup: int) -> list[dict]:
+    """The retrieval loss (sampled softmax) and step on ML-1M batches (module docstring)."""
     from recjax import losses  # pylint: disable=import-outside-toplevel
     module, overrides = ROWS[name]
     config = module.get_config()
@@ -168,17 +244,7 @@ class Worker:
         {"token_packing": False} if "token_packing" in type(model).__dataclass_fields__ else {})), seqs.num_items)
     plain_step = make_train_step(plain_model, tx, plain_cfg, seqs.catalogue(), key)
     self.info["plain_flops_per_step"] = _flops(plain_step.lower(self.state, b0))
-
-    # Warm up: compile every token bucket these batches use, for every timed function.
-    grads = None
-    for b in batches:
-      jax.block_until_ready(self.fwd(self.params, b, key))
-      _, grads = jax.block_until_ready(self.fwd_bwd(self.params, b, key))
-    self.grads = grads
-    jax.block_until_ready(self.update(grads, self.opt_state, self.params))
-    for b in batches:
-      self.state, loss = self.step(self.state, b)
-    jax.block_until_ready(loss)
+    return batches
 
   def round(self) -> dict:
     """Times every measured batch once per part; the step last, as training runs it."""
@@ -207,9 +273,9 @@ def _flops(lowered) -> float:
   return float((cost or {}).get("flops", float("nan")))
 
 
-def worker_main(name: str, steps: int, warmup: int):
+def worker_main(name: str, steps: int, warmup: int, data_dir: str | None):
   """The worker protocol: one JSON line when ready, then one per `round` request, then `done`."""
-  w = Worker(name, steps, warmup)
+  w = Worker(name, steps, warmup, data_dir)
   print(json.dumps({"ready": w.info}), flush=True)
   for line in sys.stdin:
     cmd = line.strip()
@@ -231,10 +297,24 @@ def _reply(proc, what: str) -> dict:
         return msg[what]
 
 
+def prepare_ranking_world(names) -> str | None:
+  """Generates the synthetic ranking world once into a temporary workdir (the ranking workers read
+  it there instead of each generating its own copy at the same time); None without ranking rows."""
+  if not any(n in RANKING_ROWS for n in names):
+    return None
+  from recjax.data import registry  # pylint: disable=import-outside-toplevel
+  workdir = tempfile.mkdtemp(prefix="bench-ranking-")
+  registry.load_dataset(hstu_rank_synthetic.get_config().data, cache_dir=os.path.join(workdir, "data"))
+  return workdir
+
+
 def run_rows(names, steps: int, warmup: int, rounds: int) -> list[dict]:
   """Starts one worker per row (they compile side by side), then alternates timing rounds."""
+  data_dir = prepare_ranking_world(names)
+  extra = ["--data_dir", data_dir] if data_dir else []
   procs = {n: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", n, "--steps", str(steps),
-                                "--warmup", str(warmup)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                "--warmup", str(warmup)] + extra,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
            for n in names}
   info = {}
   for n, p in procs.items():
@@ -256,6 +336,8 @@ def run_rows(names, steps: int, warmup: int, rounds: int) -> list[dict]:
     done = _reply(procs[n], "done")
     procs[n].wait()
     rows.append(summarise(info[n], times[n], done))
+  if data_dir:
+    shutil.rmtree(data_dir, ignore_errors=True)
   return rows
 
 
@@ -264,6 +346,8 @@ def summarise(info: dict, rounds: list[dict], done: dict) -> dict:
   every = {k: [t for r in rounds for t in r[k]] for k in rounds[0]}
   step = med(every["step"])
   flops = info["xla_flops_per_step"] + info["loss_kernel_flops_per_step"]
+  if "real_candidates_per_step" in info:
+    done = dict(done, candidates_per_s=info["real_candidates_per_step"] / step)
   return dict(
       info,
       step_s_median=step, step_s_min=min(every["step"]), step_s_max=max(every["step"]),
@@ -311,19 +395,20 @@ def main():
   ap.add_argument("--steps", type=int, default=5, help="batches timed per round (the same in every row)")
   ap.add_argument("--rounds", type=int, default=4, help="timing rounds, rows alternating within each")
   ap.add_argument("--warmup", type=int, default=3)
-  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked")
+  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked,hstu_ranker,dlrm,din")
   ap.add_argument("--out", default="results/bench/train_cpu.json")
   ap.add_argument("--peer_json", default=None, help="peer-hstu result JSON measured on this machine")
   ap.add_argument("--run_peer", action="store_true", help="time the PyTorch reference first (peer-hstu)")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)   # internal: one row's process
+  ap.add_argument("--data_dir", default=None, help=argparse.SUPPRESS)  # internal: the ranking world
   args = ap.parse_args()
   if args.worker:
-    worker_main(args.worker, args.steps, args.warmup)
+    worker_main(args.worker, args.steps, args.warmup, args.data_dir)
     return
   names = args.models.split(",")
-  unknown = sorted(set(names) - set(ROWS))
+  unknown = sorted(set(names) - set(ROWS) - set(RANKING_ROWS))
   if unknown:
-    ap.error(f"unknown --models {unknown}; known: {sorted(ROWS)}")
+    ap.error(f"unknown --models {unknown}; known: {sorted(ROWS) + sorted(RANKING_ROWS)}")
 
   peer = peer_tuned = None
   if args.run_peer:
@@ -361,16 +446,17 @@ def main():
   print(f"data: {record['data']}; matmul peak {peak:.0f} GFLOP/s; {hw['cpu']}; malloc tuned {hw['malloc_tuned']}, "
         f"native kernels {hw['native_kernels']}; {args.rounds} rounds x {args.steps} steps, medians")
   print(f"{'model':20s} {'step ms':>8s} {'range':>11s} {'input':>6s} {'fwd':>6s} {'bwd':>6s} {'opt':>6s} "
-        f"{'tok/s':>7s} {'GFLOP':>6s} {'util<=':>6s} {'RSS MB':>7s} {'vs peer':>8s}")
+        f"{'tok/s':>7s} {'ex/s':>6s} {'cand/s':>7s} {'GFLOP':>6s} {'util<=':>6s} {'RSS MB':>7s} {'vs peer':>8s}")
   for r in rows:
     vs = f"{r['speedup_vs_peer']:.1f}x" if "speedup_vs_peer" in r else "-"
     if "speedup_vs_peer_tuned_allocator" in r:
       vs += f" ({r['speedup_vs_peer_tuned_allocator']:.1f}x tuned)"
     rng = f"{r['step_s_min'] * 1e3:.0f}-{r['step_s_max'] * 1e3:.0f}"
+    cand = f"{r['candidates_per_s']:.0f}" if "candidates_per_s" in r else "-"
     print(f"{r['model']:20s} {r['step_s_median'] * 1e3:8.1f} {rng:>11s} {r['input_s'] * 1e3:6.1f} "
           f"{r['forward_s'] * 1e3:6.1f} {r['backward_s'] * 1e3:6.1f} {r['optimizer_s'] * 1e3:6.1f} "
-          f"{r['tokens_per_s']:7.0f} {r['flops_per_step'] / 1e9:6.2f} {r['utilisation_vs_matmul_peak']:6.1%} "
-          f"{r['peak_rss_mb']:7.0f} {vs:>8s}")
+          f"{r['tokens_per_s']:7.0f} {r['examples_per_s']:6.0f} {cand:>7s} {r['flops_per_step'] / 1e9:6.2f} "
+          f"{r['utilisation_vs_matmul_peak']:6.1%} {r['peak_rss_mb']:7.0f} {vs:>8s}")
   for name, p in record["packing"].items():
     print(f"token packing, {name}: unpacked / packed step time {p['speedup_of_medians']:.2f}x (medians); per round "
           f"median {p['speedup_per_round_median']:.2f}x, range {p['speedup_per_round_min']:.2f}-"

@@ -151,9 +151,11 @@ def speed_table() -> str:
              if "peer_tuned_allocator_step_s_median" in r else "–")
     tsp = f"{r['speedup_vs_peer_tuned_allocator']:.1f}×" if "speedup_vs_peer_tuned_allocator" in r else "–"
     name = r["config"] + (" (unpacked)" if r.get("model", "").endswith("_unpacked") else "")
+    # Ranking rows: an example is a request; its candidates are the scored unit.
+    cands = f" ({r['candidates_per_s']:,.0f} candidates)" if "candidates_per_s" in r else ""
     out.append(f"| {name} | {r['step_s_median'] * 1e3:.0f} | {r['forward_s'] * 1e3:.0f} | "
                f"{r['backward_s'] * 1e3:.0f} | {_ms_or_zero(r['optimizer_s'])} | {r['tokens_per_s']:,.0f} | "
-               f"{r['examples_per_s']:.0f} | {r['flops_per_step'] / 1e9:.1f} | {r['utilisation_vs_matmul_peak']:.1%} | "
+               f"{r['examples_per_s']:.0f}{cands} | {r['flops_per_step'] / 1e9:.1f} | {r['utilisation_vs_matmul_peak']:.1%} | "
                f"{peer} | {sp} | {tpeer} | {tsp} |")
   if b.get("peer"):
     p = b["peer"]

@@ -18,7 +18,8 @@ fields of `recjax/data/ranking.py`, padded requests have hist_lengths 0 and cand
 Loss: `losses.multitask_bce_loss` over the real candidates, per-task weights `ranking.task_weights`
 (all 1 by default), plus `ranking.watch_weight` x the watch-ratio MSE when > 0.
 Evaluation: sigmoid of the logits of every real candidate -> `metrics.ranking.multitask_metrics`
-(per task and averaged; GAUC grouped by user); on synthetic worlds also the oracle's NE / AUC on
+(per task and averaged; GAUC grouped by user); with the watch head, its MSE, the MSE of the
+split's mean and R² under `watch_ratio`; on synthetic worlds also the oracle's NE / AUC on
 the same candidates (`synthetic.load_oracle`) and the share of the gap closed. The best epoch is
 the lowest mean NE on the validation split (the test split when there is none); the test split is
 evaluated at every evaluation too, and `metrics.test` is the test of the selected epoch (early
@@ -87,6 +88,15 @@ def _world_dir(config, workdir: str) -> str:
   if not os.path.exists(os.path.join(out, "world.json")):
     synthetic.generate_world(synthetic.WorldConfig(**registry._plain(config.data.world)), out)  # pylint: disable=protected-access
   return out
+
+
+def watch_ratio_metrics(pred_N: np.ndarray, target_N: np.ndarray) -> dict:
+  """The regression head's MSE, the MSE of the split's own mean (the best constant) and R² = 1 −
+  their ratio (> 0: the head knows more than the average)."""
+  pred_N, target_N = np.asarray(pred_N, np.float64), np.asarray(target_N, np.float64)
+  mse = float(np.mean((pred_N - target_N) ** 2))
+  of_mean = float(np.var(target_N))
+  return {"mse": mse, "mse_of_mean": of_mean, "r2": 1.0 - mse / of_mean if of_mean > 0 else float("nan")}
 
 
 class RankingTask(Task):
@@ -160,21 +170,27 @@ class RankingTask(Task):
 
   def evaluator(self, model):
     batch_size = self.config.eval.batch_size
+    watch_head = self.watch_weight > 0
 
     @jax.jit
     def predict(params, batch):
-      return jax.nn.sigmoid(model.apply({"params": params}, batch, train=False)["logits"])
+      out = model.apply({"params": params}, batch, train=False)
+      return jax.nn.sigmoid(out["logits"]), (out["watch_ratio"] if watch_head else None)
 
     def run(params, split: str) -> dict:
       ex = self.examples[split]
-      preds = [np.asarray(predict(params, make_batch(ex, np.arange(s, min(s + batch_size, len(ex))), batch_size)))
+      preds = [predict(params, make_batch(ex, np.arange(s, min(s + batch_size, len(ex))), batch_size))
                for s in range(0, len(ex), batch_size)]
-      p_NCT = np.concatenate(preds)[:len(ex)]
+      p_NCT = np.concatenate([np.asarray(p) for p, _ in preds])[:len(ex)]
       real = ex.arrays["cand_mask"] > 0
       users = np.broadcast_to(ex.arrays["user_ids"][:, None], real.shape)
       oracle = self.oracle[split][real] if self.oracle else None
-      return multitask_metrics(p_NCT[real], ex.arrays["cand_labels"][real], self.task_names,
-                               user_N=users[real], oracle_NT=oracle)
+      metrics = multitask_metrics(p_NCT[real], ex.arrays["cand_labels"][real], self.task_names,
+                                  user_N=users[real], oracle_NT=oracle)
+      if watch_head:
+        w_NC = np.concatenate([np.asarray(w) for _, w in preds])[:len(ex)]
+        metrics["watch_ratio"] = watch_ratio_metrics(w_NC[real], ex.arrays["cand_watch_ratio"][real])
+      return metrics
     return run
 
   def dataset_stats(self) -> dict:

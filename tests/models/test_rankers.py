@@ -42,6 +42,8 @@ def _models(ctx):
   return {
       "hstu": HSTURanker(**kw, num_blocks=2, num_heads=2, dqk=8, dv=8, max_history=16, attn_norm_len=20,
                          watch_head=True),
+      "hstu_ctx": HSTURanker(**kw, num_blocks=2, num_heads=2, dqk=8, dv=8, max_history=16, attn_norm_len=20,
+                             watch_head=True, user_context="tokens"),
       "dlrm": DLRM(**kw, mlp_dims=(32, 16), watch_head=True),
       "din": DIN(**kw, attention_dims=(16, 8), mlp_dims=(32, 16), watch_head=True),
   }
@@ -79,7 +81,7 @@ def test_shapes(setup, name):
   assert np.all(np.isfinite(out["logits"]))
 
 
-@pytest.mark.parametrize("name", ["hstu", "dlrm", "din"])
+@pytest.mark.parametrize("name", ["hstu", "hstu_ctx", "dlrm", "din"])
 def test_candidates_are_isolated(setup, name):
   """Changing candidate 0's item (and tab and features) changes no other candidate's prediction,
   and candidates scored one at a time get the same predictions as scored together."""
@@ -99,7 +101,7 @@ def test_candidates_are_isolated(setup, name):
                                rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["hstu", "dlrm", "din"])
+@pytest.mark.parametrize("name", ["hstu", "hstu_ctx", "dlrm", "din"])
 def test_history_padding_and_future_are_invisible(setup, name):
   """Values in padded history slots never matter."""
   ex, models, params = setup
@@ -114,7 +116,7 @@ def test_history_padding_and_future_are_invisible(setup, name):
                              rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["hstu", "dlrm", "din"])
+@pytest.mark.parametrize("name", ["hstu", "hstu_ctx", "dlrm", "din"])
 def test_candidate_outcomes_change_no_prediction(data, setup, name):
   """End to end (protocol + model): rewriting the test candidates' feedbacks, play times and own
   timestamps in the event log leaves every prediction of their requests unchanged."""
@@ -172,6 +174,24 @@ def test_jitted_training_step_lowers_the_loss(data, name):
     params, state, loss = step(params, state)
     first = loss if first is None else first
   assert float(loss) < 0.8 * float(first), (float(first), float(loss))
+
+
+def test_hstu_user_context_tokens_are_read_and_validated(setup):
+  """With user_context="tokens" the user features are prefix tokens: changing one user's features
+  moves that request's predictions only; "sum" and "tokens" share the parameter tree; a wrong
+  layout name is rejected."""
+  ex, models, params = setup
+  batch = _inputs(ex.arrays, slice(0, 12))
+  full = models["hstu_ctx"](params["hstu_ctx"], batch)["logits"]
+  feats = batch["user_feats"].at[0].set(batch["user_feats"][0] % 2 + 1)
+  moved = models["hstu_ctx"](params["hstu_ctx"], dict(batch, user_feats=feats))["logits"]
+  assert not np.allclose(moved[0], full[0])
+  np.testing.assert_allclose(moved[1:], full[1:], rtol=1e-5, atol=1e-6)
+  shapes = lambda p: jax.tree.map(jnp.shape, p)   # noqa: E731
+  assert shapes(params["hstu_ctx"]) == shapes(params["hstu"])
+  with pytest.raises(ValueError, match="user_context must be 'sum' or 'tokens'"):
+    models_bad = HSTURanker(num_items=WORLD.num_items + 1, num_tasks=T, dim=16, user_context="prefix")
+    init_params(models_bad, jax.random.key(0), batch)
 
 
 def test_hstu_ranker_pallas_backend_matches_xla(setup):

@@ -130,3 +130,43 @@ def test_ranking_quick_config_runs_end_to_end_with_early_stopping(tmp_path, monk
   assert "ranking protocol last_k" in summary["protocol"]
   assert summary["flops"][0]["flops_per_step"] > 0 and summary["flops"][0]["flops_per_example"] > 0
   assert summary["headline"]["test"][0] == "mean.ne"
+
+
+def test_watch_ratio_head_learns_a_planted_watch_ratio(tmp_path):
+  """With ranking.watch_weight > 0 the task trains the regression head and evaluates it: on a tiny
+  world whose watch ratio is a planted function of the item (play = ratio[item] x duration), the
+  HSTU ranker's head recovers it on the test split (R² far above the untrained head's and the
+  mean's 0)."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from recjax.data import ranking as rk  # pylint: disable=import-outside-toplevel
+  from recjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
+  from recjax.train.step import make_step  # pylint: disable=import-outside-toplevel
+  c = hstu_rank_synthetic.get_config("quick")
+  c.ranking.watch_weight = 1.0
+  c.ranking.task_weights = (0.0,) * 8   # the head alone: the BCE terms only add noise to this check
+  c.model.num_blocks = 1
+  c.model.dropout = 0.0
+  task = tasks.make_task(c, str(tmp_path))
+  seqs = task.seqs
+  ratio = np.random.default_rng(0).uniform(0.2, 3.0, seqs.num_items)   # the planted truth, per item
+  play = np.round(ratio[seqs.items] * seqs.extras["duration_ms"]).astype(np.int64)
+  planted = dataclasses.replace(seqs, extras=dict(seqs.extras, play_time_ms=play))
+  task.examples = {s: rk.ranking_examples(planted, task.split_cfg, s, task.context) for s in rk.SPLITS}
+  test = task.examples["test"]
+  real = test.arrays["cand_mask"] > 0
+  np.testing.assert_allclose(test.arrays["cand_watch_ratio"][real], ratio[test.arrays["cand_ids"][real]], rtol=1e-3)
+  model, _, _ = task.build_model()
+  params = init_params(model, jax.random.key(0), task.init_batch())
+  evaluate = task.evaluator(model)
+  before = evaluate(params, "test")["watch_ratio"]
+  tx = optax.adam(1e-2)
+  step = make_step(task.loss_fn(model), tx, jax.random.key(1))
+  state = TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
+  ds = task.train_dataset(c.train.batch_size, 8, seed=0)
+  for i in range(len(ds)):
+    state, _ = step(state, ds[i])
+  after = evaluate(state.params, "test")["watch_ratio"]
+  assert before["r2"] < 0.2, before
+  assert after["r2"] > 0.6, after        # 64 steps reach ≈ 0.8; the untrained head is ≈ −2
+  np.testing.assert_allclose(after["mse_of_mean"], np.var(ratio[test.arrays["cand_ids"][real]]), rtol=1e-3)
