@@ -110,14 +110,14 @@ class KunlunRanker(nn.Module):
   @nn.compact
   def __call__(self, batch, *, train: bool = False):
     n, c = batch["cand_ids"].shape
+    fu = batch["user_feats"].shape[1]
+    # Filler tokens: the interaction's output tokens are split over experts, so F % experts == 0.
+    fill = (-fu) % self.experts if fu else self.experts
+    cfg = self.kunlun_config(fu + fill)   # first: bad settings fail before any work
     inputs = RankingInputs(self.num_items, self.dim, self.num_tasks, self.user_vocab, self.item_vocab,
                            self.num_tabs, self.num_watch_buckets, name="inputs")
     hist_NHD, valid_NH = inputs.history(batch)
     user_NFD = inputs.user(batch)
-    fu = user_NFD.shape[1]
-    # Filler tokens: the interaction's output tokens are split over experts, so F % experts == 0.
-    fill = (-fu) % self.experts if fu else self.experts
-    cfg = self.kunlun_config(fu + fill)
     x_NFD = user_NFD + self.param("field_embed", nn.initializers.normal(0.02), (fu, self.dim))
     if fill:
       filler = self.param("context_filler", nn.initializers.normal(0.02), (fill, self.dim))
