@@ -232,3 +232,18 @@ def test_bad_kunlun_settings_name_the_field():
     _model("kunlun", event_bits=(-1,)).init(jax.random.key(0), batch)
   with pytest.raises(ValueError, match="pooling"):
     _model("kunlun", pooling="mean").init(jax.random.key(0), batch)
+
+
+@pytest.mark.slow   # ≈ 1 minute each on the shared box
+@pytest.mark.parametrize("config", ["kunlun_rank_synthetic", "dcnv2_rank_synthetic", "wukong_rank_synthetic",
+                                    "interformer_lite_rank_synthetic"])
+def test_quick_configs_run_end_to_end(tmp_path, config):
+  import importlib   # pylint: disable=import-outside-toplevel
+  from recjax.train import loop   # pylint: disable=import-outside-toplevel
+  c = importlib.import_module(f"configs.{config}").get_config("quick")
+  summary = loop.train_and_evaluate(c, str(tmp_path / "w"))
+  mean = summary["metrics"]["test"]["mean"]
+  assert np.isfinite(mean["ne"]) and 0 < mean["oracle_ne"] < 1
+  assert summary["flops"][0]["flops_per_example"] > 0 and summary["steps"] == c.train.max_steps
+  with pytest.raises(ValueError, match="unknown config argument"):
+    importlib.import_module(f"configs.{config}").get_config("quik")
