@@ -7,7 +7,8 @@ x_{l+1} = x_0 ⊙ (W x_l + b) + x_l, deep tower 256-128 stacked on them, dropout
 Command:   python -m experiments.run --config=configs/dcnv2_rank_synthetic.py
 Quick:     python -m experiments.run --config=configs/dcnv2_rank_synthetic.py:quick
 Hardware:  2-core x86 CPU; a few minutes.
-Result:    results/synthetic/dcnv2_rank_synthetic.json (one seed).
+Result (results/synthetic/dcnv2_rank_synthetic.json, seed 42, one seed): 664 steps in 247 s on the loaded
+           box; best validation epoch 4; test mean NE 0.974, AUC 0.595 (DLRM 0.962: a miss for DCNv2).
 """
 import ml_collections
 

@@ -7,7 +7,8 @@ history token, candidate token, candidate item embedding, 1 filler] (30 x D = 32
 Command:   python -m experiments.run --config=configs/wukong_rank_synthetic.py
 Quick:     python -m experiments.run --config=configs/wukong_rank_synthetic.py:quick
 Hardware:  2-core x86 CPU; a few minutes.
-Result:    results/synthetic/wukong_rank_synthetic.json (one seed).
+Result (results/synthetic/wukong_rank_synthetic.json, seed 42, one seed): 664 steps in 358 s on the loaded
+           box; best validation epoch 2 (then overfits); test mean NE 0.952, AUC 0.649, GAUC 0.619.
 """
 import ml_collections
 
