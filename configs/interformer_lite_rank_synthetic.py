@@ -13,6 +13,9 @@ is Kunlun's Wukong block, not InterFormer's: a stand-in, not a reproduction of I
 Command:   python -m experiments.run --config=configs/interformer_lite_rank_synthetic.py
 Quick:     python -m experiments.run --config=configs/interformer_lite_rank_synthetic.py:quick
 Hardware:  2-core x86 CPU; slower than Kunlun (no CompSkip, full attention).
+Result (results/synthetic/interformer_lite_rank_synthetic.json, seed 42, one seed): 664 steps in 2656 s
+           on the box while it also ran tests (over the 10-minute budget; step time not comparable);
+           best validation epoch 6; test mean NE 0.961, AUC 0.630 (Kunlun 0.958 at 25% fewer FLOPs).
 """
 from configs import kunlun_rank_synthetic
 
