@@ -244,6 +244,6 @@ def test_quick_configs_run_end_to_end(tmp_path, config):
   summary = loop.train_and_evaluate(c, str(tmp_path / "w"))
   mean = summary["metrics"]["test"]["mean"]
   assert np.isfinite(mean["ne"]) and 0 < mean["oracle_ne"] < 1
-  assert summary["flops"][0]["flops_per_example"] > 0 and summary["steps"] == c.train.max_steps
+  assert summary["flops"][0]["flops_per_example"] > 0 and 0 < summary["steps"] <= c.train.max_steps
   with pytest.raises(ValueError, match="unknown config argument"):
     importlib.import_module(f"configs.{config}").get_config("quik")
