@@ -118,18 +118,24 @@ def sum_kron_dense(z_RST: jax.Array, w_RDE: jax.Array) -> jax.Array:
 
 
 class HierarchicalSeedPooling(nn.Module):
-  """Jagged sequence [B, L, D] -> summary [B, n_tokens, D]: seed attention + SumKronLinear."""
+  """Jagged sequence [B, L, D] -> summary [B, n_tokens, D]: seed attention + SumKronLinear.
+
+  compress=False is PMA (the pooling HSP replaces): n_tokens seeds, their attention output is the
+  summary, no SumKronLinear."""
   n_seeds: int
   n_tokens: int
   heads: int
   kron_rank: int
   backend: str = "xla"
+  compress: bool = True
 
   @nn.compact
   def __call__(self, s_BLD: jax.Array, lengths_B: jax.Array) -> jax.Array:
     b, _, d = s_BLD.shape
     if self.n_seeds < self.n_tokens:
       raise ValueError(f"HSP seeds must be over-complete: n_seeds={self.n_seeds} < n_tokens={self.n_tokens}")
+    if not self.compress and self.n_seeds != self.n_tokens:
+      raise ValueError(f"PMA (compress=False) needs n_seeds == n_tokens, got {self.n_seeds} != {self.n_tokens}")
     seeds_SD = self.param("seeds_SD", nn.initializers.normal(1.0), (self.n_seeds, d))
     q_BSD = jnp.broadcast_to(layer_norm_no_affine(seeds_SD)[None], (b, self.n_seeds, d))
     dh = d // self.heads
@@ -138,7 +144,10 @@ class HierarchicalSeedPooling(nn.Module):
         _split_heads(nn.Dense(d, name="value")(s_BLD), self.heads), lengths_B=None,
         kv_lengths_B=lengths_B, mask=CROSS, kind="softmax", alpha=1.0 / math.sqrt(dh),
         backend=self.backend)
-    return SumKronLinear(self.n_tokens, self.kron_rank, name="compress")(pooled_BSHK.reshape(b, self.n_seeds, d))
+    pooled_BSD = pooled_BSHK.reshape(b, self.n_seeds, d)
+    if not self.compress:
+      return pooled_BSD
+    return SumKronLinear(self.n_tokens, self.kron_rank, name="compress")(pooled_BSD)
 
 
 class WindowAttention(nn.Module):

@@ -9,11 +9,13 @@ def model_class(name: str):
   A class may define `resolve_config(model_cfg: dict, seqs) -> (model_cfg, notes)`: how it fills
   data-dependent settings from the dataset (e.g. HSTU's time bias); the trainer calls it without
   knowing which model it has."""
-  from recjax.models import din, dlrm, hstu, hstu_ranker, linear_hstu, sasrec, ultra_hstu  # pylint: disable=import-outside-toplevel
+  from recjax.models import (  # pylint: disable=import-outside-toplevel
+      dcnv2, din, dlrm, hstu, hstu_ranker, kunlun_ranker, linear_hstu, sasrec, ultra_hstu, wukong)
   registry = {"hstu": hstu.HSTU, "sasrec": sasrec.SASRec, "linear_hstu": linear_hstu.LinearHSTU,
               # rankers: ranking batch -> {"logits": [N, C, T], "watch_ratio"} (the ranking task)
               "hstu_ranker": hstu_ranker.HSTURanker, "dlrm": dlrm.DLRM, "din": din.DIN,
-              "ultra_hstu": ultra_hstu.UltraHSTU}
+              "ultra_hstu": ultra_hstu.UltraHSTU,
+              "kunlun": kunlun_ranker.KunlunRanker, "dcnv2": dcnv2.DCNv2, "wukong": wukong.Wukong}
   if name not in registry:
     raise ValueError(f"unknown model.name {name!r}; known: {sorted(registry)}")
   return registry[name]

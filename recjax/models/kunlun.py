@@ -87,6 +87,7 @@ class KunlunConfig:
   head_tokens: int = 4
   gdpa_activation: str = "gelu"
   compskip: bool = True
+  pooling: str = "hsp"           # "hsp" (seeds + SumKronLinear) or "pma" (summary_tokens seeds, no compression)
   time_buckets: int = 32
   backend: str = "xla"
 
@@ -94,6 +95,8 @@ class KunlunConfig:
     names = [e.name for e in self.events]
     if not names or len(set(names)) != len(names):
       raise ValueError(f"Kunlun needs at least one event type with unique names, got {names}")
+    if self.pooling not in ("hsp", "pma"):
+      raise ValueError(f"pooling must be 'hsp' or 'pma', got {self.pooling!r}")
     for what, n in (("context_fields", self.context_fields), ("head_tokens", self.head_tokens)):
       if n % self.experts:
         raise ValueError(f"{what}={n} must be divisible by experts={self.experts}")
@@ -140,6 +143,50 @@ def check_batch(config: KunlunConfig, batch: dict) -> None:
                        f"ids {ids.shape}, times {times.shape}, lengths {lengths.shape}")
 
 
+def context_tower(mdl: nn.Module, cfg: KunlunConfig, x_BFD: jax.Array, seqs: dict, lens: dict) -> jax.Array:
+  """The context-only tower (module docstring, one layer): context tokens x [B, F, D] and event
+  tokens {name: [B, L_e, width_e]} with their lengths -> C = [X ; H_1 ; ... ; H_E] [B, F + Σ T_e, D].
+
+  Called from a module's compact `__call__` (`mdl`): the submodules it makes are `mdl`'s, named
+  as Kunlun names them, so every model built on the tower has the same parameter tree."""
+  d = cfg.width
+  summaries = {}
+  for layer in range(cfg.num_layers):
+    xsum_BND = WeightGeneration(cfg.context_summary_tokens, cfg.weight_gen_hidden,
+                                name=f"weight_gen_{layer}")(x_BFD)
+    for e in cfg.events:
+      if layer >= e.layers:
+        continue
+      s, lengths_B = seqs[e.name], lens[e.name]
+      fresh = not cfg.compskip or layer % 2 == 0
+      if fresh:
+        tau = e.tau if e.tau is not None else float(s.shape[1])
+        s = GDPA(e.heads, tau, cfg.gdpa_activation, cfg.backend, name=f"{e.name}_gdpa_{layer}")(
+            s, lengths_B, nn.Dense(e.width, name=f"{e.name}_ctx_{layer}")(xsum_BND))
+      if not cfg.compskip or layer % 2 == 1:
+        s = WindowAttention(e.heads, e.window, cfg.backend, name=f"{e.name}_window_{layer}")(s, lengths_B)
+      if fresh:
+        pma = cfg.pooling == "pma"
+        h = HierarchicalSeedPooling(e.summary_tokens if pma else e.num_seeds, e.summary_tokens, e.heads,
+                                    e.kron_rank, cfg.backend, compress=not pma,
+                                    name=f"{e.name}_hsp_{layer}")(s, lengths_B)
+        summaries[e.name] = nn.Dense(d, name=f"{e.name}_summary_proj_{layer}")(h)
+      mdl.sow("intermediates", f"{e.name}_summary_{layer}", summaries[e.name])
+      seqs[e.name] = s
+    h_all = jnp.concatenate([xsum_BND] + [summaries[e.name] for e in cfg.events], axis=1)
+    x_BFD = layer_norm_no_affine(x_BFD + MixtureOfWukongExperts(
+        cfg.context_fields, cfg.experts, cfg.expert_hidden, name=f"interaction_{layer}")(h_all))
+  return jnp.concatenate([x_BFD] + [summaries[e.name] for e in cfg.events], axis=1)
+
+
+def interaction_head(cfg: KunlunConfig, c_BCD: jax.Array, cand_BNXD: jax.Array, decomposed: bool) -> jax.Array:
+  """Context tokens [B, n_c, D] and each candidate's tokens [B, N, n_x, D] -> [B, N, head_tokens·D]."""
+  b, n = cand_BNXD.shape[:2]
+  out_BNTD = MixtureOfWukongExperts(cfg.head_tokens, cfg.experts, cfg.expert_hidden, name="head")(
+      c_BCD, cand_BNXD, decomposed=decomposed)
+  return out_BNTD.reshape(b, n, cfg.head_tokens * cfg.width)
+
+
 class Kunlun(nn.Module):
   config: KunlunConfig
 
@@ -152,7 +199,7 @@ class Kunlun(nn.Module):
     field_DF = self.param("field_embed", nn.initializers.normal(0.02), (cfg.context_fields, d))
     x_BFD = nn.Embed(cfg.context_vocab_size, d, name="context_embed")(batch["context_ids"]) + field_DF
 
-    seqs, lens, summaries = {}, {}, {}
+    seqs, lens = {}, {}
     for e in cfg.events:
       ev = batch["events"][e.name]
       lens[e.name] = lengths_B = ev["lengths"].astype(jnp.int32)
@@ -162,36 +209,9 @@ class Kunlun(nn.Module):
            + nn.Embed(cfg.time_buckets, e.width, name=f"{e.name}_age")(ages))
       seqs[e.name] = s * valid_mask(lengths_B, l)
 
-    for layer in range(cfg.num_layers):
-      xsum_BND = WeightGeneration(cfg.context_summary_tokens, cfg.weight_gen_hidden,
-                                  name=f"weight_gen_{layer}")(x_BFD)
-      for e in cfg.events:
-        if layer >= e.layers:
-          continue
-        s, lengths_B = seqs[e.name], lens[e.name]
-        fresh = not cfg.compskip or layer % 2 == 0
-        if fresh:
-          tau = e.tau if e.tau is not None else float(s.shape[1])
-          s = GDPA(e.heads, tau, cfg.gdpa_activation, cfg.backend, name=f"{e.name}_gdpa_{layer}")(
-              s, lengths_B, nn.Dense(e.width, name=f"{e.name}_ctx_{layer}")(xsum_BND))
-        if not cfg.compskip or layer % 2 == 1:
-          s = WindowAttention(e.heads, e.window, cfg.backend, name=f"{e.name}_window_{layer}")(s, lengths_B)
-        if fresh:
-          h = HierarchicalSeedPooling(e.num_seeds, e.summary_tokens, e.heads, e.kron_rank, cfg.backend,
-                                      name=f"{e.name}_hsp_{layer}")(s, lengths_B)
-          summaries[e.name] = nn.Dense(d, name=f"{e.name}_summary_proj_{layer}")(h)
-        self.sow("intermediates", f"{e.name}_summary_{layer}", summaries[e.name])
-        seqs[e.name] = s
-      h_all = jnp.concatenate([xsum_BND] + [summaries[e.name] for e in cfg.events], axis=1)
-      x_BFD = layer_norm_no_affine(x_BFD + MixtureOfWukongExperts(
-          cfg.context_fields, cfg.experts, cfg.expert_hidden, name=f"interaction_{layer}")(h_all))
-
-    c_BCD = jnp.concatenate([x_BFD] + [summaries[e.name] for e in cfg.events], axis=1)
+    c_BCD = context_tower(self, cfg, x_BFD, seqs, lens)
     cand_BNXD = item_embed(batch["candidates"])[:, :, None, :]
-    out_BNTD = MixtureOfWukongExperts(cfg.head_tokens, cfg.experts, cfg.expert_hidden, name="head")(
-        c_BCD, cand_BNXD, decomposed=decomposed)
-    b, n = batch["candidates"].shape
-    return nn.Dense(cfg.num_tasks, name="logits")(out_BNTD.reshape(b, n, cfg.head_tokens * d))
+    return nn.Dense(cfg.num_tasks, name="logits")(interaction_head(cfg, c_BCD, cand_BNXD, decomposed))
 
 
 def repeat_per_candidate(batch: dict) -> dict:
@@ -205,4 +225,5 @@ def repeat_per_candidate(batch: dict) -> dict:
   return out
 
 
-__all__ = ["EventConfig", "Kunlun", "KunlunConfig", "age_buckets", "check_batch", "repeat_per_candidate"]
+__all__ = ["EventConfig", "Kunlun", "KunlunConfig", "age_buckets", "check_batch", "context_tower",
+           "interaction_head", "repeat_per_candidate"]

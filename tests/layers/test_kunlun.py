@@ -101,6 +101,33 @@ def test_seed_pooling_ignores_padding_and_matches_kernel_reference():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_pma_pooling_is_plain_seed_attention():
+  """compress=False (PMA, InterFormer's pooling): softmax(LN(seeds) · (S Wk)ᵀ / sqrt(dh)) (S Wv) per head
+  over the valid events, no SumKronLinear; brute force in numpy."""
+  b, l, d, heads, t = 2, 5, 4, 2, 3
+  lengths = np.array([5, 2])
+  s = jax.random.normal(jax.random.key(9), (b, l, d))
+  layer = HierarchicalSeedPooling(n_seeds=t, n_tokens=t, heads=heads, kron_rank=1, compress=False)
+  params = jax.jit(layer.init)(jax.random.key(10), s, jnp.asarray(lengths))
+  got = np.asarray(jax.jit(layer.apply)(params, s, jnp.asarray(lengths)))
+  p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params["params"])
+  assert "compress" not in p
+  dh, sn = d // heads, np.asarray(s, np.float64)
+  q = np.stack([np_layer_norm(x) for x in p["seeds_SD"]])
+  want = np.zeros((b, t, d))
+  for bi in range(b):
+    k = sn[bi, :lengths[bi]] @ p["key"]["kernel"] + p["key"]["bias"]
+    v = sn[bi, :lengths[bi]] @ p["value"]["kernel"] + p["value"]["bias"]
+    for h in range(heads):
+      sl = slice(h * dh, (h + 1) * dh)
+      w = np.exp(q[:, sl] @ k[:, sl].T / np.sqrt(dh))
+      want[bi, :, sl] = (w / w.sum(1, keepdims=True)) @ v[:, sl]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="n_seeds == n_tokens"):
+    HierarchicalSeedPooling(n_seeds=4, n_tokens=2, heads=1, kron_rank=1, compress=False).init(
+        jax.random.key(0), s, jnp.asarray(lengths))
+
+
 @pytest.mark.parametrize("window", [1, 3])
 def test_window_attention_mask_matches_definition(window):
   b, l, h, dk = 2, 7, 2, 4
