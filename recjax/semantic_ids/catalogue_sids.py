@@ -41,6 +41,9 @@ class SIDSettings:
   vectors: str = "collab:ppmi"     # item-vector route (ROUTES)
   vector_dim: int = 64             # SVD width of the collaborative vectors
   window: int = 5                  # co-occurrence window (positions apart in one user's sequence)
+  normalize: bool = True           # L2-normalise the vectors: on Amazon Sports the raw SVD rows of rare
+                                   # items crowd near 0 (18% of items collide, one SID holds 343; 5.6% and
+                                   # 73, the items without training events, after normalising)
   tokenizer: str = "rq_kmeans"     # TOKENIZERS
   num_levels: int = 3              # L (before a dedup level)
   codebook_size: int = 256         # K codes per level (the dedup level shares it)
@@ -93,8 +96,12 @@ def build_catalogue_sids(train_seqs: UserSequences, settings: SIDSettings) -> Ca
   """SIDs of every catalogue item of `train_seqs` (see the module docstring)."""
   s = settings
   vec = item_vectors.cooccurrence_vectors(train_seqs, dim=s.vector_dim, window=s.window, seed=s.seed)
-  unseen = int(np.sum(~np.any(vec.vectors != 0, axis=1)))
-  codes, costs = _tokenize(vec.vectors, s)
+  x = vec.vectors
+  norm = np.linalg.norm(x, axis=1, keepdims=True)
+  unseen = int(np.sum(norm == 0))   # items without training events: zero vectors, one shared SID
+  if s.normalize:
+    x = x / np.where(norm > 0, norm, 1.0)
+  codes, costs = _tokenize(x, s)
   before = collisions.collision_report(codes)
   report = {"route": vec.route, "tokenizer": s.tokenizer, "settings": dataclasses.asdict(s),
             "items_without_training_events": unseen, "before_dedup": before,

@@ -105,6 +105,11 @@ def generative_metrics(groups_BW, target_group_B, group_size_G, ks) -> dict:
   return {**item, "sid_level": naive}
 
 
+def _first(ex: splits.EvalExamples, n: int) -> splits.EvalExamples:
+  return dataclasses.replace(ex, **{f.name: None if getattr(ex, f.name) is None else getattr(ex, f.name)[:n]
+                                    for f in dataclasses.fields(ex)})
+
+
 class GenerativeTask(Task):
   """TIGER-style generative retrieval on `config.data` (split `config.data.protocol`)."""
   name = "generative"
@@ -141,12 +146,16 @@ class GenerativeTask(Task):
     self.eval_split = "valid" if protocol == "last_two" else "test"
     self.test_at_each_eval = self.eval_split != "test"   # the test row is the validation-selected epoch's
     self.examples = {s: splits.eval_examples(seqs, history, s, protocol) for s in {self.eval_split, "test"}}
+    self.max_examples = int(config.eval.get("max_examples", 0))   # > 0: a labelled subset (quick checks)
+    if self.max_examples > 0:
+      self.examples = {s: _first(ex, self.max_examples) for s, ex in self.examples.items()}
 
   def build_model(self):
     model_cfg = dict(self.config.model.copy_and_resolve_references())
     model_cfg.update(codebook_size=self.sids.codebook_size, num_levels=self.sids.num_levels,
                      max_history=self.config.data.max_len)
-    notes = [f"SIDs: {self.sids.report['route']} vectors of the training events -> {self.sids.report['tokenizer']}, "
+    notes = [f"evaluated on the first {self.max_examples} users of each split only"] if self.max_examples > 0 else []
+    notes += [f"SIDs: {self.sids.report['route']} vectors of the training events -> {self.sids.report['tokenizer']}, "
              f"{self.sids.num_levels} levels x {self.sids.codebook_size} codes "
              f"(dedup {self.sids.report['settings']['dedup']}); fingerprint {self.sid_fingerprint}"]
     return build_model(model_cfg, self.seqs.num_items), model_cfg, notes
