@@ -129,6 +129,7 @@ def test_batch_schema_pads_short_batches_with_weightless_rows(tiny):
 def test_train_step_reduces_the_loss_on_a_planted_world(tiny):
   config, task, model, params, _ = tiny
   tx = make_optimizer(config.train)
+  params = jax.tree.map(jnp.copy, params)   # the step donates its state; the fixture's params stay
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   step = make_step(task.loss_fn(model), tx, jax.random.key(1))
   ds = task.train_dataset(16, 40, seed=0)
