@@ -179,9 +179,13 @@ class GenerativeTask(Task):
     return loss
 
   def decoder(self, model, beam_size: int | None = None):
-    """groups(params, batch) -> [B, W] decoded trie leaves (see `make_decoder`)."""
-    ks = tuple(self.config.eval.ks)
-    return make_decoder(model, self.trie, beam_size or self.config.eval.get("beam_size", max(ks)))
+    """groups(params, batch) -> [B, W] decoded trie leaves (see `make_decoder`); one per (model,
+    beam size), so every evaluation reuses one compiled search."""
+    w = beam_size or self.config.eval.get("beam_size", max(self.config.eval.ks))
+    cache = self.__dict__.setdefault("_decoders", {})
+    if (model, w) not in cache:
+      cache[(model, w)] = make_decoder(model, self.trie, w)
+    return cache[(model, w)]
 
   def decode_split(self, groups_fn, params, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(decoded groups [U, W], target items [U]) of every example of `split`."""

@@ -166,9 +166,12 @@ def test_beam_search_returns_catalogue_items_and_equals_exhaustive_search(tiny):
   assert got.min() >= 0   # every beam is a real leaf: more catalogue SIDs than beams
   items = task.trie.items_of_groups(got)
   assert np.isin(items[items >= 0], task.seqs.catalogue()).all()
-  memory, lengths = model.apply({"params": params}, batch, method=TIGER.encode)
-  ref = beam_search.beam_search_reference(BeamScorer(model)(params), task.trie.sids,
-                                          decode_state(memory, lengths), top=widest)
+  @jax.jit
+  def reference(params, batch):
+    memory, lengths = model.apply({"params": params}, batch, method=TIGER.encode)
+    return beam_search.beam_search_reference(BeamScorer(model)(params), task.trie.sids,
+                                             decode_state(memory, lengths), top=widest)
+  ref = reference(params, batch)
   np.testing.assert_array_equal(got, np.asarray(ref.groups_BW))
   # And the same order as scoring every item's SID by teacher forcing (another code path).
   scores, item_ids = _exhaustive_scores(task, model, params, "valid")
