@@ -2,6 +2,7 @@
 each against a brute-force reference on a tiny catalogue."""
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 
@@ -150,10 +151,14 @@ def _exhaustive_scores(task, model, params, split):
   batch = generative.make_batch(ex, np.arange(u), u, task.code_table)
   rep = {k: np.repeat(v, n, axis=0) for k, v in batch.items()}
   rep["target_codes"] = np.tile(sids, (u, 1)).astype(np.int32)
-  logits = model.apply({"params": params}, rep)
-  logp = jax.nn.log_softmax(logits, -1)
-  total = jnp.take_along_axis(logp, rep["target_codes"][..., None], -1)[..., 0].sum(-1)
+  total = _sid_log_probs(model, params, rep)
   return np.asarray(total).reshape(u, n), task.sids.item_ids
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sid_log_probs(model, params, batch):
+  logp = jax.nn.log_softmax(model.apply({"params": params}, batch), -1)
+  return jnp.take_along_axis(logp, batch["target_codes"][..., None], -1)[..., 0].sum(-1)
 
 
 def test_beam_search_returns_catalogue_items_and_equals_exhaustive_search(tiny):
@@ -242,3 +247,22 @@ def test_train_and_evaluate_runs_the_generative_task_and_resumes(tiny, tmp_path)
   c.train.num_epochs = 3
   second = loop.train_and_evaluate(c, str(tmp_path / "run"))
   assert second["segments"][-1]["start_step"] == first["steps"] and second["steps"] > first["steps"]
+
+
+@pytest.mark.parametrize("name", ["tiger_amazon_sports", "sasrec_amazon_sports", "hstu_amazon_sports"])
+def test_sports_configs_share_tigers_protocol(name, tmp_path):
+  import importlib  # pylint: disable=import-outside-toplevel
+  mod = importlib.import_module(f"configs.{name}")
+  for arg in (None, "quick"):
+    c = mod.get_config(arg)
+    assert c.data.kind == "text" and c.data.path.endswith("amazon-sports/sequential_data.txt")
+    assert c.data.protocol == "last_two" and not c.eval.exclude_history and c.eval.test_at_each_eval
+    assert {5, 10} <= set(c.eval.ks) and c.dataset_label == "amazon-sports"
+  if name != "tiger_amazon_sports":
+    assert mod.get_config("history_removed").eval.exclude_history
+    # The retrieval task reads the switch: its test row is then the validation-selected epoch's.
+    c = mod.get_config("quick")
+    c.data.path = write_cyclic_sequences(tmp_path / "s.txt", num_users=20, num_items=12)
+    assert tasks.make_task(c, str(tmp_path / "wd")).test_at_each_eval
+    with pytest.raises(ValueError, match="unknown config argument"):
+      mod.get_config("quik")
