@@ -17,7 +17,7 @@ default protocol instead: the history window's items are not ranked; a separate 
 from __future__ import annotations
 
 SPORTS_PATH = "../shared/data/amazon-sports/sequential_data.txt"
-SPORTS_KS = (5, 10, 20, 50)
+SPORTS_KS = (5, 10, 50, 200)   # 50 and 200: the retrieval task's headline cut-offs
 
 
 def args_of(arg: str | None) -> set[str]:
