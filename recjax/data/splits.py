@@ -173,3 +173,23 @@ def training_sequences(seqs: UserSequences, protocol: str = "last_item") -> User
   return dataclasses.replace(seqs, offsets=offsets, items=seqs.items[keep],
                              timestamps=None if seqs.timestamps is None else seqs.timestamps[keep],
                              extras={k: v[keep] for k, v in seqs.extras.items()})
+
+
+def prefix_examples(seqs: UserSequences, max_len: int, protocol: str = "last_item") -> EvalExamples:
+  """Every next-item example of the training part: for each user and each training position t >= 1,
+  the <= max_len items before it -> item t (TIGER trains on all of them). Shaped as EvalExamples
+  (history window, length, target), user-major, in time order."""
+  if max_len < 1:
+    raise ValueError(f"prefix_examples: max_len must be >= 1, got {max_len}")
+  usable = np.maximum(seqs.lengths - _holdout(protocol), 0)
+  per_user = np.maximum(usable - 1, 0)                 # targets per user: positions 1..usable-1
+  user = np.repeat(np.arange(seqs.num_users), per_user)
+  first = np.r_[0, np.cumsum(per_user)][:-1]
+  t = np.arange(len(user)) - np.repeat(first, per_user) + 1   # position of the target in its user
+  lens = np.minimum(t, max_len).astype(np.int32)
+  cols = np.arange(max_len)[None, :]
+  valid = cols < lens[:, None]
+  pos = np.where(valid, (seqs.offsets[user] + t - lens)[:, None] + cols, 0)
+  ids = np.where(valid, seqs.items[pos], 0).astype(np.int32)
+  targets = seqs.items[seqs.offsets[user] + t].astype(np.int32)
+  return EvalExamples(seqs.user_ids[user], ids, lens, targets, None, None)

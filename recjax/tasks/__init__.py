@@ -15,10 +15,13 @@ def task_class(name: str):
   if name == "ranking":
     from recjax.tasks.ranking import RankingTask  # pylint: disable=import-outside-toplevel
     return RankingTask
+  if name == "generative":
+    from recjax.tasks.generative import GenerativeTask  # pylint: disable=import-outside-toplevel
+    return GenerativeTask
   raise ValueError(f"unknown config.task {name!r}; known: {list(TASKS)}")
 
 
-TASKS = ("retrieval", "ranking")
+TASKS = ("retrieval", "ranking", "generative")
 
 
 def make_task(config, workdir: str):

@@ -147,6 +147,8 @@ class RetrievalTask(Task):
     self.sid_report = None
     self.train_ex = splits.train_examples(seqs, max_len, protocol)
     self.eval_split = "valid" if protocol == "last_two" else "test"
+    # `eval.test_at_each_eval`: the test row is the validation-selected epoch's (TIGER's protocol).
+    self.test_at_each_eval = bool(config.eval.get("test_at_each_eval", False)) and self.eval_split != "test"
     self.examples = {self.eval_split: splits.eval_examples(seqs, max_len, self.eval_split, protocol)}
     if "test" not in self.examples:
       self.examples["test"] = splits.eval_examples(seqs, max_len, "test", protocol)

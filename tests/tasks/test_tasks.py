@@ -17,11 +17,12 @@ from recjax.tasks.base import flatten, is_better, lookup
 
 def test_registry_rejects_unknown_tasks_and_names_the_known_ones():
   c = hstu_rank_synthetic.get_config("quick")
-  c.task = "generative"
-  with pytest.raises(ValueError, match=r"unknown config.task 'generative'; known: \['retrieval', 'ranking'\]"):
+  c.task = "bogus"
+  with pytest.raises(ValueError, match=r"unknown config.task 'bogus'; known: \['retrieval', 'ranking', 'generative'\]"):
     tasks.make_task(c, "/nonexistent")
   assert tasks.task_class("retrieval").name == "retrieval"
   assert tasks.task_class("ranking").name == "ranking"
+  assert tasks.task_class("generative").name == "generative"
 
 
 def test_lookup_flatten_and_direction():

@@ -1,0 +1,28 @@
+"""HSTU on Amazon Sports under TIGER's protocol (configs/amazon_sports.py).
+
+Row to compare with: an open reproduction's HSTU R@10 .0365 / N@10 .0207 (github.com/phonism/genrec
+README, PROVENANCE.md); TIGER's table has no HSTU row (TIGER R@10 .0400 / N@10 .0225, SASRec
+.0350 / .0192). Model: the ML-1M reference block (configs/base.py: 2 blocks x 1 head x 50,
+relative position bias; no timestamps in this file, so no time bias) with history 50 and dropout
+0.5 for the sparser data; 128 sampled negatives, Adam 1e-3, batch 128; validation NDCG@10 every
+epoch selects the epoch whose test row is reported.
+
+Command:   python -m experiments.run --config=configs/hstu_amazon_sports.py --workdir=workdirs/hstu_amazon_sports
+Quick:     python -m experiments.run --config=configs/hstu_amazon_sports.py:quick
+Our default protocol (history items removed): --config=configs/hstu_amazon_sports.py:history_removed
+Hardware:  2-core x86 CPU.
+Expected:  not run yet here (no results file); 279 steps per epoch.
+"""
+from configs import amazon_sports, base
+
+
+def get_config(arg: str | None = None):
+  args = amazon_sports.args_of(arg)
+  c = base.base()
+  c.name = "hstu_amazon_sports"
+  amazon_sports.apply_sports(c, max_len=50, history_removed="history_removed" in args)
+  c.model.dropout = 0.5
+  c.train.num_epochs = 100
+  if "quick" in args:
+    base.apply_quick(c)
+  return c
