@@ -56,8 +56,8 @@ def data_spec(data_cfg) -> dict:
       value = resolve_path(value)
     elif key == "world":
       from recjax.data import synthetic  # pylint: disable=import-outside-toplevel
-      value = {"generator_version": synthetic.GENERATOR_VERSION,
-               **dataclasses.asdict(synthetic.WorldConfig(**_plain(value)))}
+      world = synthetic.WorldConfig(**_plain(value))
+      value = {"generator_version": world.generator_version, **world.as_dict()}
     spec[key] = _plain(value)
   return spec
 

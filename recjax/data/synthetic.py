@@ -50,6 +50,11 @@ from recjax.data.types import Interactions
 
 MAX_SEQ_LEN = 16384
 GENERATOR_VERSION = 2   # bump when the same config would generate different files (2: + world_oracle.npz)
+# Worlds with planted long-range structure (`WorldConfig.long_range`) are version 3; every other
+# world stays version 2 with its old fingerprint and bytes (the new settings are left out of the
+# fingerprint while they hold their defaults, and their draws come from their own random stream).
+LONG_RANGE_VERSION = 3
+SIGNAL_FILE = "world_signal.json"
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))   # KuaiRand dates/hours are Beijing time
 PERIOD_STARTS = (dt.datetime(2022, 4, 8, tzinfo=CHINA_TZ), dt.datetime(2022, 4, 22, tzinfo=CHINA_TZ))
 PERIOD_END = dt.datetime(2022, 5, 9, tzinfo=CHINA_TZ)
@@ -85,6 +90,14 @@ class WorldConfig:
   authors_per_topic: int = 10
   seed: int = 0
   variant: str = "synth"            # file-name suffix, as in log_standard_..._<variant>.csv
+  # Planted long-range structure (off at the defaults; see `_plant_dormant_topics`): per user one
+  # dormant topic, watched in the first `dormant_early_until` share of the history, absent in the
+  # middle, back from `dormant_return_from` on; its feedback follows the user's own old affinity.
+  dormant_early_rate: float = 0.0   # P(an event before dormant_early_until is the dormant topic)
+  dormant_return_rate: float = 0.0  # P(an event from dormant_return_from on is the dormant topic)
+  dormant_early_until: float = 0.3
+  dormant_return_from: float = 0.9
+  dormant_affinity_sigma: float = 1.5  # old log affinity a_u ~ N(0, sigma^2), clipped to [-3, 2.5]
 
   def __post_init__(self):
     if self.tab_noise is None:
@@ -92,10 +105,32 @@ class WorldConfig:
     object.__setattr__(self, "tab_noise", tuple(float(x) for x in self.tab_noise))
     _validate(self)
 
+  @property
+  def long_range(self) -> bool:
+    """True when the world plants dormant topics (any dormant rate > 0)."""
+    return self.dormant_early_rate > 0 or self.dormant_return_rate > 0
+
+  @property
+  def generator_version(self) -> int:
+    return LONG_RANGE_VERSION if self.long_range else GENERATOR_VERSION
+
+  def as_dict(self) -> dict:
+    """Every parameter, less the long-range ones while all hold their defaults (so worlds made
+    before they existed keep their fingerprint and world.json)."""
+    out = dataclasses.asdict(self)
+    if all(out[f] == _LONG_RANGE_DEFAULTS[f] for f in _LONG_RANGE_DEFAULTS):
+      for f in _LONG_RANGE_DEFAULTS:
+        del out[f]
+    return out
+
   def fingerprint(self) -> str:
     """12 hex digits identifying (generator version, every parameter): a cache key for the files."""
-    blob = json.dumps({"generator_version": GENERATOR_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+    blob = json.dumps({"generator_version": self.generator_version, **self.as_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+_LONG_RANGE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(WorldConfig)
+                        if f.name.startswith("dormant_")}
 
 
 def _validate(cfg: WorldConfig) -> None:
@@ -116,6 +151,11 @@ def _validate(cfg: WorldConfig) -> None:
        "user_topic_alpha > 0, session_mean_len >= 1, authors_per_topic >= 1"),
       (cfg.variant.isascii() and cfg.variant.isalnum() and cfg.variant.islower(),
        "variant must be lowercase letters/digits"),
+      (0 <= cfg.dormant_early_rate <= 1 and 0 <= cfg.dormant_return_rate <= 1,
+       "dormant_early_rate and dormant_return_rate must lie in [0, 1]"),
+      (0 < cfg.dormant_early_until < cfg.dormant_return_from < 1,
+       "need 0 < dormant_early_until < dormant_return_from < 1 (a dormant gap between them)"),
+      (cfg.dormant_affinity_sigma > 0, "dormant_affinity_sigma must be > 0"),
   ]
   for ok, msg in checks:
     if not ok:
@@ -137,6 +177,9 @@ class World:
   event_topic: np.ndarray       # int64 [E] latent topic of interest-driven events (-1 otherwise)
   followed: np.ndarray          # bool [E] item = chain successor of the previous interest-driven item
   oracle: dict[str, np.ndarray]  # kuairand.ACTION_BITS name -> float64 [E] true P(feedback = 1)
+  # Long-range worlds only: dormant_topic [U], old_affinity [U] (a_u), planted_phase int8 [E]
+  # (0 = not planted, 1 = early, 2 = return).
+  long_range: dict[str, np.ndarray] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +466,9 @@ def build_world(cfg: WorldConfig) -> World:
   followed = np.zeros(len(item), bool)
   followed[driven] = followed_d
   log_aff = _affinity(cfg, theta, ev.user, ev.frac, cat.topic[item])
+  long_range = None
+  if cfg.long_range:
+    long_range = _plant_dormant_topics(cfg, cat, theta, ev, item, event_topic, followed, log_aff)
   oracle = feedback_probabilities(log_aff, cat.duration_ms[item])
   fb = _feedback(rng, log_aff, cat.duration_ms[item], oracle)
   time_ms = _timeline_ms(rng, ev, fb["play_time_ms"])
@@ -432,7 +478,39 @@ def build_world(cfg: WorldConfig) -> World:
          "tab": ev.tab.astype(np.int64)}
   log = {c: log[c] for c in kuairand.LOG_COLUMNS}
   return World(cfg, cat.topic.astype(np.int64), _chain_next(cat), cat.duration_ms, cat.author,
-               theta[0], theta[1], log, ev.is_noise, event_topic, followed, oracle)
+               theta[0], theta[1], log, ev.is_noise, event_topic, followed, oracle, long_range)
+
+
+def _plant_dormant_topics(cfg: WorldConfig, cat: _Catalogue, theta: tuple[np.ndarray, np.ndarray],
+                          ev: _Events, item: np.ndarray, event_topic: np.ndarray, followed: np.ndarray,
+                          log_aff: np.ndarray) -> dict[str, np.ndarray]:
+  """Plants the return-after-gap structure in place (item, event_topic, followed, log_aff, is_noise).
+
+  Per user u: the dormant topic d_u is the topic of least base interest (theta_start + theta_end),
+  so the base process almost never shows it; the old affinity a_u ~ N(0, sigma^2) clipped to
+  [-3, 2.5]. A non-random event at history share f becomes a d_u event (popularity draw inside
+  d_u) with probability `dormant_early_rate` when f < dormant_early_until and
+  `dormant_return_rate` when f >= dormant_return_from; none between (the gap). Every d_u event's
+  log affinity is a_u, in both phases: what the user felt for the topic long ago decides the
+  feedback when it returns, and only the early events' feedback reveals it. The draws come from
+  their own stream (seed, 2), after the base world's, so the rest of the world is the base one.
+  """
+  rng = np.random.default_rng([cfg.seed, 2])
+  interest = theta[0] + theta[1] + 1e-9 * rng.random(theta[0].shape)   # random tie-break
+  dormant = np.argmin(interest, axis=1).astype(np.int64)
+  old_aff = np.clip(rng.normal(0.0, cfg.dormant_affinity_sigma, cfg.num_users), -3.0, 2.5)
+  draw = rng.random(len(item))
+  early = (ev.frac < cfg.dormant_early_until) & (draw < cfg.dormant_early_rate)
+  late = (ev.frac >= cfg.dormant_return_from) & (draw < cfg.dormant_return_rate)
+  planted = (early | late) & ~ev.is_rand
+  u = ev.user[planted]
+  item[planted] = _draw_in_topic(rng, cat, dormant[u])
+  event_topic[planted] = dormant[u]
+  followed[planted] = False
+  ev.is_noise[planted] = False
+  log_aff[planted] = old_aff[u]
+  phase = np.where(planted & early, 1, np.where(planted, 2, 0)).astype(np.int8)
+  return {"dormant_topic": dormant, "old_affinity": old_aff, "planted_phase": phase}
 
 
 def _log_file_masks(world: World) -> dict[str, np.ndarray]:
@@ -517,9 +595,9 @@ def _world_json(world: World, files: dict[str, str]) -> dict:
   lengths = np.bincount(world.log["user_id"], minlength=cfg.num_users)
   tab = world.log["tab"]
   return {
-      "generator": "recjax.data.synthetic", "generator_version": GENERATOR_VERSION,
+      "generator": "recjax.data.synthetic", "generator_version": cfg.generator_version,
       "fingerprint": cfg.fingerprint(), "format": "KuaiRand", "variant": cfg.variant,
-      "seed": cfg.seed, "config": dataclasses.asdict(cfg),
+      "seed": cfg.seed, "config": cfg.as_dict(),
       "tab_noise": {str(k): x for k, x in enumerate(cfg.tab_noise)},
       "files": files,
       "stats": {"num_events": int(len(tab)), "num_users": cfg.num_users, "num_items": cfg.num_items,
@@ -543,6 +621,11 @@ def _world_json(world: World, files: dict[str, str]) -> dict:
           "npz": "world_truth.npz: theta_start, theta_end [U,K]; per event (user-major, time order, "
                  "all log files merged): user_id, time_ms, video_id, is_noise, event_topic (-1 = not "
                  "interest-driven), followed",
+          **({"long_range": "dormant topics (WorldConfig.dormant_*): world_truth.npz adds "
+                            "dormant_topic, old_affinity [U] and planted_phase [E] (1 early, 2 "
+                            f"return); {SIGNAL_FILE}: oracle NE with the newest 256 events vs the "
+                            "full history (synthetic_signal.long_range_signal)"}
+             if world.long_range is not None else {}),
           "oracle": f"{ORACLE_FILE}: per event, in world_truth.npz's order: user_id, time_ms, "
                     "video_id, is_rand and p_<feedback> = true P(feedback = 1) for the 8 feedbacks "
                     "(read with synthetic.load_oracle)",
@@ -572,11 +655,16 @@ def write_world(world: World, out_dir: str | os.PathLike) -> str:
   np.savez_compressed(os.path.join(out_dir, "world_truth.npz"), theta_start=world.theta_start,
                       theta_end=world.theta_end, user_id=world.log["user_id"], time_ms=world.log["time_ms"],
                       video_id=world.log["video_id"], is_noise=world.is_noise,
-                      event_topic=world.event_topic, followed=world.followed)
+                      event_topic=world.event_topic, followed=world.followed,
+                      **(world.long_range or {}))
   np.savez_compressed(os.path.join(out_dir, ORACLE_FILE), user_id=world.log["user_id"],
                       time_ms=world.log["time_ms"], video_id=world.log["video_id"],
                       is_rand=world.log["is_rand"],
                       **{f"p_{name}": p for name, p in world.oracle.items()})
+  if world.long_range is not None:
+    from recjax.data import synthetic_signal  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(out_dir, SIGNAL_FILE), "w", encoding="utf-8") as f:
+      json.dump(synthetic_signal.long_range_signal(world), f, indent=1)
   # world.json last: its presence marks a complete world (the registry's cache test).
   with open(os.path.join(out_dir, "world.json"), "w", encoding="utf-8") as f:
     json.dump(_world_json(world, files), f, indent=1)

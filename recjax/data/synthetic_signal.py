@@ -1,0 +1,106 @@
+"""How much of a synthetic world's feedback signal lies beyond the newest W events (default 256).
+
+Computed from the generator's own latent state, not by training a model. Two Bayes predictors
+see the same world and differ only in how much history they may read:
+  * everything except the planted dormant-topic events is given to both as its true probability
+    (the base world's drifting interests are the same for both: this isolates the planted
+    long-range signal);
+  * a planted event's feedback depends on the user's old affinity a_u (synthetic.py,
+    `_plant_dormant_topics`). A predictor infers a_u from the 8 binary feedbacks of the user's
+    earlier planted events it may read: the full history, or only those among the newest W events
+    before the target. Its prediction is the posterior mean of P(feedback | a) on a grid of a
+    (prior: a ~ N(0, sigma^2) clipped to [-3, 2.5], the generator's own prior).
+Play times are not used, so the full-history predictor is a lower bound on what the history
+reveals; the oracle (a_u known) is the floor.
+
+Targets: the standard-log events (random exposures left out, as the ranker's logs) at position
+>= W in their user's standard history, where a W-event window actually cuts. Scores: expected
+normalized entropy per feedback, NE = E[CE(p_true, p_hat)] / H(mean p_true), using the true
+probability instead of the sampled label (same expectation, less noise), averaged over the 8
+feedbacks. On a world without planted structure both predictors equal the oracle exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+from recjax.data import kuairand
+from recjax.data import synthetic as sy
+
+GRID = np.linspace(-3.0, 2.5, 111)   # old-affinity grid: the generator's clip range, step 0.05
+
+
+def _log_prior(sigma: float) -> np.ndarray:
+  """log mass of N(0, sigma^2) clipped to [-3, 2.5] on GRID's cells (the tails on the end points)."""
+  edges = np.concatenate([[-np.inf], (GRID[1:] + GRID[:-1]) / 2, [np.inf]])
+  mass = np.diff(special.ndtr(edges / sigma))
+  return np.log(np.maximum(mass, 1e-300))
+
+
+def _expected_ne(p_true_EF: np.ndarray, p_hat_EF: np.ndarray) -> dict:
+  eps = 1e-12
+  q = np.clip(p_hat_EF, eps, 1 - eps)
+  ce = -(p_true_EF * np.log(q) + (1 - p_true_EF) * np.log(1 - q)).mean(0)
+  base = np.clip(p_true_EF.mean(0), eps, 1 - eps)
+  h = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+  per = {name: float(x) for name, x in zip(kuairand.ACTION_BITS, ce / h)}
+  return {"mean": float(np.mean(list(per.values()))), **per}
+
+
+def long_range_signal(world: sy.World, window: int = 256) -> dict:
+  """Oracle NE with the newest `window` events vs the full history (module docstring) -> dict."""
+  if window < 1:
+    raise ValueError(f"window must be >= 1, got {window}")
+  std = world.log["is_rand"] == 0
+  user = world.log["user_id"][std]
+  e = len(user)
+  first = np.concatenate([[True], user[1:] != user[:-1]]) if e else np.zeros(0, bool)
+  start = np.flatnonzero(first)
+  pos = np.arange(e) - start[np.cumsum(first) - 1] if e else np.zeros(0, np.int64)
+  names = kuairand.ACTION_BITS
+  p_true = np.stack([world.oracle[n][std] for n in names], 1)
+  labels = np.stack([world.log[n][std] for n in names], 1).astype(np.float64)
+  p_full, p_newest, p_prior = p_true.copy(), p_true.copy(), p_true.copy()
+  phase = (np.zeros(e, np.int8) if world.long_range is None
+           else world.long_range["planted_phase"][std])
+  planted = np.flatnonzero(phase > 0)                                  # flat indices, user-major
+  if len(planted):
+    dur = world.item_duration_ms[world.log["video_id"][std][planted]]
+    # P(feedback | a = GRID[g]) for every planted event: [P, G, F].
+    probs = feedback_probs_grid(dur)
+    y = labels[planted][:, None, :]
+    loglik = (y * np.log(probs) + (1 - y) * np.log1p(-probs)).sum(-1)   # [P, G]
+    before = np.cumsum(loglik, 0) - loglik                               # exclusive, all users
+    user_first = np.searchsorted(planted, start[np.cumsum(first) - 1][planted])
+    lo = np.maximum(planted - window, start[np.cumsum(first) - 1][planted])
+    win_first = np.searchsorted(planted, lo)
+    log_prior = _log_prior(world.cfg.dormant_affinity_sigma)
+    for out, ll in ((p_full, before - before[user_first]), (p_newest, before - before[win_first]),
+                    (p_prior, np.zeros_like(before))):
+      post = special.softmax(log_prior[None] + ll, axis=1)              # [P, G]
+      out[planted] = np.einsum("pg,pgf->pf", post, probs)
+  target = pos >= window
+  tp = target & (phase > 0)
+  res = {"window": window, "target_events": int(target.sum()), "planted_targets": int(tp.sum()),
+         "planted_events": int(len(planted)),
+         "definition": "expected NE (true probability as label) of Bayes predictors of the planted "
+                       "old affinity from the newest `window` events vs the full history; other "
+                       "events given their true probability (recjax/data/synthetic_signal.py)"}
+  for key, mask in (("all_targets", target), ("planted_targets_only", tp)):
+    if not mask.any():
+      res[key] = None
+      continue
+    res[key] = {"ne_oracle": _expected_ne(p_true[mask], p_true[mask]),
+                "ne_full_history": _expected_ne(p_true[mask], p_full[mask]),
+                f"ne_newest_{window}": _expected_ne(p_true[mask], p_newest[mask]),
+                "ne_no_history": _expected_ne(p_true[mask], p_prior[mask])}
+  return res
+
+
+def feedback_probs_grid(duration_ms: np.ndarray) -> np.ndarray:
+  """P(feedback = 1 | log affinity = GRID[g]) per event -> float64 [E, G, F], clipped off 0 and 1."""
+  d = np.repeat(np.asarray(duration_ms), len(GRID))
+  a = np.tile(GRID, len(duration_ms))
+  p = sy.feedback_probabilities(a, d)
+  out = np.stack([p[n] for n in kuairand.ACTION_BITS], -1).reshape(len(duration_ms), len(GRID), -1)
+  return np.clip(out, 1e-12, 1 - 1e-12)
