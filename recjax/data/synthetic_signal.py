@@ -47,16 +47,21 @@ def _expected_ne(p_true_EF: np.ndarray, p_hat_EF: np.ndarray) -> dict:
   return {"mean": float(np.mean(list(per.values()))), **per}
 
 
-def long_range_signal(world: sy.World, window: int = 256) -> dict:
-  """Oracle NE with the newest `window` events vs the full history (module docstring) -> dict."""
+def predictions(world: sy.World, window: int = 256) -> dict[str, np.ndarray]:
+  """The predictors of every standard-log event (module docstring).
+
+  Returns:
+    {"p_true", "p_full", "p_newest", "p_prior": float64 [E, F] (F = the 8 feedbacks in
+    kuairand.ACTION_BITS order), "position": int64 [E] in the user's standard history,
+    "phase": int8 [E] (0 not planted, 1 early, 2 return)}, E = the standard-log events.
+  """
   if window < 1:
     raise ValueError(f"window must be >= 1, got {window}")
   std = world.log["is_rand"] == 0
   user = world.log["user_id"][std]
   e = len(user)
   first = np.concatenate([[True], user[1:] != user[:-1]]) if e else np.zeros(0, bool)
-  start = np.flatnonzero(first)
-  pos = np.arange(e) - start[np.cumsum(first) - 1] if e else np.zeros(0, np.int64)
+  user_start = np.flatnonzero(first)[np.cumsum(first) - 1]            # [E] flat start of the user
   names = kuairand.ACTION_BITS
   p_true = np.stack([world.oracle[n][std] for n in names], 1)
   labels = np.stack([world.log[n][std] for n in names], 1).astype(np.float64)
@@ -65,24 +70,28 @@ def long_range_signal(world: sy.World, window: int = 256) -> dict:
            else world.long_range["planted_phase"][std])
   planted = np.flatnonzero(phase > 0)                                  # flat indices, user-major
   if len(planted):
-    dur = world.item_duration_ms[world.log["video_id"][std][planted]]
-    # P(feedback | a = GRID[g]) for every planted event: [P, G, F].
-    probs = feedback_probs_grid(dur)
+    probs = feedback_probs_grid(world.item_duration_ms[world.log["video_id"][std][planted]])  # [P, G, F]
     y = labels[planted][:, None, :]
     loglik = (y * np.log(probs) + (1 - y) * np.log1p(-probs)).sum(-1)   # [P, G]
-    before = np.cumsum(loglik, 0) - loglik                               # exclusive, all users
-    user_first = np.searchsorted(planted, start[np.cumsum(first) - 1][planted])
-    lo = np.maximum(planted - window, start[np.cumsum(first) - 1][planted])
-    win_first = np.searchsorted(planted, lo)
+    before = np.cumsum(loglik, 0) - loglik                               # exclusive, over all users
+    user_first = np.searchsorted(planted, user_start[planted])
+    win_first = np.searchsorted(planted, np.maximum(planted - window, user_start[planted]))
     log_prior = _log_prior(world.cfg.dormant_affinity_sigma)
     for out, ll in ((p_full, before - before[user_first]), (p_newest, before - before[win_first]),
                     (p_prior, np.zeros_like(before))):
       post = special.softmax(log_prior[None] + ll, axis=1)              # [P, G]
       out[planted] = np.einsum("pg,pgf->pf", post, probs)
-  target = pos >= window
-  tp = target & (phase > 0)
+  return {"p_true": p_true, "p_full": p_full, "p_newest": p_newest, "p_prior": p_prior,
+          "position": np.arange(e) - user_start, "phase": phase}
+
+
+def long_range_signal(world: sy.World, window: int = 256) -> dict:
+  """Oracle NE with the newest `window` events vs the full history (module docstring) -> dict."""
+  p = predictions(world, window)
+  target = p["position"] >= window
+  tp = target & (p["phase"] > 0)
   res = {"window": window, "target_events": int(target.sum()), "planted_targets": int(tp.sum()),
-         "planted_events": int(len(planted)),
+         "planted_events": int((p["phase"] > 0).sum()),
          "definition": "expected NE (true probability as label) of Bayes predictors of the planted "
                        "old affinity from the newest `window` events vs the full history; other "
                        "events given their true probability (recjax/data/synthetic_signal.py)"}
@@ -90,10 +99,11 @@ def long_range_signal(world: sy.World, window: int = 256) -> dict:
     if not mask.any():
       res[key] = None
       continue
-    res[key] = {"ne_oracle": _expected_ne(p_true[mask], p_true[mask]),
-                "ne_full_history": _expected_ne(p_true[mask], p_full[mask]),
-                f"ne_newest_{window}": _expected_ne(p_true[mask], p_newest[mask]),
-                "ne_no_history": _expected_ne(p_true[mask], p_prior[mask])}
+    truth = p["p_true"][mask]
+    res[key] = {"ne_oracle": _expected_ne(truth, truth),
+                "ne_full_history": _expected_ne(truth, p["p_full"][mask]),
+                f"ne_newest_{window}": _expected_ne(truth, p["p_newest"][mask]),
+                "ne_no_history": _expected_ne(truth, p["p_prior"][mask])}
   return res
 
 

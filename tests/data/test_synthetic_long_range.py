@@ -1,0 +1,130 @@
+"""The planted long-range structure of the synthetic world and its signal measure."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from scipy import special
+
+from recjax.data import kuairand
+from recjax.data import synthetic as sy
+from recjax.data import synthetic_signal as ss
+
+# Pinned on main before the dormant settings existed (generator version 2).
+DEFAULT_FINGERPRINT = "f50c38b95f4d"
+TINY = sy.WorldConfig(num_users=40, num_items=60, num_topics=4, mean_seq_len=30, max_seq_len=300, seed=3)
+TINY_FINGERPRINT, TINY_DIGEST = "76863aacf81c", "a84a0a1c578367af"
+LONG = sy.WorldConfig(num_users=24, num_items=120, num_topics=8, mean_seq_len=900, seq_len_sigma=0.2,
+                      min_seq_len=700, max_seq_len=1200, dormant_early_rate=0.1,
+                      dormant_return_rate=0.1, seed=5)
+
+
+def _digest(world):
+  h = hashlib.sha256()
+  for k in sorted(world.log):
+    h.update(world.log[k].tobytes())
+  for k in sorted(world.oracle):
+    h.update(np.round(world.oracle[k], 12).tobytes())
+  return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def long_world():
+  return sy.build_world(LONG)
+
+
+def test_defaults_unchanged():
+  assert sy.WorldConfig().fingerprint() == DEFAULT_FINGERPRINT
+  assert TINY.fingerprint() == TINY_FINGERPRINT and TINY.generator_version == 2
+  world = sy.build_world(TINY)
+  assert world.long_range is None and _digest(world) == TINY_DIGEST
+  assert not any(k.startswith("dormant_") for k in TINY.as_dict())
+  assert LONG.generator_version == sy.LONG_RANGE_VERSION
+  assert sy.WorldConfig(**{**TINY.__dict__, "dormant_return_rate": 0.1}).fingerprint() != TINY_FINGERPRINT
+
+
+def test_dormant_topic_returns_after_a_gap(long_world):
+  lr, w = long_world.long_range, long_world
+  user, n = w.log["user_id"], LONG.num_users
+  lengths = np.bincount(user, minlength=n)
+  pos = np.arange(len(user)) - np.concatenate([[0], np.cumsum(lengths)[:-1]])[user]
+  frac = pos / (lengths[user] - 1)
+  on_dormant = w.event_topic == lr["dormant_topic"][user]
+  gap = (frac >= LONG.dormant_early_until + 0.01) & (frac < LONG.dormant_return_from - 0.01)
+  early, late = frac < LONG.dormant_early_until, frac >= LONG.dormant_return_from
+  assert (lr["planted_phase"][gap] == 0).all()
+  assert on_dormant[gap].mean() < 0.005          # the least-liked topic: the base world barely shows it
+  assert 0.07 < on_dormant[early].mean() < 0.13 and 0.07 < on_dormant[late].mean() < 0.13
+  for u in range(n):                              # every user's topic goes quiet for >= 400 events
+    idx = np.flatnonzero((user == u) & (lr["planted_phase"] > 0))
+    assert np.diff(pos[idx]).max() >= 400
+  assert (w.item_topic[w.log["video_id"][lr["planted_phase"] > 0]] == lr["dormant_topic"][user[lr["planted_phase"] > 0]]).all()
+
+
+def test_returned_feedback_follows_the_old_affinity(long_world):
+  lr, w = long_world.long_range, long_world
+  user = w.log["user_id"]
+  ret = lr["planted_phase"] == 2
+  expected = sy.feedback_probabilities(lr["old_affinity"][user[ret]], w.item_duration_ms[w.log["video_id"][ret]])
+  for name in kuairand.ACTION_BITS:
+    np.testing.assert_allclose(w.oracle[name][ret], expected[name])
+  # The early phase's realised engagement predicts the returned one across users (same latent a_u).
+  clicks = [[w.log["long_view"][(user == u) & (lr["planted_phase"] == p)].mean() for p in (1, 2)]
+            for u in range(LONG.num_users)]
+  early_rate, late_rate = np.array(clicks).T
+  assert np.corrcoef(early_rate, late_rate)[0, 1] > 0.5
+
+
+def test_signal_beyond_the_newest_256(long_world):
+  sig = ss.long_range_signal(long_world, window=256)["planted_targets_only"]
+  ne = {k: v["mean"] for k, v in sig.items()}
+  assert ne["ne_oracle"] < ne["ne_full_history"] < ne["ne_newest_256"] - 0.005 < ne["ne_no_history"]
+  default = ss.long_range_signal(sy.build_world(sy.WorldConfig(
+      num_users=30, num_items=60, num_topics=4, mean_seq_len=400, min_seq_len=300, seq_len_sigma=0.2)))
+  assert default["planted_events"] == 0 and default["target_events"] > 0
+  d = default["all_targets"]
+  assert d["ne_full_history"] == d["ne_newest_256"] == d["ne_oracle"]
+
+
+def test_window_posterior_matches_a_direct_sum(long_world):
+  """The cumulative-sum posterior equals a loop over the user's readable planted events."""
+  window = 64
+  p = ss.predictions(long_world, window)
+  std = long_world.log["is_rand"] == 0
+  planted = np.flatnonzero(p["phase"] > 0)
+  j = planted[np.flatnonzero(p["position"][planted] > 500)[3]]
+  start = j - p["position"][j]
+  dur = long_world.item_duration_ms[long_world.log["video_id"][std]]
+  labels = np.stack([long_world.log[n][std] for n in kuairand.ACTION_BITS], 1)
+  log_prior = ss._log_prior(LONG.dormant_affinity_sigma)   # pylint: disable=protected-access
+  for key, lo in (("p_newest", j - window), ("p_full", start)):
+    ll = log_prior.copy()
+    for i in range(max(lo, start), j):
+      if p["phase"][i]:
+        pr = ss.feedback_probs_grid(dur[i:i + 1])[0]                     # [G, F]
+        ll += (labels[i] * np.log(pr) + (1 - labels[i]) * np.log1p(-pr)).sum(1)
+    want = special.softmax(ll) @ ss.feedback_probs_grid(dur[j:j + 1])[0]
+    np.testing.assert_allclose(p[key][j], want, rtol=1e-9)
+
+
+def test_written_world_carries_the_truth_and_signal(tmp_path):
+  cfg = sy.WorldConfig(**{**TINY.__dict__, "dormant_early_rate": 0.2, "dormant_return_rate": 0.2,
+                          "variant": "lr"})
+  out = sy.generate_world(cfg, tmp_path / "w")
+  meta = json.loads((tmp_path / "w" / "world.json").read_text())
+  assert meta["generator_version"] == 3 and meta["config"]["dormant_return_rate"] == 0.2
+  assert sy.load_world_config(out) == cfg
+  with np.load(tmp_path / "w" / "world_truth.npz") as z:
+    assert {"dormant_topic", "old_affinity", "planted_phase"} <= set(z.files)
+  assert json.loads((tmp_path / "w" / sy.SIGNAL_FILE).read_text())["window"] == 256
+  plain = sy.generate_world(TINY, tmp_path / "d")
+  assert not (tmp_path / "d" / sy.SIGNAL_FILE).exists()
+  assert "dormant_return_rate" not in json.loads((tmp_path / "d" / "world.json").read_text())["config"]
+  assert sy.load_world_config(plain) == TINY
+
+
+def test_bad_dormant_settings():
+  with pytest.raises(ValueError, match="dormant gap"):
+    sy.WorldConfig(dormant_return_rate=0.1, dormant_early_until=0.9, dormant_return_from=0.5)
+  with pytest.raises(ValueError, match="dormant_early_rate"):
+    sy.WorldConfig(dormant_early_rate=1.5)
