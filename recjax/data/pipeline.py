@@ -73,6 +73,43 @@ def batch_dataset(num_examples: int, make_batch, *, batch_size: int, num_epochs:
           .map(make_batch))
 
 
+def bucketed_epoch(groups_N: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+  """One epoch's batches of rows when every batch must come from one group (e.g. a history-length
+  bucket): rows shuffled, grouped stably, cut into `batch_size` rows per group (each group's last
+  batch short), batch order shuffled; deterministic in (seed, epoch)."""
+  rng = np.random.default_rng([seed, epoch])
+  perm = rng.permutation(len(groups_N))
+  perm = perm[np.argsort(groups_N[perm], kind="stable")]
+  cuts = np.flatnonzero(np.diff(groups_N[perm])) + 1
+  batches = [chunk[i:i + batch_size] for chunk in np.split(perm, cuts) if len(chunk)
+             for i in range(0, len(chunk), batch_size)]
+  return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def bucketed_steps(groups_N: np.ndarray, batch_size: int) -> int:
+  """Batches per epoch of `bucketed_epoch` (the same every epoch)."""
+  _, counts = np.unique(groups_N, return_counts=True)
+  return int(sum(-(-c // batch_size) for c in counts))
+
+
+def bucketed_batch_dataset(groups_N: np.ndarray, make_batch, *, batch_size: int, num_epochs: int,
+                           seed: int) -> grain.MapDataset:
+  """`batch_dataset` with every batch drawn from one group (`bucketed_epoch`): batches of similar
+  history length, so a batch's width, and its memory, follow its real tokens."""
+  groups_N = np.asarray(groups_N)
+  per_epoch = bucketed_steps(groups_N, batch_size)
+  cache: dict[int, list[np.ndarray]] = {}
+
+  def rows_of(step: int) -> np.ndarray:
+    epoch = step // per_epoch
+    if epoch not in cache:        # one epoch's plan at a time (batches are read in order)
+      cache.clear()
+      cache[epoch] = bucketed_epoch(groups_N, batch_size, seed, epoch)
+    return cache[epoch][step % per_epoch]
+
+  return grain.MapDataset.range(per_epoch * num_epochs).map(lambda i: make_batch(rows_of(i)))
+
+
 def steps_per_epoch(ex: TrainExamples, batch_size: int) -> int:
   return -(-len(ex) // batch_size)
 

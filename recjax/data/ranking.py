@@ -37,6 +37,15 @@ Arrays for N requests, history width H, C = request_size, T tasks (0 pads ids, t
                               without them), 0 = unknown
   cand_feats [N, C, Fi] int32 each candidate item's categorical features (0 = unknown / padding)
   hist_feats [N, H, Fi] int32 the same item features of the history events
+
+History layout (`RankingSplit.history_layout`): "padded" builds the hist_* arrays [N, H] up front
+(the default). "ragged" keeps one start index per request (`hist_start [N] int64`, flat into
+`seqs`) and the per-event columns once (`RaggedHistory`); `RankingExamples.batch` cuts each
+batch's windows from them at batch time, `width` wide: memory is O(E + batch x width), not
+O(N x H), which long histories (H in the thousands, a request every few events) need. The
+windows are those of the padded layout, cut to the width (`length_bucket`: the smallest bucket
+>= the batch's longest history), so batches of similar length (`length_buckets`) carry few pad
+tokens.
 """
 from __future__ import annotations
 
@@ -50,6 +59,8 @@ from recjax.data import kuairand
 from recjax.data.types import UserSequences
 
 MODES = ("last_k", "time_cut")
+LAYOUTS = ("padded", "ragged")
+HISTORY_FIELDS = ("hist_ids", "hist_actions", "hist_watch", "hist_tab", "hist_times", "hist_feats")
 SPLITS = ("train", "valid", "test")
 # Watch-ratio bucket edges: [0, .1) -> 1, [.1, .25) -> 2, ..., [2, inf) -> 8.
 WATCH_EDGES = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -76,6 +87,8 @@ class RankingSplit:
   test_quantile: float = 0.9    # time_cut
   min_history: int = 1
   tasks: str = "kuairand"
+  history_layout: str = "padded"   # "ragged": windows cut per batch (module docstring)
+  bucket_min: int = 16             # ragged: history widths are bucket_min * 2^k, capped at history_len
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -88,6 +101,18 @@ class RankingSplit:
       raise ValueError("RankingSplit: need test_k >= 1 and valid_k >= 0")
     if not 0 < self.valid_quantile <= self.test_quantile < 1:
       raise ValueError("RankingSplit: need 0 < valid_quantile <= test_quantile < 1")
+    if self.history_layout not in LAYOUTS:
+      raise ValueError(f"RankingSplit.history_layout must be one of {LAYOUTS}, got {self.history_layout!r}")
+    if self.bucket_min < 1:
+      raise ValueError(f"RankingSplit.bucket_min must be >= 1, got {self.bucket_min}")
+
+  def buckets(self) -> tuple[int, ...]:
+    """The history widths of the ragged layout: bucket_min * 2^k below history_len, then history_len."""
+    widths, w = [], self.bucket_min
+    while w < self.history_len:
+      widths.append(w)
+      w *= 2
+    return tuple(widths) + (self.history_len,)
 
   @property
   def task_names(self) -> tuple[str, ...]:
@@ -100,25 +125,73 @@ class RankingSplit:
     else:
       cut = (f"global time cut: events from the {self.valid_quantile:g} quantile of time are valid, "
              f"from the {self.test_quantile:g} quantile test")
+    ragged = ("; histories cut per batch from the ragged sequences, widths bucketed "
+              f"{self.buckets()}" if self.history_layout == "ragged" else "")
     return (f"ranking protocol {self.mode}: {cut}; candidates in requests of {self.request_size} "
             f"consecutive events with the <= {self.history_len} events before the request as "
-            f"history (min {self.min_history}); tasks {', '.join(self.task_names)}")
+            f"history (min {self.min_history}); tasks {', '.join(self.task_names)}{ragged}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RaggedHistory:
+  """The ragged layout's per-event history columns, E = events of `seqs` (flat, user-major).
+
+  columns: {hist_ids, hist_actions, hist_watch, hist_tab, hist_times: int32 [E]};
+  item_feats: int32 [V, Fi] (hist_feats = item_feats[hist_ids], row 0 all 0);
+  buckets: the allowed widths, ascending (the last is history_len).
+  """
+  columns: dict[str, np.ndarray]
+  item_feats: np.ndarray
+  buckets: tuple[int, ...]
+
+  def width(self, lengths: np.ndarray) -> int:
+    """The smallest bucket >= the longest of `lengths` (at least the smallest bucket)."""
+    longest = int(np.max(lengths, initial=0))
+    i = int(np.searchsorted(self.buckets, longest))
+    if i == len(self.buckets):
+      raise ValueError(f"history length {longest} exceeds the longest bucket {self.buckets[-1]}")
+    return self.buckets[i]
+
+  def cut(self, start_N: np.ndarray, length_N: np.ndarray, width: int) -> dict[str, np.ndarray]:
+    """The windows [start, start + length) right-padded to `width` -> hist_* fields [N, width(, Fi)]."""
+    if np.any(length_N > width):
+      raise ValueError(f"a history of {int(length_N.max())} events does not fit width {width}")
+    cols = np.arange(width)[None, :]
+    valid = cols < length_N[:, None]
+    idx = np.where(valid, start_N[:, None] + cols, 0)
+    out = {k: np.where(valid, v[idx], 0).astype(v.dtype) for k, v in self.columns.items()}
+    out["hist_feats"] = self.item_feats[out["hist_ids"]]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class RankingExamples:
-  """One split's requests; fields as in the module docstring."""
+  """One split's requests; fields as in the module docstring (ragged: `history` holds the events
+  and `arrays` hist_start [N] instead of the hist_* fields)."""
   split: str
   task_names: tuple[str, ...]
   arrays: dict[str, np.ndarray]
   cut_times: tuple[int, int] | None = None   # time_cut: (valid, test) cut in unix seconds
+  history: RaggedHistory | None = None
 
   def __len__(self):
     return len(self.arrays["user_ids"])
 
-  def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The requests at `rows` as a dict of fixed-shape arrays (every field)."""
-    return {k: v[rows] for k, v in self.arrays.items()}
+  def length_bucket(self) -> np.ndarray:
+    """Per request, the index of its history-width bucket -> int64 [N] (all 0 when padded)."""
+    if self.history is None:
+      return np.zeros(len(self), np.int64)
+    return np.searchsorted(self.history.buckets, self.arrays["hist_lengths"]).astype(np.int64)
+
+  def batch(self, rows: np.ndarray, width: int | None = None) -> dict[str, np.ndarray]:
+    """The requests at `rows` as a dict of arrays (every field). Ragged: the hist_* windows are cut
+    `width` wide (default: the bucket of the longest history among `rows`)."""
+    out = {k: v[rows] for k, v in self.arrays.items()}
+    if self.history is not None:
+      start = out.pop("hist_start")
+      width = self.history.width(out["hist_lengths"]) if width is None else width
+      out.update(self.history.cut(start, out["hist_lengths"], width))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,9 +412,6 @@ def ranking_examples(seqs: UserSequences, cfg: RankingSplit, split: str,
   # History: the <= H events right before the request's first candidate, oldest first.
   start = np.maximum(first - h, seqs.offsets[ru])
   hist_len = (first - start).astype(np.int32)
-  cols = np.arange(h)[None, :]
-  valid = cols < hist_len[:, None]
-  hidx = np.where(valid, start[:, None] + cols, 0)
   t0 = int(seqs.timestamps.min()) if seqs.timestamps is not None and e else 0
   rel_time = (np.zeros(e, np.int64) if seqs.timestamps is None else seqs.timestamps - t0).astype(np.int32)
   tab = (np.asarray(seqs.extras["tab"], np.int32) + 1 if "tab" in seqs.extras else np.zeros(e, np.int32))
@@ -349,6 +419,18 @@ def ranking_examples(seqs: UserSequences, cfg: RankingSplit, split: str,
   bucket = (np.zeros(e, np.int32) if ratio is None
             else (np.searchsorted(WATCH_EDGES, ratio, side="right") + 1).astype(np.int32))
   actions = pack_bits(labels)
+
+  ragged = cfg.history_layout == "ragged"
+  if ragged:   # no [N, H] arrays: one start per request, the event columns once
+    item_feats = (context.item_feats if context is not None
+                  else np.zeros((seqs.num_items, 0), np.int32))
+    history = RaggedHistory({"hist_ids": seqs.items.astype(np.int32), "hist_actions": actions,
+                             "hist_watch": bucket, "hist_tab": tab, "hist_times": rel_time},
+                            item_feats, cfg.buckets())
+  else:
+    cols = np.arange(h)[None, :]
+    valid = cols < hist_len[:, None]
+    hidx = np.where(valid, start[:, None] + cols, 0)
 
   def hist(values):
     return np.where(valid, values[hidx], 0).astype(values.dtype)
@@ -364,23 +446,28 @@ def ranking_examples(seqs: UserSequences, cfg: RankingSplit, split: str,
 
   arrays = {
       "user_ids": seqs.user_ids[ru].astype(np.int64), "user_index": ru.astype(np.int64),
-      "hist_ids": hist(seqs.items.astype(np.int32)), "hist_actions": hist(actions),
-      "hist_watch": hist(bucket), "hist_tab": hist(tab), "hist_times": hist(rel_time),
       "hist_lengths": hist_len, "request_times": rel_time[first],
       "cand_ids": cands(seqs.items.astype(np.int32)), "cand_mask": cmask.astype(np.float32),
       "cand_tab": cands(tab), "cand_labels": cands(labels),
       "cand_watch_ratio": cands(np.zeros(e, np.float32) if ratio is None else ratio),
       "cand_event": cand_event,
   }
+  if ragged:
+    arrays["hist_start"] = start.astype(np.int64)
+  else:
+    arrays.update({"hist_ids": hist(seqs.items.astype(np.int32)), "hist_actions": hist(actions),
+                   "hist_watch": hist(bucket), "hist_tab": hist(tab), "hist_times": hist(rel_time)})
   if context is not None:
     if len(context.user_feats) != seqs.num_users or len(context.item_feats) != seqs.num_items:
       raise ValueError(f"{seqs.source}: context tables have {len(context.user_feats)} users / "
                        f"{len(context.item_feats)} items, the sequences {seqs.num_users} / {seqs.num_items}")
     arrays["user_feats"] = context.user_feats[ru]
     arrays["cand_feats"] = context.item_feats[arrays["cand_ids"]]   # row 0 (padding) is all 0
-    arrays["hist_feats"] = context.item_feats[arrays["hist_ids"]]
+    if not ragged:
+      arrays["hist_feats"] = context.item_feats[arrays["hist_ids"]]
   else:
     arrays["user_feats"] = np.zeros((n, 0), np.int32)
     arrays["cand_feats"] = np.zeros((n, c, 0), np.int32)
-    arrays["hist_feats"] = np.zeros((n, h, 0), np.int32)
-  return RankingExamples(split, cfg.task_names, arrays, cuts)
+    if not ragged:
+      arrays["hist_feats"] = np.zeros((n, h, 0), np.int32)
+  return RankingExamples(split, cfg.task_names, arrays, cuts, history if ragged else None)

@@ -53,13 +53,15 @@ def split_settings(ranking_cfg) -> rk.RankingSplit:
 
 
 def make_batch(examples: rk.RankingExamples, rows: np.ndarray, batch_size: int) -> dict:
-  """The requests at `rows`, padded with empty requests to `batch_size` (schema above)."""
+  """The requests at `rows`, padded with empty requests to `batch_size` (schema above). With the
+  ragged history layout the history width is the bucket of the rows' longest history."""
   rows = np.asarray(rows, np.int64)
+  fields = examples.batch(rows)
   out = {}
   for name in BATCH_FIELDS:
-    arr = examples.arrays[name]
+    arr = fields[name]
     padded = np.zeros((batch_size,) + arr.shape[1:], arr.dtype)
-    padded[:len(rows)] = arr[rows]
+    padded[:len(rows)] = arr
     out[name] = padded
   return out
 
@@ -147,11 +149,17 @@ class RankingTask(Task):
 
   def train_dataset(self, batch_size: int, num_epochs: int, seed: int):
     ex = self.examples["train"]
+    if ex.history is not None:   # ragged: each batch from one history-length bucket
+      return pipeline.bucketed_batch_dataset(ex.length_bucket(), lambda rows: make_batch(ex, rows, batch_size),
+                                             batch_size=batch_size, num_epochs=num_epochs, seed=seed)
     return pipeline.batch_dataset(len(ex), lambda rows: make_batch(ex, rows, batch_size),
                                   batch_size=batch_size, num_epochs=num_epochs, seed=seed)
 
   def steps_per_epoch(self, batch_size: int) -> int:
-    return -(-len(self.examples["train"]) // batch_size)
+    ex = self.examples["train"]
+    if ex.history is not None:
+      return pipeline.bucketed_steps(ex.length_bucket(), batch_size)
+    return -(-len(ex) // batch_size)
 
   def loss_fn(self, model):
     task_weights, watch_weight = self.task_weights, self.watch_weight
@@ -179,16 +187,20 @@ class RankingTask(Task):
 
     def run(params, split: str) -> dict:
       ex = self.examples[split]
-      preds = [predict(params, make_batch(ex, np.arange(s, min(s + batch_size, len(ex))), batch_size))
+      # Rows by history-length bucket (ragged layout; the identity when padded): few widths compile.
+      order = np.argsort(ex.length_bucket(), kind="stable")
+      preds = [predict(params, make_batch(ex, order[s:s + batch_size], batch_size))
                for s in range(0, len(ex), batch_size)]
-      p_NCT = np.concatenate([np.asarray(p) for p, _ in preds])[:len(ex)]
+      p_NCT = np.empty((len(ex),) + preds[0][0].shape[1:], np.float32)
+      p_NCT[order] = np.concatenate([np.asarray(p) for p, _ in preds])[:len(ex)]
       real = ex.arrays["cand_mask"] > 0
       users = np.broadcast_to(ex.arrays["user_ids"][:, None], real.shape)
       oracle = self.oracle[split][real] if self.oracle else None
       metrics = multitask_metrics(p_NCT[real], ex.arrays["cand_labels"][real], self.task_names,
                                   user_N=users[real], oracle_NT=oracle)
       if watch_head:
-        w_NC = np.concatenate([np.asarray(w) for _, w in preds])[:len(ex)]
+        w_NC = np.empty((len(ex),) + preds[0][1].shape[1:], np.float32)
+        w_NC[order] = np.concatenate([np.asarray(w) for _, w in preds])[:len(ex)]
         metrics["watch_ratio"] = watch_ratio_metrics(w_NC[real], ex.arrays["cand_watch_ratio"][real])
       return metrics
     return run
