@@ -128,3 +128,17 @@ def test_bad_dormant_settings():
     sy.WorldConfig(dormant_return_rate=0.1, dormant_early_until=0.9, dormant_return_from=0.5)
   with pytest.raises(ValueError, match="dormant_early_rate"):
     sy.WorldConfig(dormant_early_rate=1.5)
+
+
+def test_long_world_configs_resolve():
+  from configs import long_sequences_hstu_rank, long_world   # pylint: disable=import-outside-toplevel
+  import dataclasses   # pylint: disable=import-outside-toplevel
+  from recjax.data import ranking as rk   # pylint: disable=import-outside-toplevel
+  names = {f.name for f in dataclasses.fields(rk.RankingSplit)}
+  for preset in (long_world.WORLD, long_world.QUICK_WORLD):
+    cfg = sy.WorldConfig(**preset)
+    assert cfg.long_range and cfg.generator_version == sy.LONG_RANGE_VERSION
+  for arg in (None, "newest256", "quick"):
+    c = long_sequences_hstu_rank.get_config(arg)
+    split = rk.RankingSplit(**{k: v for k, v in c.ranking.items() if k in names})
+    assert split.history_layout == "ragged" and split.buckets()[-1] == c.model.max_history
