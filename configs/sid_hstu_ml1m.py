@@ -2,7 +2,7 @@
 
 Issue 17 (papers.md §4, §6a): an item's vector is the sum of its SID tokens' rows
 (`recjax/layers/sid_embedding.py`), the codes coming from residual k-means over content vectors
-(movies.dat titles with their year, TF-IDF, beside genre one-hots, SVD to 64; `tasks/sid_items.py`,
+(movies.dat titles with their year, TF-IDF, beside genre one-hots, SVD to 64; `semantic_ids/catalogue_sids.py`,
 cached in the workdir). 3 levels x 256 codes + TIGER's disambiguation level (25 rows: 33% of movies share
 their 3-level SID): 793 rows instead of 3,953 (5.0x smaller). Both arms hold the same 10% of the catalogue out of training
 (`data.cold_items`, `data.cold_seed`): those items are never a training input, label or sampled
@@ -25,11 +25,12 @@ from configs import base, hstu_ml1m
 
 
 def sid_settings(codebook_size: int) -> ml_collections.ConfigDict:
-  """config.sid (tasks/sid_items.py): content route, RQ-KMeans, 3 levels, per-level code rows."""
+  """config.sid (semantic_ids/catalogue_sids.py): content route, RQ-KMeans, 3 levels, per-level code
+  rows, vectors not L2-normalised (the settings behind the committed results)."""
   return ml_collections.ConfigDict({
-      "route": "content", "tokenizer": "rq_kmeans", "num_levels": 3, "codebook_size": codebook_size,
-      "tokens": "codes", "disambiguate": True, "vector_dim": 64, "category_weight": 1.0,
-      "min_df": 2, "seed": 0, "rq_vae_steps": 3000})
+      "vectors": "content:tfidf", "vector_dim": 64, "normalize": False, "category_weight": 1.0, "min_df": 2,
+      "tokenizer": "rq_kmeans", "num_levels": 3, "codebook_size": codebook_size, "dedup": "append_level",
+      "tokens": "codes", "seed": 0, "rq_vae_steps": 3000})
 
 
 def apply_arm(c: ml_collections.ConfigDict, args: set[str], codebook_size: int) -> ml_collections.ConfigDict:

@@ -1,73 +1,109 @@
-"""The catalogue's SIDs for one run: item-vector route -> tokenizer -> collision handling, cached.
+"""The catalogue's SIDs for one run, the one builder both SID tasks call: item vectors (route) ->
+tokenizer codes [N, L] -> collision handling -> codes [N, L'], cached under a fingerprint.
 
-    settings = SIDSettings(**config.sid)
-    sids = load_or_build(cache_dir, fingerprint, lambda: build_catalogue_sids(train_seqs, settings))
-    sids.codes_NL     # int64 [N, L'] the SID of each catalogue item (L' = L + 1 with a dedup level)
-    sids.item_ids     # int64 [N] their model ids
+    settings = SIDSettings.from_config(config.sid)
+    sids, cached = load_or_build(settings, data_cfg, catalogue, train_seqs, cache_dir)
+    sids.codes_NL     # int64 [N, L'] the SID of each catalogue item (L' = L + 1 with dedup "append_level")
+    sids.item_ids     # int64 [N] their model ids (= catalogue)
 
-Routes (`SIDSettings.vectors`): "collab:ppmi" (`item_vectors.cooccurrence_vectors` of the sequences
-given, which must be the training part only: SIDs fitted on held-out items would leak the targets).
-Tokenizers: "rq_kmeans" (default) or "rq_vae". Collisions (`dedup`): "append_level" (TIGER: one more
-level holding each item's index inside its collision group), "reassign" (min-cost last-level
-reassignment, `collisions.reassign_last_level`; zero collisions, same length), or "none" (keep
-them; the generative task then reports collision-aware metrics beside the naive ones).
+Users: the generative task (TIGER decodes `codes_NL`) and the retrieval task's SID item table
+(`tasks/sid_items.py` turns the codes into embedding-table rows, `sid.tokens`).
 
-The cache file `<cache_dir>/sids_<fingerprint>.npz` stores the codes with the fingerprint that
-made them; the caller's fingerprint hashes everything the SIDs depend on (data, split, settings),
-so another setting gets another file, and a file whose stored fingerprint differs is rebuilt.
+Vector routes (`sid.vectors`):
+  "content:tfidf"  the MovieLens item file of `data_cfg` (ML-1M `movies.dat`, ML-100K `u.item`):
+                   TF-IDF of titles (with the year) beside genre one-hots (`category_weight`,
+                   `min_df`), SVD to `vector_dim` (0 = raw). Content exists for every catalogue
+                   item, so a cold item gets codes like any other.
+  "collab:ppmi"    PPMI of co-occurrences within `window` positions in the TRAINING sequences given
+                   (held-out targets never shape the codes), SVD to `vector_dim`; items without
+                   training events get zero vectors.
+`normalize` L2-normalises the vectors before the tokenizer (on Amazon Sports the raw SVD rows of
+rare items crowd near 0: 18% of items collide, one SID holds 343; 5.6% and 73 after normalising).
+Tokenizers (`sid.tokenizer`): "rq_kmeans" | "rq_vae". Collisions (`sid.dedup`): "append_level"
+(TIGER: one more level holding each item's index inside its collision group), "reassign" (min-cost
+last-level reassignment, `collisions.reassign_last_level`: zero collisions, same length; needs
+rq_kmeans's quantisation costs) or "none" (keep them).
+
+The cache file `<cache_dir>/sids_<fingerprint>.npz` stores the codes with the fingerprint that made
+them; the fingerprint hashes the data spec, the construction settings, the catalogue and (collab)
+the training sequences, so any change writes another file, and a file whose stored fingerprint
+differs is rebuilt.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 
 from absl import logging
 import numpy as np
 
+from recjax.data import movielens, registry
 from recjax.data.types import UserSequences
 from recjax.semantic_ids import codes as codes_lib
 from recjax.semantic_ids import collisions, item_vectors, rq_kmeans
 
-ROUTES = ("collab:ppmi",)
+ROUTES = ("content:tfidf", "collab:ppmi")
 TOKENIZERS = ("rq_kmeans", "rq_vae")
 DEDUP = ("append_level", "reassign", "none")
+TOKEN_KINDS = ("codes", "prefixes")
 # Bump when the construction changes: old cache files then no longer match any fingerprint.
-VERSION = 1
+VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
 class SIDSettings:
+  """`config.sid`, validated (field defaults for unset keys)."""
   vectors: str = "collab:ppmi"     # item-vector route (ROUTES)
-  vector_dim: int = 64             # SVD width of the collaborative vectors
-  window: int = 5                  # co-occurrence window (positions apart in one user's sequence)
-  normalize: bool = True           # L2-normalise the vectors: on Amazon Sports the raw SVD rows of rare
-                                   # items crowd near 0 (18% of items collide, one SID holds 343; 5.6% and
-                                   # 73, the items without training events, after normalising)
+  vector_dim: int = 64             # SVD width of the item vectors (content: 0 = raw)
+  window: int = 5                  # collab: co-occurrence window (positions apart in one user's sequence)
+  normalize: bool = True           # L2-normalise the vectors before the tokenizer (module docstring)
+  category_weight: float = 1.0     # content: weight of the genre block beside the title TF-IDF
+  min_df: int = 2                  # content: title tokens in fewer items are dropped
   tokenizer: str = "rq_kmeans"     # TOKENIZERS
   num_levels: int = 3              # L (before a dedup level)
-  codebook_size: int = 256         # K codes per level (the dedup level shares it)
+  codebook_size: int = 256         # K codes per level
   dedup: str = "append_level"      # DEDUP
+  tokens: str = "codes"            # retrieval SID item table only (`tasks/sid_items.py`): TOKEN_KINDS
   rq_vae_steps: int = 3000         # rq_vae only
   seed: int = 0
 
   def __post_init__(self):
     for name, value, known in (("vectors", self.vectors, ROUTES), ("tokenizer", self.tokenizer, TOKENIZERS),
-                               ("dedup", self.dedup, DEDUP)):
+                               ("dedup", self.dedup, DEDUP), ("tokens", self.tokens, TOKEN_KINDS)):
       if value not in known:
         raise ValueError(f"sid.{name} must be one of {known}, got {value!r}")
-    if min(self.vector_dim, self.window, self.num_levels, self.codebook_size) < 1:
-      raise ValueError(f"sid: vector_dim, window, num_levels, codebook_size must be >= 1, got {self}")
+    if min(self.window, self.num_levels) < 1 or self.codebook_size < 2 or self.vector_dim < 0:
+      raise ValueError(f"sid: need window, num_levels >= 1, codebook_size >= 2, vector_dim >= 0, got {self}")
+    if self.vectors == "collab:ppmi" and self.vector_dim < 1:
+      raise ValueError("sid.vector_dim must be >= 1 for sid.vectors='collab:ppmi' (the SVD width)")
     if self.dedup == "reassign" and self.tokenizer != "rq_kmeans":
       raise ValueError("sid.dedup='reassign' needs the quantisation costs of sid.tokenizer='rq_kmeans'")
+
+  @classmethod
+  def from_config(cls, sid_cfg) -> "SIDSettings":
+    """From `config.sid` (ConfigDict, dict or None); an unknown key fails naming it."""
+    d = dict(sid_cfg.to_dict() if hasattr(sid_cfg, "to_dict") else (sid_cfg or {}))
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+      raise ValueError(f"unknown config.sid key(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+  def construction(self) -> dict:
+    """The settings the codes depend on (`tokens` only changes how a task reads them)."""
+    d = dataclasses.asdict(self)
+    del d["tokens"]
+    return d
 
 
 @dataclasses.dataclass(frozen=True)
 class CatalogueSIDs:
   item_ids: np.ndarray     # int64 [N] model ids
   codes_NL: np.ndarray     # int64 [N, L'] final SIDs (after collision handling)
-  codebook_size: int       # K
-  report: dict             # JSON-able: route, tokenizer, collisions before/after, usage per level
+  codebook_size: int       # K of the tokenizer levels
+  report: dict             # JSON-able: route, tokenizer, settings, collisions before/after, usage per level
 
   @property
   def num_levels(self) -> int:
@@ -80,41 +116,83 @@ class CatalogueSIDs:
     return out
 
 
-def _tokenize(x, s: SIDSettings):
-  """-> (codes [N, L], last-level costs [N, K] or None)."""
+# -- step 1: item vectors -------------------------------------------------------------------------
+
+def content_vectors(data_cfg, item_ids: np.ndarray, s: SIDSettings) -> item_vectors.ItemVectors:
+  """Content vectors of `item_ids` from the MovieLens item file `data_cfg` names."""
+  if data_cfg.kind != "movielens" or data_cfg.get("name") not in ("ml-1m", "ml-100k"):
+    raise ValueError(f"sid.vectors='content:tfidf' reads MovieLens item files (ml-1m movies.dat, ml-100k "
+                     f"u.item); data is {data_cfg.kind}/{data_cfg.get('name')}: use sid.vectors='collab:ppmi'")
+  data_dir = registry.resolve_path(data_cfg.data_dir)
+  if data_cfg.name == "ml-1m":
+    path = os.path.join(data_dir, "movies.dat")
+    items = movielens.read_ml1m_movies(path)
+    genres = [list(g) for g in items["genres"]]
+  else:
+    path = os.path.join(data_dir, "u.item")
+    items = movielens.read_ml100k_items(path)
+    genres = [[g for g, on in zip(movielens.ML100K_GENRES, row) if on] for row in items["genres"]]
+  row_of = {int(m): r for r, m in enumerate(items["movie_id"])}
+  missing = [int(v) for v in item_ids if int(v) not in row_of]
+  if missing:
+    raise ValueError(f"{path}: {len(missing)} catalogue item(s) have no row, e.g. movie id {missing[0]}")
+  rows = [row_of[int(v)] for v in item_ids]
+  return item_vectors.content_vectors(item_ids, [items["title"][r] for r in rows], [genres[r] for r in rows],
+                                      category_weight=s.category_weight, min_df=s.min_df,
+                                      dim=s.vector_dim or None, seed=s.seed)
+
+
+def item_vectors_of(s: SIDSettings, data_cfg, catalogue: np.ndarray, train_seqs: UserSequences
+                    ) -> item_vectors.ItemVectors:
+  """Rows for exactly `catalogue`, in its order."""
+  if s.vectors == "content:tfidf":
+    return content_vectors(data_cfg, catalogue, s)
+  return item_vectors.cooccurrence_vectors(dataclasses.replace(train_seqs, candidate_items=catalogue),
+                                           dim=s.vector_dim, window=s.window, seed=s.seed)
+
+
+# -- step 2: tokenizer ----------------------------------------------------------------------------
+
+def tokenize(x_ND: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray | None]:
+  """-> (codes int64 [N, L], last-level costs [N, K] when dedup="reassign", else None)."""
   if s.tokenizer == "rq_kmeans":
-    tok = rq_kmeans.fit_rq_kmeans(x, rq_kmeans.RQKMeansConfig(s.num_levels, s.codebook_size, seed=s.seed))
-    costs = rq_kmeans.last_level_costs(tok.residuals(x), tok.codebooks_LKD) if s.dedup == "reassign" else None
-    return tok.encode(x).astype(np.int64), costs
+    tok = rq_kmeans.fit_rq_kmeans(x_ND, rq_kmeans.RQKMeansConfig(s.num_levels, s.codebook_size, seed=s.seed))
+    costs = rq_kmeans.last_level_costs(tok.residuals(x_ND), tok.codebooks_LKD) if s.dedup == "reassign" else None
+    return tok.encode(x_ND).astype(np.int64), costs
   from recjax.semantic_ids import rq_vae  # pylint: disable=import-outside-toplevel
-  tok = rq_vae.fit_rq_vae(x, rq_vae.RQVAEConfig(num_levels=s.num_levels, codebook_size=s.codebook_size,
-                                                num_steps=s.rq_vae_steps, seed=s.seed))
-  return tok.encode(x).astype(np.int64), None
+  tok = rq_vae.fit_rq_vae(x_ND, rq_vae.RQVAEConfig(num_levels=s.num_levels, codebook_size=s.codebook_size,
+                                                   num_steps=s.rq_vae_steps, seed=s.seed))
+  return tok.encode(x_ND).astype(np.int64), None
 
 
-def build_catalogue_sids(train_seqs: UserSequences, settings: SIDSettings) -> CatalogueSIDs:
-  """SIDs of every catalogue item of `train_seqs` (see the module docstring)."""
-  s = settings
-  vec = item_vectors.cooccurrence_vectors(train_seqs, dim=s.vector_dim, window=s.window, seed=s.seed)
+# -- step 3: collisions ---------------------------------------------------------------------------
+
+def handle_collisions(codes_NL: np.ndarray, costs_NK: np.ndarray | None, s: SIDSettings) -> tuple[np.ndarray, dict]:
+  """-> (codes [N, L'], report extras). "append_level": the extra level may exceed K - 1 when a
+  group holds more than K items; a task that decodes the level with the K-code vocabulary checks."""
+  if s.dedup == "append_level":
+    return collisions.append_disambiguation_level(codes_NL), {}
+  if s.dedup == "reassign":
+    repair = collisions.reassign_last_level(codes_NL, costs_NK)
+    return repair.codes, {"reassigned_items": repair.num_moved}
+  return codes_NL, {}
+
+
+def build_catalogue_sids(s: SIDSettings, data_cfg, catalogue, train_seqs: UserSequences) -> CatalogueSIDs:
+  """SIDs of every `catalogue` item (see the module docstring)."""
+  catalogue = np.asarray(catalogue, np.int64)
+  vec = item_vectors_of(s, data_cfg, catalogue, train_seqs)
   x = vec.vectors
   norm = np.linalg.norm(x, axis=1, keepdims=True)
-  unseen = int(np.sum(norm == 0))   # items without training events: zero vectors, one shared SID
   if s.normalize:
     x = x / np.where(norm > 0, norm, 1.0)
-  codes, costs = _tokenize(x, s)
-  before = collisions.collision_report(codes)
-  report = {"route": vec.route, "tokenizer": s.tokenizer, "settings": dataclasses.asdict(s),
-            "items_without_training_events": unseen, "before_dedup": before,
+  codes, costs = tokenize(x, s)
+  report = {"route": vec.route, "tokenizer": s.tokenizer, "settings": s.construction(),
+            "zero_vectors": int(np.sum(norm == 0)),   # collab: items without training events, one shared SID
+            "before_dedup": collisions.collision_report(codes),
             "usage": [dataclasses.asdict(u) for u in codes_lib.codebook_usage(codes, s.codebook_size)]}
-  if s.dedup == "append_level":
-    codes = collisions.append_disambiguation_level(codes)
-    if codes[:, -1].max() >= s.codebook_size:
-      raise ValueError(f"sid.dedup='append_level': a collision group holds {codes[:, -1].max() + 1} items, more "
-                       f"than sid.codebook_size={s.codebook_size} dedup codes; raise the codebook size")
-  elif s.dedup == "reassign":
-    repair = collisions.reassign_last_level(codes, costs)
-    codes = repair.codes
-    report["reassigned_items"] = repair.num_moved
+  codes, extras = handle_collisions(codes, costs, s)
+  report.update(extras)
   report["after_dedup"] = collisions.collision_report(codes)
   return CatalogueSIDs(vec.item_ids.astype(np.int64), codes.astype(np.int64), s.codebook_size,
                        json.loads(json.dumps(report, default=_jsonable)))
@@ -124,23 +202,51 @@ def _jsonable(x):
   return x.item() if hasattr(x, "item") else x.tolist() if hasattr(x, "tolist") else str(x)
 
 
-def cache_path(cache_dir: str, fingerprint: str) -> str:
-  return os.path.join(cache_dir, f"sids_{fingerprint}.npz")
+# -- step 4: fingerprint and cache ----------------------------------------------------------------
+
+def fingerprint(s: SIDSettings, data_cfg, catalogue, train_seqs: UserSequences) -> str:
+  """16 hex digits of what the codes depend on: data, construction settings, catalogue and, for the
+  collaborative route, the training sequences (which the split protocol decides)."""
+  spec = {"version": VERSION, "data": registry.data_spec(data_cfg), "sid": s.construction(),
+          "catalogue": hashlib.sha256(np.asarray(catalogue, np.int64).tobytes()).hexdigest()}
+  if s.vectors.startswith("collab:"):
+    spec["train_items"] = hashlib.sha256(np.asarray(train_seqs.items, np.int32).tobytes()
+                                         + np.asarray(train_seqs.offsets, np.int64).tobytes()).hexdigest()
+  return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_or_build(cache_dir: str, fingerprint: str, build) -> tuple[CatalogueSIDs, bool]:
-  """The SIDs cached under `fingerprint`, or `build()` written there -> (sids, read_from_cache)."""
-  path = cache_path(cache_dir, fingerprint)
+def cache_path(cache_dir: str, fp: str) -> str:
+  return os.path.join(cache_dir, f"sids_{fp}.npz")
+
+
+def load_or_build_file(cache_dir: str, fp: str, build) -> tuple[CatalogueSIDs, bool]:
+  """The SIDs cached under `fp`, or `build()` written there -> (sids, read_from_cache)."""
+  path = cache_path(cache_dir, fp)
   if os.path.exists(path):
     with np.load(path, allow_pickle=False) as f:
       stored = str(f["fingerprint"])
-      if stored == fingerprint:
+      if stored == fp:
         return CatalogueSIDs(f["item_ids"], f["codes"], int(f["codebook_size"]), json.loads(str(f["report"]))), True
-    logging.warning("%s was written for fingerprint %s, not %s: rebuilding", path, stored, fingerprint)
+    logging.warning("%s was written for fingerprint %s, not %s: rebuilding", path, stored, fp)
   sids = build()
   os.makedirs(cache_dir, exist_ok=True)
   tmp = path + ".tmp.npz"   # written then renamed: an interrupted write never looks like a cache
-  np.savez(tmp, fingerprint=np.array(fingerprint), item_ids=sids.item_ids, codes=sids.codes_NL,
+  np.savez(tmp, fingerprint=np.array(fp), item_ids=sids.item_ids, codes=sids.codes_NL,
            codebook_size=np.array(sids.codebook_size), report=np.array(json.dumps(sids.report)))
   os.replace(tmp, path)
   return sids, False
+
+
+def load_or_build(s: SIDSettings, data_cfg, catalogue, train_seqs: UserSequences, cache_dir: str
+                  ) -> tuple[CatalogueSIDs, bool, str]:
+  """-> (sids, read_from_cache, fingerprint): the cached SIDs, or built and cached."""
+  catalogue = np.asarray(catalogue, np.int64)
+  fp = fingerprint(s, data_cfg, catalogue, train_seqs)
+  sids, cached = load_or_build_file(cache_dir, fp, lambda: build_catalogue_sids(s, data_cfg, catalogue, train_seqs))
+  if not np.array_equal(sids.item_ids, catalogue):
+    raise ValueError(f"SIDs in {cache_path(cache_dir, fp)} do not cover the catalogue ({len(sids.item_ids)} "
+                     f"items, catalogue {len(catalogue)}); delete the file")
+  logging.info("SIDs %s (%s): %s -> %s, %d items x %d levels, collision rate before dedup %.4f", fp,
+               "cached" if cached else "built", sids.report["route"], sids.report["tokenizer"],
+               len(sids.item_ids), sids.num_levels, sids.report["before_dedup"]["collision_rate"])
+  return sids, cached, fp

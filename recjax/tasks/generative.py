@@ -1,9 +1,10 @@
 """Generative retrieval (TIGER, papers.md §6e): the next item as its SID tokens, decoded by a
 trie-constrained beam search over the catalogue.
 
-Once per run the task gives every catalogue item a SID (`semantic_ids.catalogue_sids`: item
-vectors of the training part only -> tokenizer -> collision handling, `config.sid`), cached in
-`<workdir>/sids/` under a fingerprint of the data, the split protocol and `config.sid`.
+Once per run the task gives every catalogue item a SID (`semantic_ids.catalogue_sids`, the one
+SID builder: item vectors -> tokenizer -> collision handling, `config.sid`; collaborative vectors
+come from the training part only), cached in `<workdir>/sids/` under a fingerprint of the data,
+the training sequences and `config.sid`.
 
 Batch schema (B examples, H = data.max_len history items, L = SID levels incl. a dedup level):
   history_codes [B, H, L] int32    SIDs of the history items, oldest first, right-padded with 0
@@ -25,8 +26,6 @@ two are equal. The best epoch is the one with the highest (collision-aware) vali
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 
 from absl import logging
@@ -46,14 +45,6 @@ from recjax.semantic_ids.trie import build_trie
 from recjax.tasks.base import Task
 
 BATCH_FIELDS = ("history_codes", "history_lengths", "target_codes", "user_ids", "weights")
-
-
-def sid_fingerprint(data_cfg, protocol: str, settings: sid_lib.SIDSettings) -> str:
-  """16 hex digits of what the SIDs depend on: the data, the split (which items are training
-  events), the SID settings and the construction's version."""
-  blob = json.dumps({"data": registry.data_spec(data_cfg), "protocol": protocol,
-                     "sid": dataclasses.asdict(settings), "version": sid_lib.VERSION}, sort_keys=True)
-  return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def make_batch(ex: splits.EvalExamples, rows, batch_size: int, code_table_VL: np.ndarray) -> dict:
@@ -127,17 +118,13 @@ class GenerativeTask(Task):
     seqs = registry.load_dataset(config.data, cache_dir=os.path.join(workdir, "data"))
     protocol, history = config.data.protocol, config.data.max_len
     self.seqs = seqs
-    settings = sid_lib.SIDSettings(**config.get("sid", {}))
-    self.sid_fingerprint = sid_fingerprint(config.data, protocol, settings)
+    settings = sid_lib.SIDSettings.from_config(config.get("sid"))
     train_seqs = splits.training_sequences(seqs, protocol)
-    self.sids, self.sids_cached = sid_lib.load_or_build(
-        os.path.join(workdir, "sids"), self.sid_fingerprint, lambda: sid_lib.build_catalogue_sids(train_seqs, settings))
-    if not np.array_equal(np.sort(self.sids.item_ids), seqs.catalogue()):
-      raise ValueError(f"SIDs in {sid_lib.cache_path(os.path.join(workdir, 'sids'), self.sid_fingerprint)} do not "
-                       f"cover the catalogue of {seqs.source}")
-    logging.info("SIDs %s (%s): %d items x %d levels, collision rate before dedup %.4f", self.sid_fingerprint,
-                 "cached" if self.sids_cached else "built", len(self.sids.item_ids), self.sids.num_levels,
-                 self.sids.report["before_dedup"]["collision_rate"])
+    self.sids, self.sids_cached, self.sid_fingerprint = sid_lib.load_or_build(
+        settings, config.data, seqs.catalogue(), train_seqs, os.path.join(workdir, "sids"))
+    if self.sids.codes_NL.max() >= self.sids.codebook_size:   # TIGER decodes every level with K codes
+      raise ValueError(f"sid.dedup={settings.dedup!r}: a collision group holds {self.sids.codes_NL[:, -1].max() + 1} "
+                       f"items, more than sid.codebook_size={settings.codebook_size} codes; raise the codebook size")
     self.code_table = self.sids.table(seqs.num_items)
     self.trie = build_trie(self.sids.codes_NL, self.sids.codebook_size, self.sids.item_ids)
     self.group_of_item = np.full(seqs.num_items, -1, np.int64)

@@ -15,7 +15,7 @@ every catalogue item (`metrics.retrieval.catalogue_ranks`) -> HR/NDCG@K, MRR. Th
 the one with the highest NDCG@10 on the evaluated split.
 
 Item tables: `model.item_table="sid"` gives the model Semantic-ID token tables built from
-`config.sid` (`tasks/sid_items.py`, cached in the workdir). Cold start: `data.cold_items` > 0 holds
+`config.sid` (`semantic_ids/catalogue_sids.py` builds the codes, `tasks/sid_items.py` the table rows; cached in the workdir). Cold start: `data.cold_items` > 0 holds
 that share of the catalogue out of training (`data.splits.cold_start_split`, drawn with
 `data.cold_seed`) and out of the sampled negatives; the metrics then add `warm` and `cold`: the
 same measures over the evaluated targets that are warm / cold items.
@@ -163,7 +163,7 @@ class RetrievalTask(Task):
       from recjax.tasks import sid_items  # pylint: disable=import-outside-toplevel
       tokens, self.sid_report = sid_items.build_sid_tokens(
           self.config.get("sid"), self.config.data, self.seqs.num_items, self.catalogue,
-          splits.training_sequences(self.seqs, self.config.data.protocol), os.path.join(self.workdir, "sid"))
+          splits.training_sequences(self.seqs, self.config.data.protocol), os.path.join(self.workdir, "sids"))
       model = model.clone(sid_tokens=tokens)
       notes = list(notes) + [f"SID item table: {self.sid_report['route']} vectors, {self.sid_report['tokenizer']}, "
                              f"{len(tokens.level_sizes)} levels, {tokens.num_rows} rows"]
