@@ -98,7 +98,7 @@ def test_sid_cache_is_reused_and_a_changed_setting_rebuilds(tiny, tmp_path):
   # A file under a fingerprint it was not made for is rebuilt, not trusted.
   fake = sid_lib.cache_path(str(root / "wd" / "sids"), "f" * 16)
   os.replace(sid_lib.cache_path(str(root / "wd" / "sids"), other.sid_fingerprint), fake)
-  sids, cached = sid_lib.load_or_build(str(root / "wd" / "sids"), "f" * 16, lambda: task.sids)
+  sids, cached = sid_lib.load_or_build_file(str(root / "wd" / "sids"), "f" * 16, lambda: task.sids)
   assert not cached and sids is task.sids
 
 
@@ -111,6 +111,15 @@ def test_sids_cover_the_catalogue_without_collisions_and_from_training_events_on
   seqs = task.seqs
   train = splits.training_sequences(seqs, "last_two")
   assert len(train.items) == int(np.sum(np.maximum(seqs.lengths - 2, 0)))
+
+
+def test_a_dedup_level_beyond_the_codebook_is_rejected(tiny, tmp_path):
+  """TIGER decodes every level with K codes: a collision group of more than K items cannot be told
+  apart by the appended level, so the task refuses it (24 items on 1 level x 2 codes)."""
+  config = tiny_config(tiny[0].data.path)
+  config.sid.num_levels, config.sid.codebook_size = 1, 2
+  with pytest.raises(ValueError, match="sid.dedup='append_level': a collision group holds"):
+    tasks.make_task(config, str(tmp_path))
 
 
 def test_batch_schema_pads_short_batches_with_weightless_rows(tiny):

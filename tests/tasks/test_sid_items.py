@@ -1,4 +1,4 @@
-"""SID tokens for the item table (tasks/sid_items.py) and the warm / cold metrics of the
+"""SID tokens for the item table (tasks/sid_items.py over the one builder, semantic_ids/catalogue_sids.py) and the warm / cold metrics of the
 retrieval task, each against a brute force."""
 import jax
 import ml_collections
@@ -7,6 +7,7 @@ import pytest
 
 from recjax.data import registry, splits
 from recjax.metrics.retrieval import catalogue_ranks_reference
+from recjax.semantic_ids import catalogue_sids
 from recjax.tasks import sid_items
 from recjax.tasks.retrieval import cold_warm_metrics
 
@@ -34,7 +35,7 @@ def test_tokens_are_cached_by_fingerprint_and_rebuilt_when_settings_change(cycli
   seqs = registry.load_dataset(data_cfg)
   train = splits.training_sequences(seqs)
   cat = seqs.catalogue()
-  sid = {"route": "collab", "num_levels": 2, "codebook_size": 4, "vector_dim": 8}
+  sid = {"vectors": "collab:ppmi", "num_levels": 2, "codebook_size": 4, "vector_dim": 8}
   cache = str(tmp_path / "sid")
   tokens, report = sid_items.build_sid_tokens(sid, data_cfg, seqs.num_items, cat, train, cache)
   assert report["cache"] == "written" and report["route"] == "collab:ppmi"
@@ -45,7 +46,7 @@ def test_tokens_are_cached_by_fingerprint_and_rebuilt_when_settings_change(cycli
 
   def no_fit(*args):
     raise AssertionError("the tokenizer ran although a cached file exists")
-  monkeypatch.setattr(sid_items, "_codes", no_fit)
+  monkeypatch.setattr(catalogue_sids, "tokenize", no_fit)
   again, report2 = sid_items.build_sid_tokens(dict(sid), data_cfg, seqs.num_items, cat, train, cache)
   assert report2["cache"] == "read" and again == tokens
   np.testing.assert_array_equal(again.tokens_VL, tokens.tokens_VL)
@@ -55,10 +56,16 @@ def test_tokens_are_cached_by_fingerprint_and_rebuilt_when_settings_change(cycli
   cold_seqs, _ = splits.cold_start_split(seqs, 0.2, seed=0)
   with pytest.raises(AssertionError, match="tokenizer ran"):
     sid_items.build_sid_tokens(sid, data_cfg, seqs.num_items, cat, splits.training_sequences(cold_seqs), cache)
-  with pytest.raises(ValueError, match="unknown config.sid key"):
+  # `tokens` changes only the table rows, not the codes: the cached codes are read.
+  prefixes, report3 = sid_items.build_sid_tokens({**sid, "tokens": "prefixes"}, data_cfg, seqs.num_items, cat, train, cache)
+  assert report3["cache"] == "read" and report3["fingerprint"] == report["fingerprint"]
+  assert prefixes.level_sizes[0] == len(np.unique(tokens.tokens_VL[cat, 0]))
+  with pytest.raises(ValueError, match=r"unknown config.sid key\(s\) \['levels'\]"):
     sid_items.build_sid_tokens({"levels": 2}, data_cfg, seqs.num_items, cat, train, cache)
-  with pytest.raises(ValueError, match="sid.route='content' reads MovieLens item files"):
+  with pytest.raises(ValueError, match=r"unknown config.sid key\(s\) \['route'\]"):   # the old builder's name
     sid_items.build_sid_tokens({"route": "content"}, data_cfg, seqs.num_items, cat, train, cache)
+  with pytest.raises(ValueError, match="sid.vectors='content:tfidf' reads MovieLens item files"):
+    sid_items.build_sid_tokens({"vectors": "content:tfidf"}, data_cfg, seqs.num_items, cat, train, cache)
 
 
 def test_warm_and_cold_metrics_equal_a_brute_force():
@@ -88,7 +95,7 @@ def _tiny_config(path, item_table):
   c.data.cold_items, c.data.cold_seed = 0.2, 0
   c.model.update({"dim": 16, "dqk": 8, "dv": 8, "num_blocks": 1, "attn_norm_len": 20, "dropout": 0.1,
                   "item_table": item_table, "sid_combine": "sum", "sid_residual_size": 3})
-  c.sid = ml_collections.ConfigDict({"route": "collab", "num_levels": 2, "codebook_size": 4, "vector_dim": 8})
+  c.sid = ml_collections.ConfigDict({"vectors": "collab:ppmi", "num_levels": 2, "codebook_size": 4, "vector_dim": 8})
   c.loss.update({"num_negatives": 8, "token_bucket": 64, "chunk": 32})
   c.train.update({"batch_size": 16, "num_epochs": 4, "learning_rate": 1e-2, "log_every_steps": 4,
                   "eval_every_epochs": 2, "checkpoint_every_steps": 1000})

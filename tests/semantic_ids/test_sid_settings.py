@@ -1,0 +1,30 @@
+"""`config.sid` validation of the one SID builder (`semantic_ids.catalogue_sids.SIDSettings`)."""
+import ml_collections
+import pytest
+
+from recjax.semantic_ids.catalogue_sids import SIDSettings
+
+
+def test_from_config_fills_defaults_and_rejects_unknown_keys_by_name():
+  s = SIDSettings.from_config(ml_collections.ConfigDict({"vectors": "content:tfidf", "codebook_size": 8}))
+  assert (s.vectors, s.codebook_size, s.num_levels, s.dedup) == ("content:tfidf", 8, 3, "append_level")
+  assert SIDSettings.from_config(None) == SIDSettings()
+  for old_key in ("route", "disambiguate"):   # the two former builders' names for vectors / dedup
+    with pytest.raises(ValueError, match=rf"unknown config.sid key\(s\) \['{old_key}'\]"):
+      SIDSettings.from_config({old_key: "content", "num_levels": 2})
+  assert "tokens" not in s.construction() and s.construction()["vectors"] == "content:tfidf"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"vectors": "content"}, r"sid.vectors must be one of"),
+    ({"dedup": "disambiguate"}, r"sid.dedup must be one of"),
+    ({"tokens": "ids"}, r"sid.tokens must be one of"),
+    ({"tokenizer": "kmeans"}, r"sid.tokenizer must be one of"),
+    ({"codebook_size": 1}, r"codebook_size >= 2"),
+    ({"vectors": "collab:ppmi", "vector_dim": 0}, r"sid.vector_dim must be >= 1"),
+    ({"tokenizer": "rq_vae", "dedup": "reassign"}, r"needs the quantisation costs"),
+])
+def test_bad_values_fail_naming_the_key(bad, message):
+  with pytest.raises(ValueError, match=message):
+    SIDSettings.from_config(bad)
+  assert SIDSettings(vectors="content:tfidf", vector_dim=0).vector_dim == 0   # content: 0 = raw vectors
