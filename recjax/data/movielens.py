@@ -421,3 +421,24 @@ def load_movielens(name: str, data_dir: str | os.PathLike, *, with_timestamps: b
   else:
     raise ValueError(f"unknown MovieLens dataset {name!r}; expected 'ml-1m', 'ml-100k' or 'ml-20m'")
   return sequences_from_interactions(inter)
+
+
+def item_content(name: str, data_dir: str, item_ids) -> tuple[list[str], list[list[str]]]:
+  """(titles, genre lists) of `item_ids`, in their order, from the item file of MovieLens `name`
+  ("ml-1m": movies.dat, "ml-100k": u.item) under `data_dir`: the content of semantic IDs."""
+  if name == "ml-1m":
+    path = os.path.join(data_dir, "movies.dat")
+    items = read_ml1m_movies(path)
+    genres = [list(g) for g in items["genres"]]
+  elif name == "ml-100k":
+    path = os.path.join(data_dir, "u.item")
+    items = read_ml100k_items(path)
+    genres = [[g for g, on in zip(ML100K_GENRES, row) if on] for row in items["genres"]]
+  else:
+    raise ValueError(f"item content is read from ml-1m movies.dat or ml-100k u.item, not {name!r}")
+  row_of = {int(m): r for r, m in enumerate(items["movie_id"])}
+  missing = [int(v) for v in item_ids if int(v) not in row_of]
+  if missing:
+    raise ValueError(f"{path}: {len(missing)} catalogue item(s) have no row, e.g. movie id {missing[0]}")
+  rows = [row_of[int(v)] for v in item_ids]
+  return [items["title"][r] for r in rows], [genres[r] for r in rows]

@@ -2,7 +2,7 @@
 tokenizer codes [N, L] -> collision handling -> codes [N, L'], cached under a fingerprint.
 
     settings = SIDSettings.from_config(config.sid)
-    sids, cached = load_or_build(settings, data_cfg, catalogue, train_seqs, cache_dir)
+    sids, cached, fp = load_or_build(settings, data_spec, catalogue, train_seqs, cache_dir, content)
     sids.codes_NL     # int64 [N, L'] the SID of each catalogue item (L' = L + 1 with dedup "append_level")
     sids.item_ids     # int64 [N] their model ids (= catalogue)
 
@@ -10,7 +10,8 @@ Users: the generative task (TIGER decodes `codes_NL`) and the retrieval task's S
 (`tasks/sid_items.py` turns the codes into embedding-table rows, `sid.tokens`).
 
 Vector routes (`sid.vectors`):
-  "content:tfidf"  the MovieLens item file of `data_cfg` (ML-1M `movies.dat`, ML-100K `u.item`):
+  "content:tfidf"  the item text the caller passes (titles, genres: `tasks/sid_items.py` reads the
+                   MovieLens item files, ML-1M `movies.dat`, ML-100K `u.item`, via `data.movielens`):
                    TF-IDF of titles (with the year) beside genre one-hots (`category_weight`,
                    `min_df`), SVD to `vector_dim` (0 = raw). Content exists for every catalogue
                    item, so a cold item gets codes like any other.
@@ -39,7 +40,6 @@ import os
 from absl import logging
 import numpy as np
 
-from recjax.data import movielens, registry
 from recjax.data.types import UserSequences
 from recjax.semantic_ids import codes as codes_lib
 from recjax.semantic_ids import collisions, item_vectors, rq_kmeans
@@ -50,6 +50,8 @@ DEDUP = ("append_level", "reassign", "none")
 TOKEN_KINDS = ("codes", "prefixes")
 # Bump when the construction changes: old cache files then no longer match any fingerprint.
 VERSION = 3
+
+ItemContent = tuple  # (titles [N] str, genre lists [N]) of the catalogue items, in catalogue order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,35 +120,18 @@ class CatalogueSIDs:
 
 # -- step 1: item vectors -------------------------------------------------------------------------
 
-def content_vectors(data_cfg, item_ids: np.ndarray, s: SIDSettings) -> item_vectors.ItemVectors:
-  """Content vectors of `item_ids` from the MovieLens item file `data_cfg` names."""
-  if data_cfg.kind != "movielens" or data_cfg.get("name") not in ("ml-1m", "ml-100k"):
-    raise ValueError(f"sid.vectors='content:tfidf' reads MovieLens item files (ml-1m movies.dat, ml-100k "
-                     f"u.item); data is {data_cfg.kind}/{data_cfg.get('name')}: use sid.vectors='collab:ppmi'")
-  data_dir = registry.resolve_path(data_cfg.data_dir)
-  if data_cfg.name == "ml-1m":
-    path = os.path.join(data_dir, "movies.dat")
-    items = movielens.read_ml1m_movies(path)
-    genres = [list(g) for g in items["genres"]]
-  else:
-    path = os.path.join(data_dir, "u.item")
-    items = movielens.read_ml100k_items(path)
-    genres = [[g for g, on in zip(movielens.ML100K_GENRES, row) if on] for row in items["genres"]]
-  row_of = {int(m): r for r, m in enumerate(items["movie_id"])}
-  missing = [int(v) for v in item_ids if int(v) not in row_of]
-  if missing:
-    raise ValueError(f"{path}: {len(missing)} catalogue item(s) have no row, e.g. movie id {missing[0]}")
-  rows = [row_of[int(v)] for v in item_ids]
-  return item_vectors.content_vectors(item_ids, [items["title"][r] for r in rows], [genres[r] for r in rows],
-                                      category_weight=s.category_weight, min_df=s.min_df,
-                                      dim=s.vector_dim or None, seed=s.seed)
-
-
-def item_vectors_of(s: SIDSettings, data_cfg, catalogue: np.ndarray, train_seqs: UserSequences
-                    ) -> item_vectors.ItemVectors:
+def item_vectors_of(s: SIDSettings, catalogue: np.ndarray, train_seqs: UserSequences,
+                    content: ItemContent | None) -> item_vectors.ItemVectors:
   """Rows for exactly `catalogue`, in its order."""
   if s.vectors == "content:tfidf":
-    return content_vectors(data_cfg, catalogue, s)
+    if content is None:
+      raise ValueError("sid.vectors='content:tfidf' needs the catalogue's item text (titles, genres); "
+                       "this data has none: use sid.vectors='collab:ppmi'")
+    titles, genres = content
+    if len(titles) != len(catalogue):
+      raise ValueError(f"sid content: {len(titles)} titles for {len(catalogue)} catalogue items")
+    return item_vectors.content_vectors(catalogue, titles, genres, category_weight=s.category_weight,
+                                        min_df=s.min_df, dim=s.vector_dim or None, seed=s.seed)
   return item_vectors.cooccurrence_vectors(dataclasses.replace(train_seqs, candidate_items=catalogue),
                                            dim=s.vector_dim, window=s.window, seed=s.seed)
 
@@ -178,10 +163,11 @@ def handle_collisions(codes_NL: np.ndarray, costs_NK: np.ndarray | None, s: SIDS
   return codes_NL, {}
 
 
-def build_catalogue_sids(s: SIDSettings, data_cfg, catalogue, train_seqs: UserSequences) -> CatalogueSIDs:
+def build_catalogue_sids(s: SIDSettings, catalogue, train_seqs: UserSequences,
+                         content: ItemContent | None = None) -> CatalogueSIDs:
   """SIDs of every `catalogue` item (see the module docstring)."""
   catalogue = np.asarray(catalogue, np.int64)
-  vec = item_vectors_of(s, data_cfg, catalogue, train_seqs)
+  vec = item_vectors_of(s, catalogue, train_seqs, content)
   x = vec.vectors
   norm = np.linalg.norm(x, axis=1, keepdims=True)
   if s.normalize:
@@ -204,10 +190,10 @@ def _jsonable(x):
 
 # -- step 4: fingerprint and cache ----------------------------------------------------------------
 
-def fingerprint(s: SIDSettings, data_cfg, catalogue, train_seqs: UserSequences) -> str:
+def fingerprint(s: SIDSettings, data_spec: dict, catalogue, train_seqs: UserSequences) -> str:
   """16 hex digits of what the codes depend on: data, construction settings, catalogue and, for the
   collaborative route, the training sequences (which the split protocol decides)."""
-  spec = {"version": VERSION, "data": registry.data_spec(data_cfg), "sid": s.construction(),
+  spec = {"version": VERSION, "data": data_spec, "sid": s.construction(),
           "catalogue": hashlib.sha256(np.asarray(catalogue, np.int64).tobytes()).hexdigest()}
   if s.vectors.startswith("collab:"):
     spec["train_items"] = hashlib.sha256(np.asarray(train_seqs.items, np.int32).tobytes()
@@ -237,12 +223,14 @@ def load_or_build_file(cache_dir: str, fp: str, build) -> tuple[CatalogueSIDs, b
   return sids, False
 
 
-def load_or_build(s: SIDSettings, data_cfg, catalogue, train_seqs: UserSequences, cache_dir: str
-                  ) -> tuple[CatalogueSIDs, bool, str]:
-  """-> (sids, read_from_cache, fingerprint): the cached SIDs, or built and cached."""
+def load_or_build(s: SIDSettings, data_spec: dict, catalogue, train_seqs: UserSequences, cache_dir: str,
+                  content: ItemContent | None = None) -> tuple[CatalogueSIDs, bool, str]:
+  """-> (sids, read_from_cache, fingerprint): the cached SIDs, or built and cached. `data_spec`
+  (`data.registry.data_spec`) names the data for the fingerprint; `content` is the catalogue's
+  (titles, genre lists), needed by the content route only."""
   catalogue = np.asarray(catalogue, np.int64)
-  fp = fingerprint(s, data_cfg, catalogue, train_seqs)
-  sids, cached = load_or_build_file(cache_dir, fp, lambda: build_catalogue_sids(s, data_cfg, catalogue, train_seqs))
+  fp = fingerprint(s, data_spec, catalogue, train_seqs)
+  sids, cached = load_or_build_file(cache_dir, fp, lambda: build_catalogue_sids(s, catalogue, train_seqs, content))
   if not np.array_equal(sids.item_ids, catalogue):
     raise ValueError(f"SIDs in {cache_path(cache_dir, fp)} do not cover the catalogue ({len(sids.item_ids)} "
                      f"items, catalogue {len(catalogue)}); delete the file")

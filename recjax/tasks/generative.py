@@ -1,9 +1,9 @@
 """Generative retrieval (TIGER, papers.md §6e): the next item as its SID tokens, decoded by a
 trie-constrained beam search over the catalogue.
 
-Once per run the task gives every catalogue item a SID (`semantic_ids.catalogue_sids`, the one
-SID builder: item vectors -> tokenizer -> collision handling, `config.sid`; collaborative vectors
-come from the training part only), cached in `<workdir>/sids/` under a fingerprint of the data,
+Once per run the task gives every catalogue item a SID (`tasks.sid_items.catalogue_sids_for` over
+`semantic_ids.catalogue_sids`, the one SID builder: item vectors -> tokenizer -> collision handling,
+`config.sid`; collaborative vectors come from the training part only), cached in `<workdir>/sids/` under a fingerprint of the data,
 the training sequences and `config.sid`.
 
 Batch schema (B examples, H = data.max_len history items, L = SID levels incl. a dedup level):
@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,9 +39,9 @@ from recjax.metrics.retrieval import metrics_from_ranks
 from recjax.models import build_model
 from recjax.models.tiger import TIGER, BeamScorer, decode_state
 from recjax.semantic_ids import beam_search
-from recjax.semantic_ids import catalogue_sids as sid_lib
 from recjax.semantic_ids.trie import build_trie
 from recjax.tasks.base import Task
+from recjax.tasks.sid_items import catalogue_sids_for
 
 BATCH_FIELDS = ("history_codes", "history_lengths", "target_codes", "user_ids", "weights")
 
@@ -118,10 +117,9 @@ class GenerativeTask(Task):
     seqs = registry.load_dataset(config.data, cache_dir=os.path.join(workdir, "data"))
     protocol, history = config.data.protocol, config.data.max_len
     self.seqs = seqs
-    settings = sid_lib.SIDSettings.from_config(config.get("sid"))
-    train_seqs = splits.training_sequences(seqs, protocol)
-    self.sids, self.sids_cached, self.sid_fingerprint = sid_lib.load_or_build(
-        settings, config.data, seqs.catalogue(), train_seqs, os.path.join(workdir, "sids"))
+    settings, self.sids, self.sids_cached, self.sid_fingerprint = catalogue_sids_for(
+        config.get("sid"), config.data, seqs.catalogue(), splits.training_sequences(seqs, protocol),
+        os.path.join(workdir, "sids"))
     if self.sids.codes_NL.max() >= self.sids.codebook_size:   # TIGER decodes every level with K codes
       raise ValueError(f"sid.dedup={settings.dedup!r}: a collision group holds {self.sids.codes_NL[:, -1].max() + 1} "
                        f"items, more than sid.codebook_size={settings.codebook_size} codes; raise the codebook size")

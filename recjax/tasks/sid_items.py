@@ -1,9 +1,13 @@
-"""`config.sid` -> the SID token map of a retrieval model's item table (`model.item_table="sid"`).
+"""`config.sid` -> the catalogue's SIDs for a task, and the SID token map of a retrieval model's
+item table (`model.item_table="sid"`).
 
-    catalogue SIDs [N, L'] (`semantic_ids.catalogue_sids`, the one builder, cached) -> tokens [V, L']
+    catalogue_sids_for: config.sid + data -> catalogue SIDs [N, L'] (`semantic_ids.catalogue_sids`,
+                        the one builder, cached); the generative task decodes them
+    build_sid_tokens:   those SIDs -> tokens [V, L'] (the retrieval SID item table)
 
 The codes come from the shared builder (vector route, tokenizer, collision handling, fingerprint
-and cache: see its docstring); this module only turns them into embedding-table rows.
+and cache: see its docstring); this module gives it the data (the MovieLens item text for
+`sid.vectors="content:tfidf"`, the data spec for the fingerprint) and turns codes into table rows.
 `sid.tokens`: "codes" (level l's table has K rows, one per code; a level past the tokenizer's, the
 disambiguation level, has max + 1) or "prefixes" (one row per distinct SID prefix of length
 l + 1). With `sid.vectors="content:tfidf"` a cold item (`data.cold_items`) gets codes from its
@@ -13,9 +17,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from recjax.data import movielens, registry
 from recjax.data.types import UserSequences
 from recjax.layers.sid_embedding import SIDTokens
 from recjax.semantic_ids import catalogue_sids
+
+
+def catalogue_sids_for(sid_cfg, data_cfg, catalogue: np.ndarray, train_seqs: UserSequences, cache_dir: str
+                       ) -> tuple[catalogue_sids.SIDSettings, catalogue_sids.CatalogueSIDs, bool, str]:
+  """-> (settings, sids, read_from_cache, fingerprint) for `config.sid` on the data `data_cfg` names;
+  `train_seqs` must be the training part only (the collaborative route sees nothing else)."""
+  s = catalogue_sids.SIDSettings.from_config(sid_cfg)
+  content = None
+  if s.vectors == "content:tfidf":
+    if data_cfg.kind != "movielens" or data_cfg.get("name") not in ("ml-1m", "ml-100k"):
+      raise ValueError(f"sid.vectors='content:tfidf' reads MovieLens item files (ml-1m movies.dat, ml-100k "
+                       f"u.item); data is {data_cfg.kind}/{data_cfg.get('name')}: use sid.vectors='collab:ppmi'")
+    content = movielens.item_content(data_cfg.name, registry.resolve_path(data_cfg.data_dir), catalogue)
+  sids, cached, fp = catalogue_sids.load_or_build(s, registry.data_spec(data_cfg), catalogue, train_seqs,
+                                                  cache_dir, content)
+  return s, sids, cached, fp
 
 
 def tokens_from_codes(codes_NL: np.ndarray, kind: str, codebook_size: int, code_levels: int
@@ -37,9 +58,8 @@ def build_sid_tokens(sid_cfg, data_cfg, num_items: int, catalogue: np.ndarray, t
                      cache_dir: str) -> tuple[SIDTokens, dict]:
   """-> (SIDTokens [num_items, L'], report for the results file). Rows outside the catalogue
   (padding row 0, unlisted ids) get token 0 at every level: they are never scored nor embedded."""
-  s = catalogue_sids.SIDSettings.from_config(sid_cfg)
   catalogue = np.asarray(catalogue, np.int64)
-  sids, cached, fp = catalogue_sids.load_or_build(s, data_cfg, catalogue, train_seqs, cache_dir)
+  s, sids, cached, fp = catalogue_sids_for(sid_cfg, data_cfg, catalogue, train_seqs, cache_dir)
   tokens_NL, sizes = tokens_from_codes(sids.codes_NL, s.tokens, s.codebook_size, s.num_levels)
   tokens_VL = np.zeros((num_items, tokens_NL.shape[1]), np.int32)
   tokens_VL[catalogue] = tokens_NL

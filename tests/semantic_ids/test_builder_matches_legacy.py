@@ -15,7 +15,6 @@ import pytest
 
 from configs import sid_hstu_ml100k, sid_hstu_ml1m, tiger_amazon_sports
 from recjax.data import registry, splits
-from recjax.semantic_ids import catalogue_sids
 from recjax.tasks import sid_items
 from tests.semantic_ids import legacy_inputs
 
@@ -57,9 +56,8 @@ def _generative(inputs, name):
   if GENERATIVE[name]:
     c.sid.codebook_size = GENERATIVE[name]
   data_cfg = ml_collections.ConfigDict({"kind": "text", "path": os.path.join(root, "seqs.txt"), "id_offset": 0})
-  sids, _, _ = catalogue_sids.load_or_build(catalogue_sids.SIDSettings.from_config(c.sid), data_cfg,
-                                            seqs.catalogue(), splits.training_sequences(seqs, "last_two"),
-                                            os.path.join(root, name))
+  _, sids, _, _ = sid_items.catalogue_sids_for(c.sid, data_cfg, seqs.catalogue(),
+                                               splits.training_sequences(seqs, "last_two"), os.path.join(root, name))
   np.testing.assert_array_equal(sids.item_ids, legacy[f"{name}/item_ids"])
   np.testing.assert_array_equal(sids.codes_NL, legacy[f"{name}/codes_NL"])
 
