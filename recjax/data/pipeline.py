@@ -29,6 +29,8 @@ import numpy as np
 
 from recjax.data.splits import EvalExamples, TrainExamples
 
+PACKED_FIELDS = ("token_index", "token_weight")   # [T] flat indices into the whole [B * L] batch
+
 
 def _pack_tokens(labels_BL: np.ndarray, bucket: int):
   flat = np.flatnonzero(labels_BL.reshape(-1) != 0).astype(np.int32)

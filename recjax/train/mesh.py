@@ -34,10 +34,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from recjax.data import pipeline
+
 DEFAULT_AXES = ("data", "model")
 DENSE_MODES = ("replicate", "fsdp")
 EMBEDDING_LEAF_NAMES = ("table", "embedding")   # ItemEmbedding / feature tables, nn.Embed
-PACKED_FIELDS = ("token_index", "token_weight")   # [T] flat indices into [B * L]: not per-example
+PACKED_FIELDS = pipeline.PACKED_FIELDS   # [T] flat indices into [B * L]: not per-example
 
 
 @dataclasses.dataclass(frozen=True)
