@@ -176,7 +176,6 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   def evaluate_split(params, split):
     return evaluate_params(mesh_lib.gather_for_evaluation(params), split)
 
-
   flop_meter = _FlopMeter(train_step, task, model_cfg) if tc.get("count_flops", True) else None
   progress = Progress(workdir, total_steps, start_step, quiet=jax.process_index() != 0)
   eval_every = tc.eval_every_epochs
