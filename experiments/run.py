@@ -113,8 +113,10 @@ def main(argv):
   # The code that ran is the last segment's (HEAD may have moved while a long run trained).
   if summary.get("segments"):
     record["commit"] = summary["segments"][-1]["commit"]
-  if jax.process_index() == 0:   # one results file per run, not per process
-    results.write_results(path, record)
+  if jax.process_index() != 0:   # one results file per run, not per process
+    print(f"process {jax.process_index()}: done; process 0 writes {path}", flush=True)
+    return
+  results.write_results(path, record)
   t = summary["metrics"]["test"]   # the task names its headline metrics (dotted keys into metrics)
   print("test: " + "  ".join(f"{k} {lookup(t, k):.4f}" for k in summary["headline"]["test"]), flush=True)
   print(f"results written to {path}" + (" (PARTIAL)" if extra["partial"] else ""), flush=True)

@@ -11,6 +11,14 @@ For the sampled-softmax loss the batch also carries the *packed* supervised posi
 (1 for real, 0 for padding), with T rounded up to a multiple of `token_bucket` so that only a
 handful of shapes ever compile. Padding positions are then never scored (≈ 45% of a padded
 ML-1M batch).
+
+Per-process data (multi-process runs, `part`): a process builds only its slots [start, stop) of each
+global batch (its rows of the mesh's `data` axis, `train/mesh.process_rows`), cut from the same
+global permutation, so the processes' parts laid side by side are exactly the 1-process batch. grain's
+own per-process sharding (`ShardByJaxProcess`) splits the *examples* between processes, which gives
+each process different batches than the 1-process run: exact equality needs this slicing instead.
+The packed token fields index the global [B * L] batch, so each process still reads the labels of
+the whole batch (one int array) to pack them; every other field it reads for its own rows only.
 """
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ import grain
 import numpy as np
 
 from recjax.data.splits import EvalExamples, TrainExamples
+
+PACKED_FIELDS = ("token_index", "token_weight")   # [T] flat indices into the whole [B * L] batch
 
 
 def _pack_tokens(labels_BL: np.ndarray, bucket: int):
@@ -47,18 +57,38 @@ def _take_fields(ex, fields: tuple[str, ...], rows: np.ndarray, batch_size: int)
   return {f: _take_rows(getattr(ex, f), rows, batch_size) for f in fields}
 
 
-def make_train_batch(ex: TrainExamples, rows: np.ndarray, batch_size: int, token_bucket: int) -> dict:
-  batch = _take_fields(ex, ("ids", "labels", "lengths"), np.asarray(rows, np.int64), batch_size)
-  batch["token_index"], batch["token_weight"] = _pack_tokens(batch["labels"], token_bucket)
+def local_rows(rows: np.ndarray, batch_size: int, part: tuple[int, int] | None) -> tuple[np.ndarray, int]:
+  """(rows, batch size) of this process's part [start, stop) of a global batch of `batch_size` slots
+  whose first len(rows) slots are `rows` (the rest padding); the whole batch when `part` is None."""
+  rows = np.asarray(rows, np.int64)
+  if part is None:
+    return rows, batch_size
+  start, stop = part
+  if not 0 <= start < stop <= batch_size:
+    raise ValueError(f"part {part} is not a slice of a batch of {batch_size} rows")
+  return rows[start:stop], stop - start
+
+
+def make_train_batch(ex: TrainExamples, rows: np.ndarray, batch_size: int, token_bucket: int,
+                     part: tuple[int, int] | None = None) -> dict:
+  """The batch of `rows` (padded to `batch_size`), or only its slots `part` [start, stop); the packed
+  token fields always cover the whole batch (they index [B * L])."""
+  rows = np.asarray(rows, np.int64)
+  labels_BL = _take_rows(ex.labels, rows, batch_size)
+  mine, size = local_rows(rows, batch_size, part)
+  batch = _take_fields(ex, ("ids", "lengths"), mine, size)
+  batch["labels"] = labels_BL if part is None else labels_BL[part[0]:part[1]]
+  batch["token_index"], batch["token_weight"] = _pack_tokens(labels_BL, token_bucket)
   return batch
 
 
 def train_dataset(ex: TrainExamples, *, batch_size: int, num_epochs: int, seed: int,
-                  token_bucket: int = 2048) -> grain.MapDataset:
-  """Random-access dataset of batches: index k = epoch k // steps_per_epoch, batch k % steps."""
+                  token_bucket: int = 2048, part: tuple[int, int] | None = None) -> grain.MapDataset:
+  """Random-access dataset of batches: index k = epoch k // steps_per_epoch, batch k % steps
+  (with `part`: this process's slots of each batch, see the module docstring)."""
   if len(ex) == 0:
     raise ValueError("no training examples: every user's history is too short for the split protocol")
-  return batch_dataset(len(ex), lambda rows: make_train_batch(ex, rows, batch_size, token_bucket),
+  return batch_dataset(len(ex), lambda rows: make_train_batch(ex, rows, batch_size, token_bucket, part),
                        batch_size=batch_size, num_epochs=num_epochs, seed=seed)
 
 

@@ -81,9 +81,11 @@ class Task(abc.ABC):
     """A small batch of the training schema (parameter initialisation)."""
 
   @abc.abstractmethod
-  def train_dataset(self, batch_size: int, num_epochs: int, seed: int) -> grain.MapDataset:
+  def train_dataset(self, batch_size: int, num_epochs: int, seed: int,
+                    part: tuple[int, int] | None = None) -> grain.MapDataset:
     """Random-access dataset of training batches; item k = batch k % steps_per_epoch of epoch k //
-    steps_per_epoch (its iterator state is what checkpoints store)."""
+    steps_per_epoch (its iterator state is what checkpoints store). `part` (multi-process runs):
+    only the slots [start, stop) of each global batch, this process's (`data/pipeline.local_rows`)."""
 
   @abc.abstractmethod
   def steps_per_epoch(self, batch_size: int) -> int:

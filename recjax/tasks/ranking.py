@@ -147,12 +147,16 @@ class RankingTask(Task):
   def init_batch(self) -> dict:
     return make_batch(self.examples["train"], np.arange(min(2, len(self.examples["train"]))), 2)
 
-  def train_dataset(self, batch_size: int, num_epochs: int, seed: int):
+  def train_dataset(self, batch_size: int, num_epochs: int, seed: int, part=None):
     ex = self.examples["train"]
     if ex.history is not None:   # ragged: each batch from one history-length bucket
-      return pipeline.bucketed_batch_dataset(ex.length_bucket(), lambda rows: make_batch(ex, rows, batch_size),
+      def ragged(rows):   # its width is the whole batch's: built whole, then this process's rows kept
+        b = make_batch(ex, rows, batch_size)
+        return b if part is None else {k: v[part[0]:part[1]] for k, v in b.items()}
+      return pipeline.bucketed_batch_dataset(ex.length_bucket(), ragged,
                                              batch_size=batch_size, num_epochs=num_epochs, seed=seed)
-    return pipeline.batch_dataset(len(ex), lambda rows: make_batch(ex, rows, batch_size),
+    return pipeline.batch_dataset(len(ex),
+                                  lambda rows: make_batch(ex, *pipeline.local_rows(rows, batch_size, part)),
                                   batch_size=batch_size, num_epochs=num_epochs, seed=seed)
 
   def steps_per_epoch(self, batch_size: int) -> int:

@@ -172,9 +172,9 @@ class RetrievalTask(Task):
   def init_batch(self) -> dict:
     return pipeline.make_train_batch(self.train_ex, np.arange(min(2, len(self.train_ex))), 2, 0)
 
-  def train_dataset(self, batch_size: int, num_epochs: int, seed: int):
+  def train_dataset(self, batch_size: int, num_epochs: int, seed: int, part=None):
     return pipeline.train_dataset(self.train_ex, batch_size=batch_size, num_epochs=num_epochs, seed=seed,
-                                  token_bucket=self.config.loss.token_bucket)
+                                  token_bucket=self.config.loss.token_bucket, part=part)
 
   def steps_per_epoch(self, batch_size: int) -> int:
     return pipeline.steps_per_epoch(self.train_ex, batch_size)

@@ -19,7 +19,10 @@ are turned off before the task builds its model and loss (`resolve_fast_paths`, 
 results), the state is placed by the sharding rules (tables row-sharded, dense replicated or FSDP),
 a checkpoint restores straight onto this run's mesh whatever mesh wrote it, and each global batch
 is split over `data`. The one-device mesh (the default) skips all of it: the same step as before.
-Evaluation is not sharded: it runs on the parameters where they lie (one process only).
+Evaluation is not sharded: on one process it runs on the parameters where they lie; under
+`jax.distributed` each process all-gathers them first (`mesh.gather_for_evaluation`) and evaluates
+the whole split itself (the same numbers everywhere; only process 0 prints, logs and writes results).
+Each process's pipeline builds only its rows of every global batch (`mesh.process_rows`).
 """
 from __future__ import annotations
 
@@ -136,7 +139,11 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   total_steps = steps_per_epoch * tc.num_epochs
   if tc.get("max_steps", -1) > 0:
     total_steps = min(total_steps, tc.max_steps)
-  it = pipeline.TrainIterator(task.train_dataset(tc.batch_size, tc.num_epochs, config.seed))
+  part = mesh_lib.process_rows(batch_sh, tc.batch_size) if mesh is not None else None
+  if part is not None:
+    print(f"process {jax.process_index()}/{jax.process_count()}: reads rows [{part[0]}, {part[1]}) "
+          f"of each batch of {tc.batch_size}", flush=True)
+  it = pipeline.TrainIterator(task.train_dataset(tc.batch_size, tc.num_epochs, config.seed, part=part))
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   history, wall_before, start_step, segments, config_changes = [], 0.0, 0, [], {}
@@ -151,7 +158,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     history, wall_before, start_step = meta["history"], meta["wall_clock_s"], meta["step"]
     segments = meta.get("segments", [])
     logging.info("resumed from %s at step %d", ckpt, start_step)
-    print(f"resumed from checkpoint at step {start_step}", flush=True)
+    if jax.process_index() == 0:
+      print(f"resumed from checkpoint at step {start_step}", flush=True)
 
   # Each (re)start is a segment: a run resumed under newer code says so in its results.
   segments.append({"start_step": start_step, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -161,10 +169,15 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   place_batch = lambda b: b   # noqa: E731  (one device: the batch goes to the jitted step as it is)
   if mesh is not None:
     train_step = mesh_lib.make_sharded_train_step(train_step, mesh, state_sh, batch_sh)
-    place_batch = lambda b: mesh_lib.place_batch(b, batch_sh)   # noqa: E731
-  evaluate_split = task.evaluator(model)
+    # Several processes: each holds its rows only (`part`), assembled into the global batch here.
+    place_batch = lambda b: mesh_lib.place_batch(b, batch_sh, tc.batch_size if part else None)   # noqa: E731
+  evaluate_params = task.evaluator(model)
+
+  def evaluate_split(params, split):
+    return evaluate_params(mesh_lib.gather_for_evaluation(params), split)
+
   flop_meter = _FlopMeter(train_step, task, model_cfg) if tc.get("count_flops", True) else None
-  progress = Progress(workdir, total_steps, start_step)
+  progress = Progress(workdir, total_steps, start_step, quiet=jax.process_index() != 0)
   eval_every = tc.eval_every_epochs
   eval_split = task.eval_split
   t_resume = time.time()
@@ -208,7 +221,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         entry["test"] = evaluate_split(state.params, "test")
         progress.scalars(step, flatten(entry["test"], "test/"))
       history.append(entry)
-      print(f"epoch {epoch} {eval_split}: {headline(m, task.epoch_headline)}", flush=True)
+      if jax.process_index() == 0:
+        print(f"epoch {epoch} {eval_split}: {headline(m, task.epoch_headline)}", flush=True)
     if step % tc.checkpoint_every_steps == 0 or epoch_done or step == total_steps:
       ckpt.save(step, state, meta(step))
 
@@ -233,7 +247,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   }
   if task.protocol():
     summary["protocol"] = task.protocol()
-  summary.update(task.results_extra(state.params))
+  summary.update(task.results_extra(mesh_lib.gather_for_evaluation(state.params)))
   if flop_meter is not None:
     summary.update(flop_meter.summary())
   if history:

@@ -11,6 +11,11 @@ One place for the sharding rules (`param_spec`, `batch_spec`):
 - batches: per-example fields [B, ...] are sharded over `data`; the packed token fields
   (`token_index`, `token_weight` [T], flat indices into [B * L]) are replicated.
 
+Several processes (`jax.distributed`): each process's pipeline builds only its rows of the global
+batch (`process_rows`, contiguous because the mesh lists devices process by process), and
+`place_batch` assembles the global arrays from the parts. Evaluation reads its outputs on the host,
+so `gather_for_evaluation` all-gathers the parameters onto each process's first device first.
+
 The step itself is `train/step.py`'s, jitted once more with explicit in/out shardings and the state
 donated, so the sharded and the 1-device step run the same function and GSPMD inserts the
 communication (for a row-sharded table, the gather is the SPMD gather of
@@ -29,10 +34,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from recjax.data import pipeline
+
 DEFAULT_AXES = ("data", "model")
 DENSE_MODES = ("replicate", "fsdp")
 EMBEDDING_LEAF_NAMES = ("table", "embedding")   # ItemEmbedding / feature tables, nn.Embed
-PACKED_FIELDS = ("token_index", "token_weight")   # [T] flat indices into [B * L]: not per-example
+PACKED_FIELDS = pipeline.PACKED_FIELDS   # [T] flat indices into [B * L]: not per-example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +183,51 @@ def _global_array(x, sharding):
   return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
-def place_batch(batch: dict, shardings: dict) -> dict:
-  """A global batch (host arrays, every process holding the same one) -> global arrays on the mesh."""
-  return {k: _global_array(v, shardings[k]) for k, v in batch.items()}
+def process_rows(shardings: dict, batch_size: int) -> tuple[int, int] | None:
+  """The rows [start, stop) of a global batch whose `data` shards live on this process's devices, or
+  None on one process (it holds the whole batch). The mesh lists devices process by process
+  (`jax.devices()` order), so a process's rows are contiguous; anything else is an error here rather
+  than a silently reordered batch."""
+  if jax.process_count() == 1:
+    return None
+  sharded = [s for k, s in shardings.items() if k not in PACKED_FIELDS and s.spec != P()]
+  if not sharded:
+    raise ValueError("no per-example batch field is sharded over 'data': nothing to split between processes")
+  spans = sorted({(i[0].start or 0, batch_size if i[0].stop is None else i[0].stop)
+                  for i in sharded[0].addressable_devices_indices_map((batch_size,)).values()})
+  for (_, stop), (start, _) in zip(spans, spans[1:]):
+    if start != stop:
+      raise ValueError(f"process {jax.process_index()} holds batch rows {spans}, not one contiguous "
+                       "block: build config.mesh from jax.devices() in process order")
+  return spans[0][0], spans[-1][1]
+
+
+def place_batch(batch: dict, shardings: dict, batch_size: int | None = None) -> dict:
+  """A batch of host arrays -> global arrays on the mesh.
+
+  `batch_size` None: `batch` is the whole global batch (every process holding the same one) and
+  each process copies its devices' shards out of it. Otherwise `batch` is this process's part
+  (`process_rows`; the packed token fields whole) of a global batch of `batch_size` rows, and
+  `jax.make_array_from_process_local_data` assembles the global array from the processes' parts."""
+  if batch_size is None:
+    return {k: _global_array(v, shardings[k]) for k, v in batch.items()}
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    replicated = shardings[k].spec == P()
+    out[k] = jax.make_array_from_process_local_data(
+        shardings[k], v, v.shape if replicated else (batch_size,) + v.shape[1:])
+  return out
+
+
+def gather_for_evaluation(tree):
+  """Multi-process: the whole tree on this process's first device (all-gathered over the mesh), so
+  that evaluation, which reads its outputs on the host, runs on every process as on one device.
+  One process: unchanged (GSPMD evaluates the arrays where they lie)."""
+  if jax.process_count() == 1:
+    return tree
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return jax.device_put(multihost_utils.process_allgather(tree, tiled=True), jax.local_devices()[0])
 
 
 def place(tree, shardings):

@@ -115,3 +115,32 @@ def test_pipeline_reshuffles_every_epoch_and_resumes_in_the_same_order():
     for k, (a, b) in enumerate(zip(full[stop:], rest)):
       for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=f"resumed after {stop}: batch {stop + k}, {key}")
+
+
+def test_per_process_parts_laid_side_by_side_are_the_whole_batch():
+  """Multi-process runs: each process builds only its slots of every global batch. The parts
+  concatenated must be the 1-process batch, field by field, including the short last batch of an
+  epoch (part 3 of it is all padding); the packed token fields index the whole batch on every part."""
+  n_users, batch, epochs = 13, 8, 2   # 13 = 8 + 5: the second batch of each epoch is short
+  items = np.concatenate([[u, 100 + u, 200 + u] for u in range(1, n_users + 1)]).astype(np.int32)
+  times = np.arange(3 * n_users, dtype=np.int64) * 7
+  seqs = UserSequences(np.arange(1, n_users + 1), np.arange(0, 3 * n_users + 1, 3), items, times, 301, "test")
+  ex = splits.train_examples(seqs, max_len=3)
+  full = pipeline.train_dataset(ex, batch_size=batch, num_epochs=epochs, seed=3, token_bucket=4)
+  parts = [pipeline.train_dataset(ex, batch_size=batch, num_epochs=epochs, seed=3, token_bucket=4, part=p)
+           for p in [(0, 2), (2, 6), (6, 8)]]
+  assert len(full) == 2 * epochs and all(len(p) == len(full) for p in parts)
+  for k in range(len(full)):
+    whole, pieces = full[k], [p[k] for p in parts]
+    assert set(whole) == set(pieces[0]) and "times" in whole
+    assert [len(x["ids"]) for x in pieces] == [2, 4, 2]
+    for key in whole:
+      if key in pipeline.PACKED_FIELDS:
+        for x in pieces:
+          np.testing.assert_array_equal(x[key], whole[key], err_msg=f"batch {k}, {key}")
+      else:
+        np.testing.assert_array_equal(np.concatenate([x[key] for x in pieces]), whole[key],
+                                      err_msg=f"batch {k}, {key}")
+  assert not parts[2][1]["lengths"].any()   # slots 6, 7 of a 5-row batch: padding only
+  with pytest.raises(ValueError, match=r"part \(6, 10\) is not a slice of a batch of 8 rows"):
+    parts = pipeline.train_dataset(ex, batch_size=batch, num_epochs=1, seed=3, token_bucket=4, part=(6, 10))[0]

@@ -57,6 +57,16 @@ def test_ranking_batches_have_the_schema_and_pad_with_empty_requests(ranking):
   assert sorted(map(tuple, seen)) == sorted(map(tuple, task.examples["train"].arrays["cand_ids"]))
 
 
+def test_ranking_per_process_parts_are_the_whole_batch(ranking):
+  """Multi-process runs: the processes' slots of a global batch, side by side, are the 1-process batch."""
+  _, task, _, _ = ranking
+  full = task.train_dataset(8, 1, seed=0)
+  parts = [task.train_dataset(8, 1, seed=0, part=p) for p in [(0, 4), (4, 8)]]
+  for k in (0, len(full) - 1):   # a full batch and the padded last one
+    for key, whole in full[k].items():
+      np.testing.assert_array_equal(np.concatenate([p[k][key] for p in parts]), whole, err_msg=f"{k} {key}")
+
+
 def test_ranking_loss_is_the_weighted_bce_over_real_candidates(ranking):
   _, task, model, params = ranking
   batch = task.train_dataset(8, 1, seed=0)[0]
