@@ -148,12 +148,14 @@ class GenerativeTask(Task):
   def init_batch(self) -> dict:
     return make_batch(self.train_ex, np.arange(min(2, len(self.train_ex))), 2, self.code_table)
 
-  def train_dataset(self, batch_size: int, num_epochs: int, seed: int):
+  def train_dataset(self, batch_size: int, num_epochs: int, seed: int, part=None):
     if len(self.train_ex) == 0:
       raise ValueError("no training examples: every user's training part has fewer than 2 items")
     ex, table = self.train_ex, self.code_table
-    return pipeline.batch_dataset(len(ex), lambda rows: make_batch(ex, rows, batch_size, table),
-                                  batch_size=batch_size, num_epochs=num_epochs, seed=seed)
+
+    def batch(rows):   # this process's slots [start, stop) of the global batch (all of it: part None)
+      return make_batch(ex, *pipeline.local_rows(rows, batch_size, part), table)
+    return pipeline.batch_dataset(len(ex), batch, batch_size=batch_size, num_epochs=num_epochs, seed=seed)
 
   def steps_per_epoch(self, batch_size: int) -> int:
     return -(-len(self.train_ex) // batch_size)

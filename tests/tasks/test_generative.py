@@ -136,6 +136,16 @@ def test_batch_schema_pads_short_batches_with_weightless_rows(tiny):
   assert ex_row, "a batch target is not the SID of any training target"
 
 
+def test_per_process_parts_are_the_whole_batch(tiny):
+  """Multi-process runs: the processes' slots of a global batch, side by side, are the 1-process batch."""
+  _, task, _, _, _ = tiny
+  full = task.train_dataset(16, 1, seed=0)
+  parts = [task.train_dataset(16, 1, seed=0, part=p) for p in [(0, 8), (8, 16)]]
+  for k in (0, len(full) - 1):   # a full batch and the padded last one
+    for key, whole in full[k].items():
+      np.testing.assert_array_equal(np.concatenate([p[k][key] for p in parts]), whole, err_msg=f"{k} {key}")
+
+
 def test_train_step_reduces_the_loss_on_a_planted_world(tiny):
   config, task, model, params, _ = tiny
   tx = make_optimizer(config.train)
