@@ -60,6 +60,7 @@ def test_padding_never_reaches_the_logits(model_and_params):
   np.testing.assert_array_equal(apply(params, batch), apply(params, dirty))
 
 
+@pytest.mark.slow   # keeps the default suite under 10 minutes
 def test_compskip_reuses_the_cached_summary_and_cuts_flops(model_and_params):
   model, params = model_and_params
   names = set(params["params"])

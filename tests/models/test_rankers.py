@@ -194,6 +194,7 @@ def test_hstu_user_context_tokens_are_read_and_validated(setup):
     init_params(models_bad, jax.random.key(0), batch)
 
 
+@pytest.mark.slow   # keeps the default suite under 10 minutes
 def test_hstu_ranker_pallas_backend_matches_xla(setup):
   """The target mask (num_targets) and time-only bias through the Pallas kernels (interpret mode
   on CPU): same loss and gradients as the XLA path."""

@@ -35,7 +35,7 @@ def _model(packing, heads, time_bias, dropout=0.3, blocks=2):
 
 CASES = [  # (heads, time bias, token bucket: 0 = capacity B*L, else a multiple of the bucket)
     (1, False, 8),     # 22 tokens -> capacity 24
-    (2, True, 64),     # capacity min(64, B*L) = 48: more bucket padding than real tokens
+    pytest.param(2, True, 64, marks=pytest.mark.slow),   # capacity 48: more bucket padding than real tokens
     pytest.param(2, False, 0, marks=pytest.mark.slow),   # capacity B*L (train/loop.py's init batch)
     pytest.param(1, True, 8, marks=pytest.mark.slow),
 ]

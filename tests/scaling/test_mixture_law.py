@@ -171,6 +171,7 @@ def test_random_split_is_the_seeded_permutation():
   np.testing.assert_array_equal(held, idx[8:])
 
 
+@pytest.mark.slow   # keeps the default suite under 10 minutes; the fit itself is tested by default
 def test_cli_fits_a_table_and_writes_results(tmp_path):
   h_MK, loss_MK, n_M, d_M = _synthetic_runs(TRUE, seed=4, mixtures_per_scale=3)
   table = runs.RunsTable(("web", "code", "books"), h_MK, loss_MK, n_M * 1e6, d_M * 1e9, "memory")

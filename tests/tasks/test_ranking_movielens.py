@@ -57,6 +57,7 @@ def test_ml100k_test_labels_are_the_last_ratings_of_u_data(tmp_path):
   assert checked > 400        # 943 users; ML-100K has many same-second ratings at the boundary
 
 
+@pytest.mark.slow   # keeps the default suite under 10 minutes; test_tasks runs a ranking config end to end
 def test_ml100k_quick_ranking_run_end_to_end(tmp_path):
   shared_data("ml-100k")
   from recjax.train import loop

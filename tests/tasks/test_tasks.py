@@ -143,6 +143,7 @@ def test_ranking_quick_config_runs_end_to_end_with_early_stopping(tmp_path, monk
   assert summary["headline"]["test"][0] == "mean.ne"
 
 
+@pytest.mark.slow   # keeps the default suite under 10 minutes
 def test_watch_ratio_head_learns_a_planted_watch_ratio(tmp_path):
   """With ranking.watch_weight > 0 the task trains the regression head and evaluates it: on a tiny
   world whose watch ratio is a planted function of the item (play = ratio[item] x duration), the

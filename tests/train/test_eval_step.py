@@ -48,7 +48,7 @@ def test_history_filter_ignores_window_items_and_misses_seen_targets(item_chunk)
   np.testing.assert_array_equal(off, [3, 3, 3])
 
 
-@pytest.mark.parametrize("exclude_history", [True, False])
+@pytest.mark.parametrize("exclude_history", [True, pytest.param(False, marks=pytest.mark.slow)])   # 10-min suite
 def test_eval_step_equals_the_dense_path_on_a_real_model(exclude_history):
   """A small SASRec with random weights; catalogue ⊂ table rows; windows with repeats and targets
   inside and outside them, and outside the catalogue: the step's ranks at several chunk sizes equal

@@ -205,6 +205,7 @@ def test_sigkill_then_resume_gives_same_metrics(tmp_path, reference_run, where):
     assert field in b, field
 
 
+@pytest.mark.slow   # keeps the default suite under 10 minutes
 def test_snapshot_evaluates_latest_checkpoint_as_partial(tmp_path):
   """--snapshot: the latest checkpoint's metrics, marked partial, and the run's workdir untouched."""
   from recjax.train import loop
@@ -243,6 +244,7 @@ def get_config(arg=None):
 """
 
 
+@pytest.mark.slow   # keeps the default suite under 10 minutes; the retrieval SIGKILL test stays
 def test_ranking_sigkill_then_resume_gives_same_metrics(tmp_path):
   """The ranking task through the same loop: SIGKILL mid-epoch right after a checkpoint, rerun: the
   same steps, per-epoch history (valid and test) and test metrics as an uninterrupted run, so the
