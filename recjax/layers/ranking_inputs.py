@@ -16,6 +16,8 @@ input (ULTRA-HSTU's candidate masking, papers.md §2.1). Padding history slots a
 from __future__ import annotations
 
 import flax.linen as nn
+
+from recjax.layers.dropout import Dropout
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,3 +91,15 @@ class RankingInputs(nn.Module):
   def user(self, batch) -> jax.Array:
     """Per-feature user context embeddings [N, Fu, D]."""
     return self.user_features(batch["user_feats"])
+
+
+def ranking_head(z, *, mlp_dims, dropout: float, num_tasks: int, watch_head: bool, train: bool):
+  """The rankers' shared tower, called inside a model's compact `__call__` (its layers are the
+  model's own: `mlp_<i>`, `task_logits`, `watch_ratio`): ReLU MLP with dropout, then one logit per
+  task and the optional watch-ratio regression. z [..., F] -> (logits [..., T], watch [...] or None)."""
+  for i, width in enumerate(mlp_dims):
+    z = nn.relu(nn.Dense(width, name=f"mlp_{i}")(z))
+    z = Dropout(dropout)(z, deterministic=not train)
+  logits = nn.Dense(num_tasks, name="task_logits")(z)
+  watch = nn.Dense(1, name="watch_ratio")(z)[..., 0] if watch_head else None
+  return logits, watch

@@ -12,8 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from recjax.layers.cross import CrossNetwork
-from recjax.layers.dropout import Dropout
-from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs
+from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs, ranking_head
 
 
 class DCNv2(nn.Module):
@@ -43,9 +42,6 @@ class DCNv2(nn.Module):
     x0 = jnp.concatenate([jnp.broadcast_to(context_NF[:, None], (n, c, context_NF.shape[-1])),
                           cand_NCXD.reshape(n, c, -1)], axis=-1)
     z = CrossNetwork(self.num_cross, name="cross")(x0)
-    for i, width in enumerate(self.mlp_dims):
-      z = nn.relu(nn.Dense(width, name=f"mlp_{i}")(z))
-      z = Dropout(self.dropout)(z, deterministic=not train)
-    logits = nn.Dense(self.num_tasks, name="task_logits")(z)
-    watch = nn.Dense(1, name="watch_ratio")(z)[..., 0] if self.watch_head else None
+    logits, watch = ranking_head(z, mlp_dims=self.mlp_dims, dropout=self.dropout, num_tasks=self.num_tasks,
+                                 watch_head=self.watch_head, train=train)
     return {"logits": logits, "watch_ratio": watch}

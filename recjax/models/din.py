@@ -13,8 +13,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from recjax.layers.dropout import Dropout
-from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs
+from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs, ranking_head
 
 
 class DIN(nn.Module):
@@ -52,9 +51,6 @@ class DIN(nn.Module):
     user_NFD = inputs.user(batch)
     user = jnp.broadcast_to(user_NFD.reshape(n, 1, -1), (n, c, user_NFD.shape[1] * d))
     z = jnp.concatenate([interest_NCD, query_NCD, inputs.candidate_items(batch), hist_mean, user], axis=-1)
-    for i, width in enumerate(self.mlp_dims):
-      z = nn.relu(nn.Dense(width, name=f"mlp_{i}")(z))
-      z = Dropout(self.dropout)(z, deterministic=not train)
-    logits = nn.Dense(self.num_tasks, name="task_logits")(z)
-    watch = nn.Dense(1, name="watch_ratio")(z)[..., 0] if self.watch_head else None
+    logits, watch = ranking_head(z, mlp_dims=self.mlp_dims, dropout=self.dropout, num_tasks=self.num_tasks,
+                                 watch_head=self.watch_head, train=train)
     return {"logits": logits, "watch_ratio": watch}

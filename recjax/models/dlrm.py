@@ -12,8 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from recjax.layers.dropout import Dropout
-from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs
+from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs, ranking_head
 
 
 class DLRM(nn.Module):
@@ -47,9 +46,6 @@ class DLRM(nn.Module):
     iu, ju = np.triu_indices(vecs.shape[2], k=1)
     z = jnp.concatenate([dots[..., iu, ju], jnp.broadcast_to(hist_mean_ND[:, None], (n, c, d)), cand_NCD],
                         axis=-1)
-    for i, width in enumerate(self.mlp_dims):
-      z = nn.relu(nn.Dense(width, name=f"mlp_{i}")(z))
-      z = Dropout(self.dropout)(z, deterministic=not train)
-    logits = nn.Dense(self.num_tasks, name="task_logits")(z)
-    watch = nn.Dense(1, name="watch_ratio")(z)[..., 0] if self.watch_head else None
+    logits, watch = ranking_head(z, mlp_dims=self.mlp_dims, dropout=self.dropout, num_tasks=self.num_tasks,
+                                 watch_head=self.watch_head, train=train)
     return {"logits": logits, "watch_ratio": watch}

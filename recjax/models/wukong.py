@@ -11,9 +11,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from recjax.layers.dropout import Dropout
 from recjax.layers.norms import layer_norm_no_affine
-from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs
+from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs, ranking_head
 from recjax.layers.wukong import MixtureOfWukongExperts
 
 
@@ -56,9 +55,6 @@ class Wukong(nn.Module):
       z = layer_norm_no_affine(z + MixtureOfWukongExperts(k + fill, self.experts, self.expert_hidden,
                                                           name=f"wukong_{i}")(z))
     z = z.reshape(n, c, (k + fill) * d)
-    for i, width in enumerate(self.mlp_dims):
-      z = nn.relu(nn.Dense(width, name=f"mlp_{i}")(z))
-      z = Dropout(self.dropout)(z, deterministic=not train)
-    logits = nn.Dense(self.num_tasks, name="task_logits")(z)
-    watch = nn.Dense(1, name="watch_ratio")(z)[..., 0] if self.watch_head else None
+    logits, watch = ranking_head(z, mlp_dims=self.mlp_dims, dropout=self.dropout, num_tasks=self.num_tasks,
+                                 watch_head=self.watch_head, train=train)
     return {"logits": logits, "watch_ratio": watch}
