@@ -8,14 +8,15 @@
 # Resumable: each run has its own workdir (workdirs/scaling_ml1m/<model>_<size>_s<seed>, checkpointed
 # every epoch) and results file (results/scaling/runs/<model>_<size>_s<seed>.json); a run whose
 # results file exists is skipped, an interrupted one resumes from its last checkpoint.
-# The grid: SIZES for both models at seed 42, then EXTRA_SEEDS at the first size (the seed noise
-# the bootstrap over runs does not see). JOBS runs at a time (each at nice 10).
+# The grid: SIZES for both models at seed 42, largest first (the longest runs start first, so JOBS
+# workers finish together), then EXTRA_SEEDS at the smallest size (the seed noise the bootstrap
+# over runs does not see). JOBS runs at a time (each at nice 10).
 # The fits: experiments/scaling_study.py -> results/scaling/ml1m_scaling.{csv,json,png}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-JOBS=${JOBS:-2}
-SIZES=${SIZES:-"d16x1 d16 d32 d64"}
+JOBS=${JOBS:-4}
+SIZES=${SIZES:-"d32 d16 d16x1 d8x1"}   # largest first
 EXTRA_SEEDS=${EXTRA_SEEDS:-"1 2"}
 RUNS=${RUNS:-results/scaling/runs}
 STAGE=${1:-all}
@@ -42,10 +43,10 @@ export -f run_one
 export PY RUNS
 
 if [[ "$STAGE" == all || "$STAGE" == runs ]]; then
-  first=${SIZES%% *}
+  smallest=${SIZES##* }
   {
     for size in $SIZES; do for model in hstu sasrec; do echo "$model $size 42"; done; done
-    for seed in $EXTRA_SEEDS; do for model in hstu sasrec; do echo "$model $first $seed"; done; done
+    for seed in $EXTRA_SEEDS; do for model in hstu sasrec; do echo "$model $smallest $seed"; done; done
   } | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _
 fi
 

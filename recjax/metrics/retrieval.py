@@ -196,6 +196,14 @@ def catalogue_ranks_reference(user_BD, items_VD, catalogue_C, targets_B, window_
   return target_ranks(scores_BC, target_scores, excluded, target_excluded)
 
 
+def per_query(ranks, k: int) -> dict[str, np.ndarray]:
+  """HR@k and NDCG@k of each query -> {"hr": [N], "ndcg": [N]} (their means are `metrics_from_ranks`'s;
+  per query for resampling the queries, e.g. a bootstrap over users)."""
+  r = np.asarray(ranks, np.float64)
+  hit = r <= k
+  return {"hr": hit.astype(np.float64), "ndcg": np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)}
+
+
 def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict[str, float]:
   """Mean HR@K, NDCG@K and MRR over queries."""
   r = np.asarray(ranks, np.float64)
@@ -203,8 +211,8 @@ def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict[str, float]:
     raise ValueError("no queries to evaluate")
   out = {}
   for k in ks:
-    hit = r <= k
-    out[f"hr@{k}"] = float(np.mean(hit))
-    out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)))
+    q = per_query(r, k)
+    out[f"hr@{k}"] = float(np.mean(q["hr"]))
+    out[f"ndcg@{k}"] = float(np.mean(q["ndcg"]))
   out["mrr"] = float(np.mean(np.where(r < MISS_RANK, 1.0 / r, 0.0)))
   return out
