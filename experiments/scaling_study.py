@@ -185,6 +185,17 @@ def plot(path: str, rows: list[dict], *, a: str, b: str, fit_seed: int, num_boot
                        int(round(np.median([r["epochs"] for r in fitted]))), 95))
 
 
+def markdown_table(rows: list[dict]) -> str:
+  """The runs as a README table."""
+  lines = ["| model | size | params (non-emb.) | training FLOPs | valid loss | valid NDCG@10 | valid HR@10 | "
+           "test NDCG@10 | seed | wall-clock |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['model']} | {r['size']} | {r['params_total']:,} ({r['params_non_embedding']:,}) | "
+                 f"{r['train_flops']:.3g} | {r['valid_nll']:.4f} | {r['valid_ndcg@10']:.4f} | {r['valid_hr@10']:.4f} | "
+                 f"{r['test_ndcg@10']:.4f} | {r['seed']} | {r['wall_clock_s'] / 60:.0f} min |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
   rows = collect(_RUNS_DIR.value)
@@ -212,6 +223,7 @@ def main(argv):
       u = e["over_users"]["slope_ratio"]
       line += f", [{u['lo']:.3g}, {u['hi']:.3g}] (users)"
     print(line)
+  print(markdown_table(rows))
   print(f"wrote {out}.csv, {out}.json, {out}.png ({len(rows)} runs)")
 
 

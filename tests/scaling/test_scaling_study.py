@@ -49,6 +49,7 @@ def test_study_recovers_the_efficiency_ratio_from_results_files(tmp_path):
   d16 = next(r for r in rows if r["model"] == "hstu" and r["size"] == "d16")
   assert d16["params_non_embedding"] == 1000 * 16 * 2 and d16["params_total"] == 1000 * 32 + 120 * 16
   scaling_study.write_csv(str(tmp_path / "runs.csv"), rows)
+  assert scaling_study.markdown_table(rows).count("\n") == len(rows) + 1
   with open(tmp_path / "runs.csv") as f:
     assert tuple(next(csv.reader(f))) == scaling_study.COLUMNS
 

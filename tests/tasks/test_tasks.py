@@ -115,14 +115,22 @@ def test_ranking_task_weights_must_match_the_tasks(tmp_path):
 def test_ranking_quick_config_runs_end_to_end_with_early_stopping(tmp_path, monkeypatch):
   from recjax.scaling import flops
   from recjax.train import loop
-  counted = []
+  from recjax.train.progress import Progress
+  counted, logged = [], set()
   count = flops.train_step_flops
   monkeypatch.setattr(flops, "train_step_flops", lambda *a, **k: counted.append(1) or count(*a, **k))
+  scalars = Progress.scalars
+  monkeypatch.setattr(Progress, "scalars", lambda self, step, values: logged.update(values) or scalars(self, step, values))
   summary = loop.train_and_evaluate(hstu_rank_synthetic.get_config("quick"), str(tmp_path / "w"))
   # Ranking batches have one shape: the step's FLOPs are counted (compiled for cost analysis) once,
   # not at every step or log point; MFU covers the steps after the first (compiling) interval.
   assert len(counted) == 1 and len(summary["flops"]) == 1
   assert 0 < summary["mfu"]["steps"] < summary["steps"] and summary["mfu"]["mfu_measured"] > 0
+  assert {"perf/mfu_measured", "perf/achieved_flops_per_s"} <= logged, "MFU goes to the training log (TensorBoard)"
+  # train_flops: every step at its shape's count (one shape here).
+  tf = summary["train_flops"]
+  assert tf["steps"] == summary["steps"] and tf["flops"] == pytest.approx(tf["steps"] * summary["flops"][0]["flops_per_step"])
+  assert tf["per_example"] == pytest.approx(summary["flops"][0]["flops_per_example"])
   m = summary["metrics"]
   hist = m["per_epoch"]
   assert len(hist) == 2 and all(h["split"] == "valid" for h in hist)
