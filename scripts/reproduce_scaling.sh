@@ -16,8 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 JOBS=${JOBS:-4}
-SIZES=${SIZES:-"d32 d16 d16x1 d8x1"}   # largest first
-EXTRA_SEEDS=${EXTRA_SEEDS:-"1 2"}
+SIZES=${SIZES:-"d64 d32 d16 d16x1 d8x1"}   # largest first
+EXTRA_SEEDS=${EXTRA_SEEDS-"1 2"}   # EXTRA_SEEDS= (empty): none
 RUNS=${RUNS:-results/scaling/runs}
 STAGE=${1:-all}
 
