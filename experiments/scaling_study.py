@@ -17,10 +17,11 @@ and writes
               compute ratio at the geometric mean of all runs' compute) with two intervals: over
               runs (each family's runs resampled), and over validation users (one resample of the
               users shared by every run, runs fixed; needs `--workdirs`, where each run saved its
-              per-user ranks and NLL); and the seed spread where a size has several seeds;
+              per-user ranks and NLL), and over users plus seed noise where a size of each family has
+              several seeds (Gaussian, that size's sd at every size); and the seed spread;
   <out>.png   validation NDCG@10 and validation loss against training FLOPs, fits and bands.
 Only the runs at --fit_seed (one per size) enter the fits; other seeds measure seed noise, which
-neither interval contains.
+the intervals over runs and over users do not contain.
 """
 from __future__ import annotations
 
@@ -157,7 +158,10 @@ def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int
     eff = fits.scaling_efficiency(*data[a], *data[b], at_compute=at, law=law, num_bootstrap=num_bootstrap, seed=seed)
     out["fits"][name] = {
         m: {"law": _law(f.law), "params": {k: _est(e) for k, e in f.params.items()}, "rmse": f.rmse,
-            "ci": f"{round(100 * f.level)}% percentile bootstrap over runs ({num_bootstrap} resamples)"}
+            "ci": f"{round(100 * f.level)}% percentile bootstrap over runs ({num_bootstrap} resamples)",
+            # an exponent at the edge of the searched range: the law is not identified by these runs
+            **({"b_at_search_bound": bool(min(abs(np.log(f.law.b / x)) for x in fits.B_RANGE) < 1e-6)}
+               if law == "power_law" else {})}
         for m, f in ((a, eff.fit_a), (b, eff.fit_b))}
     entry = {"slope_ratio": _est(eff.slope_ratio), "iso_compute_ratio": _est(eff.iso_compute_ratio),
              "ci": "bootstrap over runs (each family resampled independently)"}
@@ -168,6 +172,17 @@ def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int
                              f"slope_{a}": _est(rep.slope_a), f"slope_{b}": _est(rep.slope_b),
                              "ci": f"bootstrap over validation users, one resample shared by all runs "
                                    f"({rep.replicates} resamples); runs fixed"}
+      spread = {x["model"]: x for x in out["seed_spread"]}
+      if a in spread and b in spread:   # add seed noise: N(0, sd) per run, sd measured where seeds were repeated
+        rng = np.random.default_rng(seed + 2)
+        noisy = {m: reps[m] + rng.normal(0.0, spread[m][q]["sd"], reps[m].shape) for m in (a, b)}
+        rep = fits.replicate_efficiency(*data[a], noisy[a], *data[b], noisy[b], at_compute=at, law=law)
+        entry["over_users_and_seeds"] = {
+            "slope_ratio": _est(rep.slope_ratio), "iso_compute_ratio": _est(rep.iso_compute_ratio),
+            f"slope_{a}": _est(rep.slope_a), f"slope_{b}": _est(rep.slope_b),
+            "seed_sd": {m: spread[m][q]["sd"] for m in (a, b)},
+            "ci": (f"the users bootstrap plus Gaussian seed noise on every run, sd from the repeated seeds at "
+                   f"{a} {spread[a]['size']} / {b} {spread[b]['size']}, assumed the same at every size")}
     out["efficiency"][name] = entry
   return out
 
@@ -219,9 +234,10 @@ def main(argv):
   for name, e in record["efficiency"].items():
     s = e["slope_ratio"]
     line = f"{name}: {_A.value}/{_B.value} slope ratio {s['value']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}] (runs)"
-    if "over_users" in e:
-      u = e["over_users"]["slope_ratio"]
-      line += f", [{u['lo']:.3g}, {u['hi']:.3g}] (users)"
+    for key, what in (("over_users", "users"), ("over_users_and_seeds", "users + seeds")):
+      if key in e:
+        u = e[key]["slope_ratio"]
+        line += f", [{u['lo']:.3g}, {u['hi']:.3g}] ({what})"
     print(line)
   print(markdown_table(rows))
   print(f"wrote {out}.csv, {out}.json, {out}.png ({len(rows)} runs)")

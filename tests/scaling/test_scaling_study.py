@@ -42,10 +42,11 @@ def test_study_recovers_the_efficiency_ratio_from_results_files(tmp_path):
   for model, base in (("hstu", 2e11), ("sasrec", 1e11)):
     for i, size in enumerate(SIZES):
       _write_run(runs_dir, workdirs, model, size, 42, base * 4 ** i, rng)
-  _write_run(runs_dir, workdirs, "hstu", "d8x1", 1, 2e11, rng)                  # a seed replicate
+  _write_run(runs_dir, workdirs, "hstu", "d8x1", 1, 2e11, rng)                  # seed replicates
+  _write_run(runs_dir, workdirs, "sasrec", "d8x1", 1, 1e11, rng)
   _write_run(runs_dir, workdirs, "sasrec", "d32", 1, 9e12, rng, partial=True)   # skipped
   rows = scaling_study.collect(str(runs_dir))
-  assert len(rows) == 9 and {r["seed"] for r in rows} == {1, 42}
+  assert len(rows) == 10 and {r["seed"] for r in rows} == {1, 42}
   d16 = next(r for r in rows if r["model"] == "hstu" and r["size"] == "d16")
   assert d16["params_non_embedding"] == 1000 * 16 * 2 and d16["params_total"] == 1000 * 32 + 120 * 16
   scaling_study.write_csv(str(tmp_path / "runs.csv"), rows)
@@ -62,6 +63,10 @@ def test_study_recovers_the_efficiency_ratio_from_results_files(tmp_path):
   users = eff["over_users"]
   assert users["slope_ratio"]["lo"] < 2.0 < users["slope_ratio"]["hi"]
   assert users["slope_hstu"]["value"] == pytest.approx(-0.04, rel=0.05)
+  seeds = eff["over_users_and_seeds"]   # the replicate runs here equal seed 42's: sd 0, same interval
+  assert seeds["seed_sd"] == {"hstu": 0.0, "sasrec": 0.0}
+  assert seeds["slope_ratio"]["lo"] == pytest.approx(users["slope_ratio"]["lo"], rel=1e-6)
+  assert out["fits"]["valid_nll:power_law"]["hstu"]["b_at_search_bound"] in (True, False)
   nll = out["fits"]["valid_nll:log_linear"]
   assert nll["sasrec"]["params"]["eta"]["value"] == pytest.approx(0.5, rel=1e-6)
   assert "b" in out["fits"]["valid_nll:power_law"]["hstu"]["params"]
