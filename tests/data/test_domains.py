@@ -135,3 +135,16 @@ def test_domain_losses_match_a_naive_cross_entropy():
     assert got["domain_targets"][str(i)] == int((dom == i).sum())
     np.testing.assert_allclose(got["domain_loss"][str(i)], ce[dom == i].mean(), rtol=1e-5)
   np.testing.assert_allclose(got["loss"], ce.mean(), rtol=1e-5)
+
+
+def test_tab_alpha_sets_the_tab_shares_and_keeps_old_fingerprints():
+  from recjax.data import synthetic as sy
+  base = dict(num_users=400, num_items=60, num_topics=3, mean_seq_len=20.0, max_seq_len=60)
+  assert "tab_alpha" not in sy.WorldConfig(**base).as_dict()   # unset: the version-2 fingerprint holds
+  alpha = (0.5, 1.0, 1.5, 2.0)
+  world = sy.build_world(sy.WorldConfig(**base, tab_alpha=alpha))
+  shares = np.bincount(world.log["tab"], minlength=4) / len(world.log["tab"])
+  np.testing.assert_allclose(shares, np.asarray(alpha) / sum(alpha), atol=0.04)
+  with pytest.raises(ValueError, match="tab_alpha needs one value per tab"):
+    sy.WorldConfig(**base, tab_alpha=(1.0, 2.0))
+
