@@ -45,6 +45,7 @@ _QUICK = flags.DEFINE_bool("quick", False, "tiny runs (config :quick): checks th
 CONFIG = "configs/mixture_synthetic.py"
 NUM_TABS = 4
 SMALL_SCALES = ((8, 2000), (16, 4000))     # (model width, training targets)
+QUICK_BIG = (32, 800)                      # --quick: only distinct from the small scales
 BIG = (64, 16000)                          # ~5.6x the parameters, 4x the targets of the largest small run
 DIRICHLET_SAMPLES, DIRICHLET_SEED, WEIGHT_MIN = 3, 0, 0.1
 
@@ -177,7 +178,7 @@ def big_mixtures() -> dict[str, tuple[float, ...]]:
 
 
 def _big_scale():
-  return (16, 800) if _QUICK.value else BIG
+  return QUICK_BIG if _QUICK.value else BIG
 
 
 def report() -> None:
