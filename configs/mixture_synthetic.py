@@ -18,8 +18,9 @@ Command:   python -m experiments.run --config=configs/mixture_synthetic.py \\
              --config.data.domains.weights="(0.25,0.25,0.25,0.25)" --config.data.domains.targets=4000 \\
              --config.model.dim=16 --workdir=workdirs/mixture_synthetic
 Quick:     python -m experiments.run --config=configs/mixture_synthetic.py:quick
-Hardware:  2-core x86 CPU shared with other jobs; about 1-2 minutes a run at width 16 (most of it
-           start-up and compilation), the result in results/mixture_study/.
+Hardware:  2-core x86 CPU shared with other jobs (load ~25): 3-6 minutes a run at width 16, 7-10 at
+           width 64, most of it start-up and compilation; test mean tab loss ~6.7-7.0 at width 16 /
+           4,000 targets, ~5.9 at width 64 / 16,000 (results/mixture_study/).
 """
 import ml_collections
 

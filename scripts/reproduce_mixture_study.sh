@@ -6,14 +6,13 @@
 #      mixture for the larger scale (width 64 / 16,000 targets: ~5.6x the parameters, 4x the data);
 #   3. the larger model at four mixtures: predicted, uniform, natural, the small grid's best;
 #   4. report: all_runs.csv, comparison.json (the four losses, the done-when verdict, both laws' MRE
-#      on the larger model's runs), predicted_vs_measured.png, big_model_mixtures.png;
-#   5. a second fit on a seeded 80/20 split of the small runs: the within-scale held-out MRE.
+#      on the larger model's runs), predicted_vs_measured.png, big_model_mixtures.png.
 # Fits: basin hopping 3 iterations, 8 restarts of the simplex search (the machine is shared).
 # Resumable: a run whose results file exists is skipped, so rerun after an interruption.
 #
 #   usage: scripts/reproduce_mixture_study.sh [--quick]     (--quick: tiny plumbing check into /tmp)
-# Hardware: 2-core x86 CPU shared with other jobs: about 1-2 min per small run (2 at a time),
-# 2-4 min per larger run, 1-3 min per fit; about 45 minutes in all.
+# Hardware: 2-core x86 CPU shared with other jobs: about 3-6 min per small run (2 at a time),
+# 7-10 min per larger run, about 15 min for the fit (at ~10% of a core); about 75 minutes in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -60,8 +59,4 @@ echo "larger scale: width $1, $params parameters, $tokens training tokens"
   --target_n_tokens="$tokens" --out="$out/fit_small.json" --name=mixture_study_fit_small
 study --phase=big
 study --phase=report
-# Within the small scales: a seeded 80/20 split of the small runs (the authors' kind of held-out MRE).
-[ -f "$out/fit_small_random_split.json" ] || "$PY" -m experiments.mixture_law --runs="$out/small_runs.csv" \
-  --split=random --train_frac=0.8 --seed=0 --niter=$niter --restarts=$restarts --target_model_size="$params" \
-  --target_n_tokens="$tokens" --out="$out/fit_small_random_split.json" --name=mixture_study_fit_small_random_split
 echo "study wall-clock this invocation: $(( $(date +%s) - start )) s"
