@@ -35,6 +35,7 @@ from absl import app, flags
 import numpy as np
 
 from recjax.scaling import runs as runs_lib
+from recjax.train import results as results_lib
 
 _PHASE = flags.DEFINE_enum("phase", None, ["small", "table", "big", "report"], "which step of the study")
 _OUT = flags.DEFINE_string("out", "results/mixture_study", "results folder")
@@ -177,11 +178,22 @@ def big_mixtures() -> dict[str, tuple[float, ...]]:
           "bestsmall": tuple(_renormalised(largest[best]["weights"]))}
 
 
+def _record(config: str, metrics: dict, t0: float, **extra) -> dict:
+  """A results record (the fields every results file carries) of this driver's phase."""
+  return {"study": "mixture_study", "config": config, "dataset": "synthetic (tabs as domains)",
+          "model": f"sasrec via {CONFIG}",
+          "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.mixture_study"] + sys.argv[1:]),
+          "commit": results_lib.git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+          "versions": results_lib.versions(), "hardware": results_lib.hardware(),
+          "wall_clock_s": time.time() - t0, "seed": DIRICHLET_SEED, "metrics": metrics, **extra}
+
+
 def _big_scale():
   return QUICK_BIG if _QUICK.value else BIG
 
 
 def report() -> None:
+  t0 = time.time()
   small_names = {j[0] for j in small_jobs()}
   dim, targets = _big_scale()
   allr = _runs()
@@ -189,7 +201,7 @@ def report() -> None:
   rows = [allr[n] for n in sorted(allr) if n in small_names] + [big[m] for m in sorted(big)]
   write_table(rows, os.path.join(_OUT.value, "all_runs.csv"))
   with open(os.path.join(_OUT.value, "big_mixtures.json")) as f:
-    mixes = json.load(f)
+    mixes = json.load(f)["mixtures"]
   comparison = {m: {"weights": mixes[m], "realised_shares": big[m]["weights"], "tab_losses": big[m]["losses"],
                     "mean_loss": big[m]["mean_loss"], "hr@10": big[m]["hr@10"]} for m in big}
   heldout = _heldout_metrics()
@@ -202,8 +214,10 @@ def report() -> None:
                    "n_tokens": rows[-1]["n_tokens"]},
          "comparison": comparison, "done_when": verdict, "heldout_larger_model": heldout,
          "small_runs": len(small_names), "run_wall_clock_s": {n: r["wall_clock_s"] for n, r in allr.items()}}
-  with open(os.path.join(_OUT.value, "comparison.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  metrics = {"mean_loss": {m: c["mean_loss"] for m, c in comparison.items()},
+             "heldout_mre_larger_model": {k: v["mre"] for k, v in heldout.items()}}
+  results_lib.write_results(os.path.join(_OUT.value, "comparison.json"),
+                            _record("mixture_study_comparison", metrics, t0, **out))
   print(json.dumps({m: round(c["mean_loss"], 4) for m, c in comparison.items()}), verdict)
   print("held-out MRE on the larger model's runs:", {k: f"{v['mre']:.3%}" for k, v in heldout.items()})
   _plots(comparison, heldout)
@@ -279,9 +293,10 @@ def main(argv):
     rows = [r for n, r in _runs().items() if n in small_names]
     print("wrote", write_table(rows, os.path.join(_OUT.value, "small_runs.csv")), f"({len(rows)} runs)")
   elif _PHASE.value == "big":
+    t0 = time.time()
     mixes = big_mixtures()
-    with open(os.path.join(_OUT.value, "big_mixtures.json"), "w") as f:
-      json.dump(mixes, f, indent=2)
+    results_lib.write_results(os.path.join(_OUT.value, "big_mixtures.json"),
+                              _record("mixture_study_big_mixtures", {"mixtures": mixes}, t0, mixtures=mixes))
     dim, targets = _big_scale()
     print(json.dumps(mixes))
     run_all([(run_name(m, dim, targets), w, dim, targets) for m, w in mixes.items()])
