@@ -145,7 +145,7 @@ def select_targets(label_domain_UL: np.ndarray, settings: DomainSettings, num_do
   over = np.flatnonzero(counts > pool_K)
   if len(over):
     i = int(over[0])
-    raise ValueError(f"data.domains.targets={total} at weights {tuple(np.round(w, 6))} needs {counts[i]} targets "
+    raise ValueError(f"data.domains.targets={total} at weights {tuple(round(float(x), 6) for x in w)} needs {counts[i]} targets "
                      f"of domain {i}, which has {pool_K[i]}; the most these weights allow is {cap}")
   rng = np.random.default_rng(settings.seed)
   flat = label_domain_UL.reshape(-1)
