@@ -11,8 +11,10 @@ Batch schema (B users, L = data.max_len positions, T packed supervised positions
 Loss: `model.apply` -> outputs [B, L, D] and the tied item table [V, D] -> rows of the packed
 positions -> sampled softmax with uniform catalogue negatives (`loss.kind="sampled_softmax"`) or the
 chunked full softmax. Evaluation: the L2-normalised output at each user's last position against
-every catalogue item (`metrics.retrieval.catalogue_ranks`) -> HR/NDCG@K, MRR. The best epoch is
-the one with the highest NDCG@10 on the evaluated split.
+every catalogue item (`metrics.retrieval.catalogue_ranks`) -> HR/NDCG@K, MRR; with `eval.nll` also
+the mean full-catalogue softmax cross-entropy of the target (`nll`, a validation loss); with
+`eval.save_per_example` each split's per-user ranks (and NLL) go to `<workdir>/eval/<split>.npz`.
+The best epoch is the one with the highest NDCG@10 on the evaluated split.
 
 Item tables: `model.item_table="sid"` gives the model Semantic-ID token tables built from
 `config.sid` (`semantic_ids/catalogue_sids.py` builds the codes, `tasks/sid_items.py` the table rows; cached in the workdir). Cold start: `data.cold_items` > 0 holds
@@ -37,7 +39,7 @@ import numpy as np
 
 from recjax import losses
 from recjax.data import domains, pipeline, registry, splits
-from recjax.metrics.retrieval import catalogue_chunks, catalogue_ranks, metrics_from_ranks
+from recjax.metrics.retrieval import catalogue_chunks, catalogue_nll, catalogue_ranks, metrics_from_ranks
 from recjax.models import build_model, model_class
 from recjax.tasks.base import Task
 
@@ -101,6 +103,27 @@ def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history
     return _ranks(params, batch, ids_NK, valid_NK)
 
   return ranks
+
+
+def make_eval_nll_step(model, catalogue: np.ndarray, num_items: int, temperature: float, item_chunk: int = 4096):
+  """Returns nll(params, batch) -> [B]: each target's cross-entropy under the softmax over the whole
+  catalogue of cosine / temperature (the scores `make_eval_step` ranks; the full softmax that the
+  sampled-softmax training estimates), `metrics.retrieval.catalogue_nll`."""
+  if not temperature > 0:
+    raise ValueError(f"loss.temperature must be > 0 for the evaluation NLL, got {temperature}")
+  ids_NK, valid_NK = (jnp.asarray(a) for a in catalogue_chunks(catalogue, num_items, item_chunk))
+
+  @jax.jit
+  def _nll(params, batch, ids_NK, valid_NK):
+    out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
+    rows = jnp.arange(out_BLD.shape[0])
+    u_BD = losses.l2_normalize(out_BLD[rows, jnp.maximum(batch["lengths"] - 1, 0)])
+    return catalogue_nll(u_BD, table_VD, ids_NK, valid_NK, batch["targets"], scale=1.0 / temperature,
+                         item_transform=losses.l2_normalize)
+
+  def nll(params, batch):
+    return _nll(params, batch, ids_NK, valid_NK)
+  return nll
 
 
 def make_domain_loss_step(model, catalogue: np.ndarray, temperature: float, num_domains: int,
@@ -257,6 +280,10 @@ class RetrievalTask(Task):
     eval_step = make_eval_step(model, self.catalogue, self.seqs.num_items, ec.exclude_history,
                                ec.get("item_chunk", 4096))
     ks = tuple(ec.ks)
+    nll_step = None
+    if ec.get("nll", False):
+      nll_step = make_eval_nll_step(model, self.catalogue, self.seqs.num_items, self.config.loss.temperature,
+                                    ec.get("item_chunk", 4096))
     loss_step = None
     if self.mixture is not None:
       loss_step = make_domain_loss_step(model, self.train_catalogue, self.config.loss.temperature, self.num_domains,
@@ -266,10 +293,17 @@ class RetrievalTask(Task):
       examples = self.examples[split]
       ranks = eval_ranks(eval_step, params, examples, ec.batch_size)
       metrics = metrics_from_ranks(ranks, ks)
+      per_example = {"user_ids": examples.user_ids, "ranks": ranks}
+      if nll_step is not None:
+        per_example["nll"] = eval_ranks(nll_step, params, examples, ec.batch_size)
+        metrics["nll"] = float(np.mean(per_example["nll"]))
       if loss_step is not None:
         metrics.update(domain_losses(loss_step, params, examples, self.eval_domains[split], ec.batch_size))
       if len(self.cold_items):
         metrics.update(cold_warm_metrics(ranks, examples.targets, self.cold_items, ks))
+      if ec.get("save_per_example", False):   # the last evaluation of each split stays: bootstrap over users
+        os.makedirs(os.path.join(self.workdir, "eval"), exist_ok=True)
+        np.savez(os.path.join(self.workdir, "eval", f"{split}.npz"), **per_example)
       return metrics
     return run
 
