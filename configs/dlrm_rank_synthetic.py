@@ -6,7 +6,10 @@ embedding; their pairwise dot products with the mean history and candidate token
 
 Command:   python -m experiments.run --config=configs/dlrm_rank_synthetic.py
 Quick:     python -m experiments.run --config=configs/dlrm_rank_synthetic.py:quick
-Hardware:  2-core x86 CPU; faster than the HSTU job.
+Hardware:  2-core x86 CPU; faster than the HSTU job: 6 min at seed 42, 6-14 min per seed on the shared box.
+Result:    results/synthetic/dlrm_rank_synthetic.json (seed 42) and _seed{1,2,3}.json (`--config.seed=S
+           --config.name=dlrm_rank_synthetic_seedS`): test mean NE 0.9606 ± 0.0019 over the four seeds
+           (0.9588, 0.9627, 0.9593, 0.9618), best validation epoch 5 at each.
 """
 import ml_collections
 

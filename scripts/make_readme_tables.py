@@ -172,34 +172,53 @@ def speed_table() -> str:
 RANKING_HEADLINE_TASKS = ("is_click", "long_view", "rating_ge_4", "rating_eq_5")
 
 
+def _same_or_mean_std(values) -> str:
+  """A value every seed shares (the synthetic oracle: the world does not depend on the seed) bare."""
+  return f"{values[0]:.4f}" if max(values) - min(values) < 1e-12 else _mean_std(values)
+
+
 def ranking_table() -> str:
-  """Ranking runs (`config.task="ranking"`): test metrics at the epoch chosen on validation NE."""
-  rows = []
+  """Ranking runs (`config.task="ranking"`): test metrics at the epoch chosen on validation NE.
+
+  One row per (dataset, config): the runs `<config>.json` (the config's default seed) and
+  `<config>_seed<S>.json` (`--config.seed=S --config.name=<config>_seed<S>`) are seeds of one
+  config and show as mean ± std (sample std) over the seeds, with a link to each seed's file.
+  """
+  groups: dict[tuple[str, str], list[tuple[str, dict]]] = {}
   for path in sorted(glob.glob(os.path.join(ROOT, "results", "*", "*.json"))):
     r = json.load(open(path))
     if r.get("task") != "ranking" or r.get("config", "").endswith("_quick"):
       continue
-    rows.append((os.path.relpath(path, ROOT), r))
-  if not rows:
-    return "_no ranking runs yet_"
-  out = ["| dataset | run (config) | test mean NE | AUC | GAUC | oracle NE | share of gap closed (mean NE) | "
-         "NE per headline task | steps | wall-clock | seed |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
-  fmt = lambda v: "–" if v is None else f"{v:.4f}"
-  for rel, r in sorted(rows, key=lambda x: (x[1]["dataset"], x[1]["metrics"]["test"]["mean"]["ne"])):
-    t = r["metrics"]["test"]
-    m = t["mean"]
-    oracle = m.get("oracle_ne")
-    # (NE_base − NE_model) / (NE_base − NE_oracle) with NE_base = 1 (NE is normalised by the base rate),
-    # on the task-averaged NE: per-task ratios of rare feedbacks have tiny denominators.
-    share = (1 - m["ne"]) / (1 - oracle) if oracle is not None and oracle < 1 else None
-    per_task = ", ".join(f"{k} {t[k]['ne']:.4f}" for k in RANKING_HEADLINE_TASKS if k in t) or "–"
     # The run's config name, not the model's: two configs of one model (e.g. 1 and 2 transducer
     # streams, short and full runs) must be told apart.
-    out.append(f"| {r['dataset']} | [{r.get('config') or r['model']}]({rel}) | {fmt(m['ne'])} | {fmt(m.get('auc'))} | "
-               f"{fmt(m.get('gauc'))} | {fmt(oracle)} | {'–' if share is None else f'{share:.2f}'} | "
-               f"{per_task} | {r['steps']} | "
-               f"{_fmt_time(r['wall_clock_s'])} | {r['seed']} |")
+    name = _group_name(r.get("config") or r["model"])
+    groups.setdefault((r["dataset"], name), []).append((os.path.relpath(path, ROOT), r))
+  if not groups:
+    return "_no ranking runs yet_"
+  out = ["| dataset | run (config) | seeds | test mean NE | AUC | GAUC | oracle NE | share of gap closed (mean NE) | "
+         "gap closed per task, averaged | NE per headline task | steps | wall-clock / seed |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  ms = lambda vs: "–" if not vs or any(v is None for v in vs) else _mean_std(vs)
+  mean_ne = lambda rs: sum(r["metrics"]["test"]["mean"]["ne"] for _, r in rs) / len(rs)
+  for (dataset, name), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], mean_ne(kv[1]))):
+    rs = sorted(rs, key=lambda x: x[1]["seed"])
+    tests = [r["metrics"]["test"] for _, r in rs]
+    means = [t["mean"] for t in tests]
+    oracles = [m.get("oracle_ne") for m in means]
+    has_oracle = all(o is not None and o < 1 for o in oracles)
+    # (NE_base − NE_model) / (NE_base − NE_oracle) with NE_base = 1 (NE is normalised by the base rate),
+    # on the task-averaged NE: per-task ratios of rare feedbacks have tiny denominators. The next
+    # column is the task's own average of the per-task ratios (`metrics.test.mean.gap_closed`).
+    share = [(1 - m["ne"]) / (1 - o) for m, o in zip(means, oracles)] if has_oracle else None
+    per_task = ", ".join(f"{k} {ms([t[k]['ne'] for t in tests])}" for k in RANKING_HEADLINE_TASKS
+                         if all(k in t for t in tests)) or "–"
+    links = ", ".join(f"[{r['seed']}]({rel})" + (" (PARTIAL)" if r.get("partial") else "") for rel, r in rs)
+    steps = "/".join(sorted({str(r["steps"]) for _, r in rs}, key=int))
+    wall = _fmt_time(sum(r["wall_clock_s"] for _, r in rs) / len(rs))
+    out.append(f"| {dataset} | {name} | {links} | {ms([m['ne'] for m in means])} | {ms([m.get('auc') for m in means])} | "
+               f"{ms([m.get('gauc') for m in means])} | {_same_or_mean_std(oracles) if has_oracle else '–'} | "
+               f"{'–' if share is None else _mean_std(share)} | {ms([m.get('gap_closed') for m in means])} | "
+               f"{per_task} | {steps} | {wall} |")
   return "\n".join(out)
 
 

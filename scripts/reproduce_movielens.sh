@@ -5,6 +5,8 @@
 # Each run writes results/<dataset>/<config>_seed<S>.json. ML-1M HSTU takes ~30 min per seed on a
 # 2-core CPU, SASRec ~40 min, the ML-1M half runs ~15 min, ML-100K a few minutes, HSTU-large hours.
 #   usage: SEEDS="1 2 3" scripts/reproduce_movielens.sh [config ...]   (default: all MovieLens configs)
+# Any config works the same way: `scripts/reproduce_movielens.sh hstu_rank_synthetic dlrm_rank_synthetic
+# din_rank_synthetic` gives the seeded rows of the README ranking table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

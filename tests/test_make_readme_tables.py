@@ -1,0 +1,78 @@
+"""scripts/make_readme_tables.py: the ranking table groups a config's seeds into one mean ± std row."""
+import json
+import os
+import statistics
+
+import pytest
+
+from scripts import make_readme_tables as tables
+
+
+def _ranking_result(config, seed, ne_tasks, oracle=(0.5, 0.9), partial=False):
+  """A minimal ranking results file: two tasks, per-task NE given, mean = their average."""
+  tasks = {}
+  for name, ne, o in zip(("is_click", "is_like"), ne_tasks, oracle):
+    tasks[name] = {"ne": ne, "auc": 0.7, "gauc": 0.6, "oracle_ne": o, "gap_closed": (1 - ne) / (1 - o)}
+  mean = {k: statistics.fmean(t[k] for t in tasks.values()) for k in ("ne", "auc", "gauc", "oracle_ne", "gap_closed")}
+  return {"dataset": "synthetic", "model": config.split("_")[0], "config": config, "task": "ranking",
+          "seed": seed, "steps": 10, "wall_clock_s": 60.0, "partial": partial,
+          "metrics": {"test": {**tasks, "mean": mean}}}
+
+
+def _write(root, record):
+  path = os.path.join(root, "results", record["dataset"], record["config"] + ".json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(record, f)
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+  monkeypatch.setattr(tables, "ROOT", str(tmp_path))
+  return str(tmp_path)
+
+
+def _rows(table):
+  return {line.split(" | ")[1]: line.split(" | ") for line in table.splitlines()[2:]}
+
+
+def test_seeds_of_one_config_form_one_row_with_mean_std_and_links(root):
+  runs = [_ranking_result("hstu_rank_x", 42, (0.80, 0.95)),
+          _ranking_result("hstu_rank_x_seed1", 1, (0.70, 0.97)),
+          _ranking_result("hstu_rank_x_seed2", 2, (0.75, 0.99), partial=True),
+          _ranking_result("dlrm_rank_x", 42, (0.60, 0.90))]
+  for r in runs:
+    _write(root, r)
+  _write(root, {**runs[0], "config": "hstu_rank_x_quick"})   # quick runs are not results
+  _write(root, {**runs[0], "config": "hstu_x", "task": "retrieval"})
+  table = tables.ranking_table()
+  rows = _rows(table)
+  assert set(rows) == {"hstu_rank_x", "dlrm_rank_x"}
+  # Sorted by mean NE within the dataset: DLRM (0.75) before HSTU (≈ 0.86).
+  assert table.splitlines()[2].split(" | ")[1] == "dlrm_rank_x"
+  hstu = rows["hstu_rank_x"]
+  assert hstu[2] == ("[1](results/synthetic/hstu_rank_x_seed1.json), "
+                     "[2](results/synthetic/hstu_rank_x_seed2.json) (PARTIAL), [42](results/synthetic/hstu_rank_x.json)")
+  mean_ne = [statistics.fmean(r["metrics"]["test"][t]["ne"] for t in ("is_click", "is_like")) for r in runs[:3]]
+  assert hstu[3] == f"{statistics.fmean(mean_ne):.4f} ± {statistics.stdev(mean_ne):.4f}"
+  assert hstu[6] == "0.7000"   # the oracle does not depend on the seed: shown bare
+  share = [(1 - ne) / (1 - 0.7) for ne in mean_ne]   # gap closed on the task-averaged NE
+  assert hstu[7] == f"{statistics.fmean(share):.4f} ± {statistics.stdev(share):.4f}"
+  per_task = [r["metrics"]["test"]["mean"]["gap_closed"] for r in runs[:3]]   # average of per-task shares
+  assert hstu[8] == f"{statistics.fmean(per_task):.4f} ± {statistics.stdev(per_task):.4f}"
+  click = [r["metrics"]["test"]["is_click"]["ne"] for r in runs[:3]]
+  assert hstu[9] == f"is_click {statistics.fmean(click):.4f} ± {statistics.stdev(click):.4f}"
+  # A single run is shown bare, with its one link.
+  assert rows["dlrm_rank_x"][2] == "[42](results/synthetic/dlrm_rank_x.json)"
+  assert rows["dlrm_rank_x"][3] == "0.7500"
+
+
+def test_no_oracle_shows_dashes(root):
+  r = _ranking_result("hstu_rank_ml", 42, (0.8, 0.9))
+  r["dataset"] = "ml-100k"
+  for t in r["metrics"]["test"].values():
+    for k in ("oracle_ne", "gap_closed"):
+      t.pop(k)
+  _write(root, r)
+  row = _rows(tables.ranking_table())["hstu_rank_ml"]
+  assert row[6:9] == ["–", "–", "–"]
