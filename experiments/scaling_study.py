@@ -1,7 +1,7 @@
 """The compute-scaling study's table, fits and plot from a folder of runs (configs/scaling_ml1m.py).
 
-    python -m experiments.scaling_study --runs_dir=results/scaling/runs --out=results/scaling/ml1m_scaling
-        [--workdirs=workdirs/scaling_ml1m] [--a=hstu --b=sasrec] [--num_bootstrap=1000] [--seed=0]
+    python -m experiments.scaling_study --runs_dir=results/scaling/runs --out_stem=results/scaling/ml1m_scaling
+        [--runs_workdirs=workdirs/scaling_ml1m] [--a=hstu --b=sasrec] [--num_bootstrap=1000] [--bootstrap_seed=0]
 
 Reads every results file of `--runs_dir` (written by experiments/run.py; partial ones are skipped)
 and writes
@@ -16,7 +16,7 @@ and writes
               runs; the scaling efficiency of A over B (slope ratio η_A/η_B and the iso-quality
               compute ratio at the geometric mean of all runs' compute) with two intervals: over
               runs (each family's runs resampled), and over validation users (one resample of the
-              users shared by every run, runs fixed; needs `--workdirs`, where each run saved its
+              users shared by every run, runs fixed; needs `--runs_workdirs`, where each run saved its
               per-user ranks and NLL), and over users plus seed noise where a size of each family has
               several seeds (Gaussian, that size's sd at every size); and the seed spread;
   <out>.png   validation NDCG@10 and validation loss against training FLOPs, fits and bands.
@@ -41,14 +41,16 @@ from recjax.scaling import fits
 from recjax.train import results
 
 _RUNS_DIR = flags.DEFINE_string("runs_dir", "results/scaling/runs", "folder of the runs' results JSON files")
-_OUT = flags.DEFINE_string("out", "results/scaling/ml1m_scaling", "output path without extension")
-_WORKDIRS = flags.DEFINE_string("workdirs", "workdirs/scaling_ml1m", "the runs' workdirs (per-user arrays in "
+# Flag names are process-global in absl: these must not collide with other experiments modules
+# (mixture_study defines --out and --workdirs; tests import both into one process).
+_OUT = flags.DEFINE_string("out_stem", "results/scaling/ml1m_scaling", "output path without extension")
+_WORKDIRS = flags.DEFINE_string("runs_workdirs", "workdirs/scaling_ml1m", "the runs' workdirs (per-user arrays in "
                                 "<workdir>/eval/valid.npz); '' skips the bootstrap over users")
 _A = flags.DEFINE_string("a", "hstu", "the family whose efficiency is measured")
 _B = flags.DEFINE_string("b", "sasrec", "the baseline family")
 _FIT_SEED = flags.DEFINE_integer("fit_seed", 42, "the seed whose runs are fitted")
 _NUM_BOOTSTRAP = flags.DEFINE_integer("num_bootstrap", 1000, "bootstrap resamples (runs and users)")
-_SEED = flags.DEFINE_integer("seed", 0, "bootstrap seed")
+_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "bootstrap seed")
 
 COLUMNS = ("model", "size", "dim", "blocks", "seed", "params_total", "params_non_embedding", "train_flops",
            "examples_seen", "flops_per_example", "valid_nll", "valid_ndcg@10", "valid_hr@10", "test_nll",

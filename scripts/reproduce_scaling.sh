@@ -51,5 +51,5 @@ if [[ "$STAGE" == all || "$STAGE" == runs ]]; then
 fi
 
 if [[ "$STAGE" == all || "$STAGE" == fit ]]; then
-  nice -n 10 "$PY" -m experiments.scaling_study --runs_dir="$RUNS" --out=results/scaling/ml1m_scaling
+  nice -n 10 "$PY" -m experiments.scaling_study --runs_dir="$RUNS" --out_stem=results/scaling/ml1m_scaling
 fi
