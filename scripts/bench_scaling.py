@@ -1,7 +1,8 @@
 """Weak scaling of the sharded train step on host devices (1, 2, 4, 8), and the two row-sharded lookups.
 
     python scripts/bench_scaling.py [--devices 8] [--per_device_batch 16] [--steps 10]
-                                    [--out results/bench/scaling_cpu.json]
+                                    [--parts steps,lookups] [--out results/bench/scaling_cpu.json]
+    python scripts/bench_scaling.py --parts lookups --out results/bench/lookups_cpu.json
 
 A small HSTU on synthetic sequences; the batch grows with the mesh (per-device batch fixed, mesh
 `n x 1`, table row-sharded over all devices, dense parameters replicated). Every row runs the same
@@ -10,7 +11,9 @@ the "1 (fast paths)" row is the 1-device step with the C++ loss kernel and tiled
 Host devices are XLA:CPU devices splitting this machine's cores, so the numbers test the sharded
 path and its overhead, not a speed-up: ideal weak scaling would keep steps/s flat, here n devices
 share the same cores. It also times `layers/sharded_embedding.py`'s SPMD gather against its
-all-to-all (forward + gradient) on the full mesh.
+all-to-all (forward + gradient) on the full mesh, in alternating rounds (`bench_lookups`).
+The machine's load average before and after goes into the JSON: on a shared machine it says how
+far the absolute times are from an idle one's (the lookups' paired ratio is the robust number).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ def parse_args():
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--lookup_repeats", type=int, default=15, help="timed rounds per lookup (after --warmup calls)")
   p.add_argument("--lookup_rows", default="65536,1048576", help="table sizes for the lookup comparison")
+  p.add_argument("--parts", default="steps,lookups", help="what to time: steps (weak scaling), lookups")
   p.add_argument("--out", default="results/bench/scaling_cpu.json")
   return p.parse_args()
 
@@ -167,37 +171,49 @@ def bench_lookups(n: int, rows: int, dim: int = 64, ids_per_device: int = 4096) 
 
 
 def main():
+  parts = set(ARGS.parts.split(","))
+  if not parts or parts - {"steps", "lookups"}:
+    raise ValueError(f"--parts must name steps and/or lookups, got {ARGS.parts!r}")
+  load_before = os.getloadavg()
   c = config()
   n_max = jax.device_count()
   counts = [n for n in (1, 2, 4, 8, 16) if n <= n_max]
-  ex = synthetic_examples(ARGS.per_device_batch * counts[-1] * 4)
-  rows = [bench_mesh(c, 1, True, ex)] + [bench_mesh(c, n, False, ex) for n in counts]
-  base_sps = rows[1]["steps_per_s"]
-  for r in rows:
-    r["weak_scaling_efficiency"] = r["steps_per_s"] / base_sps
-  lookups = [bench_lookups(counts[-1], int(v)) for v in ARGS.lookup_rows.split(",")]
+  rows, lookups = [], []
+  if "steps" in parts:
+    ex = synthetic_examples(ARGS.per_device_batch * counts[-1] * 4)
+    rows = [bench_mesh(c, 1, True, ex)] + [bench_mesh(c, n, False, ex) for n in counts]
+    base_sps = rows[1]["steps_per_s"]
+    for r in rows:
+      r["weak_scaling_efficiency"] = r["steps_per_s"] / base_sps
+  if "lookups" in parts:
+    lookups = [bench_lookups(counts[-1], int(v)) for v in ARGS.lookup_rows.split(",")]
   record = {
-      "kind": "bench_scaling", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "kind": "bench_scaling", "parts": sorted(parts), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "commit": results.git_commit(),
       "versions": results.versions(), "hardware": results.hardware(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""), "backend": jax.default_backend(),
       "model": {k: c.model[k] for k in ("dim", "num_blocks", "num_heads", "dqk", "dv")} | {
           "table_rows": NUM_ROWS, "max_len": MAX_LEN, "num_negatives": c.loss.num_negatives},
       "per_device_batch": ARGS.per_device_batch, "steps": ARGS.steps, "rows": rows, "lookups": lookups,
+      "lookup_repeats": ARGS.lookup_repeats, "warmup": ARGS.warmup,
+      "load_average_1_5_15min": {"before": list(load_before), "after": list(os.getloadavg())},
       "note": ("host devices share this machine's CPU cores: the table measures the sharded path's "
                "overhead, not a speed-up"),
   }
   hw = record["hardware"]
   print(f"{jax.default_backend()} x {n_max} host devices; {hw.get('cpu')}; per-device batch {ARGS.per_device_batch}")
-  print(f"{'devices':>14s} {'batch':>6s} {'step ms':>8s} {'[q1, q3]':>14s} {'steps/s':>8s} {'ex/s':>8s} {'efficiency':>10s}")
+  print(f"load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")
+  if rows:
+    print(f"{'devices':>14s} {'batch':>6s} {'step ms':>8s} {'[q1, q3]':>14s} {'steps/s':>8s} {'ex/s':>8s} {'efficiency':>10s}")
   for r in rows:
     label = f"{r['devices']}" + (" (fast paths)" if r["fast_paths"] else "")
     iqr = f"[{r['step_s']['q1_s']*1e3:.0f}, {r['step_s']['q3_s']*1e3:.0f}]"
     print(f"{label:>14s} {r['batch_size']:6d} {r['step_s_median']*1e3:8.1f} {iqr:>14s} {r['steps_per_s']:8.2f} "
           f"{r['examples_per_s']:8.0f} {r['weak_scaling_efficiency']:10.2f}")
-  print(f"lookup forward + gradient on {counts[-1]} devices, {ARGS.lookup_repeats} alternating rounds "
-        f"(ms: median [q1, q3] min-max)")
-  print(f"{'table':>14s} {'ids':>7s} {'SPMD gather':>30s} {'all-to-all':>30s} {'a2a/SPMD per round':>20s} faster")
+  if lookups:
+    print(f"lookup forward + gradient on {counts[-1]} devices, {ARGS.lookup_repeats} alternating rounds "
+          f"(ms: median [q1, q3] min-max)")
+    print(f"{'table':>14s} {'ids':>7s} {'SPMD gather':>30s} {'all-to-all':>30s} {'a2a/SPMD per round':>20s} faster")
   for lk in lookups:
     cells = [f"{lk[k]['median_s']*1e3:6.1f} [{lk[k]['q1_s']*1e3:.1f}, {lk[k]['q3_s']*1e3:.1f}] "
              f"{lk[k]['min_s']*1e3:.0f}-{lk[k]['max_s']*1e3:.0f}" for k in ("spmd", "all_to_all")]
