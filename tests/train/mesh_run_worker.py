@@ -2,7 +2,9 @@
 per run) on a tiny retrieval, ranking and generative (TIGER) config, on one device and on 8x1 / 4x2
 meshes, and a run stopped on one mesh and resumed on another. Prints one JSON line of measurements.
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/train/mesh_run_worker.py DIR
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/train/mesh_run_worker.py DIR [TASK ...]
+
+With TASK names (retrieval, ranking, generative), only those tasks.
 """
 import json
 import os
@@ -107,12 +109,15 @@ def differing_metrics(a, b, tol=1e-4, prefix=""):
   return [] if abs(a - b) <= tol * max(abs(a), 1e-12) else [prefix[:-1]]
 
 
-def main(root):
+def main(root, names=None):
+  unknown = sorted(set(names or ()) - set(CONFIGS))
+  if unknown:
+    raise ValueError(f"unknown task(s) {unknown}; known: {sorted(CONFIGS)}")
   sys.path.insert(0, REPO)
   from tests.conftest import write_cyclic_sequences  # pylint: disable=import-outside-toplevel
   write_cyclic_sequences(os.path.join(root, GENERATIVE_DATA), num_users=40, num_items=24, min_len=5, max_len=12)
   out = {}
-  for name in CONFIGS:
+  for name in names or CONFIGS:
     ref_dir = os.path.join(root, f"{name}_1x1")
     ref = run(name, ref_dir, "(1,1)", STEPS)
     ref_p = params(ref_dir, STEPS)
@@ -142,4 +147,4 @@ def main(root):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  main(sys.argv[1], sys.argv[2:])
