@@ -30,6 +30,8 @@ def base() -> ml_collections.ConfigDict:
   c.data.array_record = False                # route the sequences through an array_record cache in the workdir
   c.data.max_len = 200
   c.data.protocol = "last_item"              # the reference: train on all but the last, test on the last
+  # Domain mixture of the training targets (recjax/data/domains.py): field "" = off.
+  c.data.domains = ml_collections.ConfigDict(dict(field="", weights=(), natural=False, targets=0, seed=0))
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "hstu"

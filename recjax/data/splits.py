@@ -118,6 +118,30 @@ def eval_examples(seqs: UserSequences, max_len: int, split: str, protocol: str =
   return EvalExamples(seqs.user_ids[idx], hist, hist_len, targets, htimes, next_times)
 
 
+def train_label_events(seqs: UserSequences, max_len: int, protocol: str = "last_item") -> np.ndarray:
+  """[U, L] int64: the event index (into `seqs.items`, `seqs.extras`) of each label of
+  `train_examples(seqs, max_len, protocol)`, row for row; -1 where the label is padding. Per-event
+  fields (e.g. the tab of a KuaiRand event) of the training targets are `field[idx]` where idx >= 0."""
+  usable = seqs.lengths - _holdout(protocol)
+  idx = np.flatnonzero(usable >= 2)          # the users train_examples keeps
+  starts = np.maximum(usable[idx] - (max_len + 1), 0)
+  n_labels = np.minimum(usable[idx], max_len + 1) - 1
+  cols = np.arange(max_len)[None, :]
+  pos = seqs.offsets[idx][:, None] + starts[:, None] + 1 + cols   # label j is window item j + 1
+  return np.where(cols < n_labels[:, None], pos, -1).astype(np.int64)
+
+
+def eval_target_events(seqs: UserSequences, split: str, protocol: str = "last_item") -> np.ndarray:
+  """[N] int64: the event index of each target of `eval_examples(seqs, _, split, protocol)`, row for row."""
+  target_from_end = 1 if split == "test" else 2
+  eval_examples_check = split == "test" or (split == "valid" and _holdout(protocol) == 2)
+  if not eval_examples_check:
+    raise ValueError(f"protocol {protocol!r} has no {split!r} split")
+  keep = seqs.lengths - target_from_end >= 1
+  idx = np.flatnonzero(keep)
+  return (seqs.offsets[idx] + seqs.lengths[idx] - target_from_end).astype(np.int64)
+
+
 def _mask(a, lens):
   return np.where(np.arange(a.shape[1])[None, :] < lens[:, None], a, 0).astype(np.int32)
 

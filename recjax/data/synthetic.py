@@ -86,6 +86,9 @@ class WorldConfig:
   num_tabs: int = 4
   tab_noise: tuple[float, ...] | None = None   # per-tab P(uniformly random item); None = linspace(0.05, 0.8)
   session_mean_len: float = 8.0     # mean events per session (one tab per session)
+  # Dirichlet concentration of each user's tab preference, one per tab; None = all 1 (the tabs'
+  # overall shares then equal in expectation). Larger alpha_k = tab k more common in the data.
+  tab_alpha: tuple[float, ...] | None = None
   random_exposure_rate: float = 0.01  # share of second-period events that are random exposures
   authors_per_topic: int = 10
   seed: int = 0
@@ -103,6 +106,8 @@ class WorldConfig:
     if self.tab_noise is None:
       object.__setattr__(self, "tab_noise", tuple(float(x) for x in np.linspace(0.05, 0.8, self.num_tabs)))
     object.__setattr__(self, "tab_noise", tuple(float(x) for x in self.tab_noise))
+    if self.tab_alpha is not None:
+      object.__setattr__(self, "tab_alpha", tuple(float(x) for x in self.tab_alpha))
     _validate(self)
 
   @property
@@ -118,6 +123,8 @@ class WorldConfig:
     """Every parameter, less the long-range ones while all hold their defaults (so worlds made
     before they existed keep their fingerprint and world.json)."""
     out = dataclasses.asdict(self)
+    if out["tab_alpha"] is None:   # added after generator version 2: unset keeps old fingerprints
+      del out["tab_alpha"]
     if all(out[f] == _LONG_RANGE_DEFAULTS[f] for f in _LONG_RANGE_DEFAULTS):
       for f in _LONG_RANGE_DEFAULTS:
         del out[f]
@@ -144,6 +151,8 @@ def _validate(cfg: WorldConfig) -> None:
       (1 <= cfg.num_tabs <= kuairand.MAX_TAB + 1, f"num_tabs must lie in 1..{kuairand.MAX_TAB + 1}"),
       (len(cfg.tab_noise) == cfg.num_tabs, "tab_noise needs one value per tab"),
       (all(0 <= x <= 1 for x in cfg.tab_noise), "tab_noise values must lie in [0, 1]"),
+      (cfg.tab_alpha is None or len(cfg.tab_alpha) == cfg.num_tabs, "tab_alpha needs one value per tab"),
+      (cfg.tab_alpha is None or all(x > 0 for x in cfg.tab_alpha), "tab_alpha values must be > 0"),
       (all(0 <= getattr(cfg, f) <= 1 for f in ("interest_drift", "topic_stickiness", "seq_follow",
                                                "random_exposure_rate")),
        "interest_drift, topic_stickiness, seq_follow and random_exposure_rate must lie in [0, 1]"),
@@ -295,7 +304,8 @@ def _event_skeleton(cfg: WorldConfig, rng: np.random.Generator, lengths: np.ndar
   session_start = (pos == 0) | (rng.random(len(user)) < 1 / cfg.session_mean_len)
   session_of = np.cumsum(session_start) - 1
   session_user = user[session_start]
-  tab_pref = rng.dirichlet(np.ones(cfg.num_tabs), cfg.num_users)
+  tab_pref = rng.dirichlet(np.ones(cfg.num_tabs) if cfg.tab_alpha is None else np.asarray(cfg.tab_alpha),
+                          cfg.num_users)
   tab = _sample_rows(rng, tab_pref, session_user)[session_of]
   # A session belongs to the period its first event falls in (by share of the user's history).
   period_split = (PERIOD_STARTS[1] - PERIOD_STARTS[0]) / (PERIOD_END - PERIOD_STARTS[0])
@@ -714,4 +724,6 @@ def load_world_config(out_dir: str | os.PathLike) -> WorldConfig:
   with open(os.path.join(os.fspath(out_dir), "world.json"), encoding="utf-8") as f:
     cfg = json.load(f)["config"]
   cfg["tab_noise"] = tuple(cfg["tab_noise"])
+  if cfg.get("tab_alpha") is not None:
+    cfg["tab_alpha"] = tuple(cfg["tab_alpha"])
   return WorldConfig(**cfg)

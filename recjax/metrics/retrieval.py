@@ -9,6 +9,9 @@ MRR     = 1 / rank
 These match the HSTU reference evaluation (papers.md §3.5 items 34-38) except that the reference
 truncates its candidate list at 2,500, so its MRR counts ranks > 2,500 as 1/2,501; ours is exact.
 
+`catalogue_nll`: each target's cross-entropy under a softmax over the catalogue (a validation
+loss, streamed the same way).
+
 Two ways to get the ranks from user vectors and an item table: `catalogue_ranks` streams the
 catalogue in chunks (what evaluation runs: memory O(B * item_chunk), never B x catalogue), and
 `catalogue_ranks_reference` builds the dense [B, C] scores and [B, V] history mask (the old
@@ -140,6 +143,38 @@ def catalogue_ranks(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, 
   return rank
 
 
+def catalogue_nll(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, valid_NK: jax.Array,
+                  targets_B: jax.Array, *, scale: float = 1.0,
+                  item_transform: Callable[[jax.Array], jax.Array] = _identity) -> jax.Array:
+  """Cross-entropy of each target under a softmax over the whole catalogue -> [B] float32 (jit-able).
+
+  nll = logsumexp_c(scale · s_c) − scale · s_target, s = user . item_transform(item row), c over the
+  valid entries of the chunked catalogue (`catalogue_chunks`), streamed with a running max so memory
+  is one chunk's [B, K] scores. No history filter: this is the loss the softmax training estimates
+  (the sampled softmax samples this denominator), so it compares models trained with it.
+  """
+  if user_BD.ndim != 2 or items_VD.ndim != 2 or user_BD.shape[1] != items_VD.shape[1]:
+    raise ValueError(f"user_BD [B, D] and items_VD [V, D] must share D, got {user_BD.shape} and {items_VD.shape}")
+  if ids_NK.shape != valid_NK.shape or ids_NK.ndim != 2:
+    raise ValueError(f"ids_NK and valid_NK must both be [N, K], got {ids_NK.shape} and {valid_NK.shape}")
+  if targets_B.shape != user_BD.shape[:1]:
+    raise ValueError(f"targets_B must be [{user_BD.shape[0]}], got {targets_B.shape}")
+  b = user_BD.shape[0]
+  target_B = scale * jnp.sum(user_BD * item_transform(items_VD[targets_B]), axis=-1)
+
+  def chunk(carry, xs):
+    m_B, s_B = carry
+    ids_K, valid_K = xs
+    z_BK = jnp.where(valid_K[None, :], scale * (user_BD @ item_transform(items_VD[ids_K]).T), -jnp.inf)
+    new_m_B = jnp.maximum(m_B, jnp.max(z_BK, axis=1))
+    s_B = s_B * jnp.exp(m_B - new_m_B) + jnp.sum(jnp.exp(z_BK - new_m_B[:, None]), axis=1)
+    return (new_m_B, s_B), None
+
+  init = (jnp.full((b,), -jnp.inf, jnp.float32), jnp.zeros((b,), jnp.float32))
+  (m_B, s_B), _ = jax.lax.scan(chunk, init, (ids_NK, valid_NK))
+  return m_B + jnp.log(s_B) - target_B
+
+
 def catalogue_ranks_reference(user_BD, items_VD, catalogue_C, targets_B, window_BL=None,
                               item_transform=_identity):
   """The dense form of `catalogue_ranks` (the evaluation path before streaming): [B, C] scores and
@@ -161,6 +196,14 @@ def catalogue_ranks_reference(user_BD, items_VD, catalogue_C, targets_B, window_
   return target_ranks(scores_BC, target_scores, excluded, target_excluded)
 
 
+def per_query(ranks, k: int) -> dict[str, np.ndarray]:
+  """HR@k and NDCG@k of each query -> {"hr": [N], "ndcg": [N]} (their means are `metrics_from_ranks`'s;
+  per query for resampling the queries, e.g. a bootstrap over users)."""
+  r = np.asarray(ranks, np.float64)
+  hit = r <= k
+  return {"hr": hit.astype(np.float64), "ndcg": np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)}
+
+
 def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict[str, float]:
   """Mean HR@K, NDCG@K and MRR over queries."""
   r = np.asarray(ranks, np.float64)
@@ -168,8 +211,8 @@ def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict[str, float]:
     raise ValueError("no queries to evaluate")
   out = {}
   for k in ks:
-    hit = r <= k
-    out[f"hr@{k}"] = float(np.mean(hit))
-    out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)))
+    q = per_query(r, k)
+    out[f"hr@{k}"] = float(np.mean(q["hr"]))
+    out[f"ndcg@{k}"] = float(np.mean(q["ndcg"]))
   out["mrr"] = float(np.mean(np.where(r < MISS_RANK, 1.0 / r, 0.0)))
   return out

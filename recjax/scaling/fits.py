@@ -15,6 +15,10 @@ from resampling A's and B's runs independently:
   (2) iso-quality compute ratio at compute C: the compute B needs to reach the quality A reaches
       at C, divided by C (> 1 when A is more efficient).
 
+`replicate_efficiency` gives the same two ratios with intervals over replicates of each run's quality
+instead (e.g. a bootstrap over the evaluation's users, shared by every run): the noise of the
+measurement, with the runs fixed.
+
 The power law is fitted by variable projection: for a fixed exponent b, (a, c) is a linear least
 squares problem, so only b is searched (a log-spaced grid, then a bounded 1-D refinement). No
 starting values to tune, and the same answer every time.
@@ -215,6 +219,53 @@ def fit_power_law(compute, loss, *, num_bootstrap: int = 1000, level: float = 0.
   return LawFit(law, params, boot, rmse, level)
 
 
+def fit_point(law: str, compute, quality, *, base: float = 10.0, c0: float | None = None) -> Law:
+  """The least-squares law alone, no bootstrap (refits on resampled qualities; `replicate_efficiency`)."""
+  if law not in LAWS:
+    raise ValueError(f"law must be one of {LAWS}, got {law!r}")
+  if law == "power_law":
+    return _fit_power_law_points(*_validate(compute, quality, 4, "fit_point"))
+  c, q = _validate(compute, quality, 2, "fit_point")
+  return _fit_log_linear_points(c, q, base, float(np.exp(np.mean(np.log(c)))) if c0 is None else float(c0))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicateEfficiency:
+  """Efficiency of A over B and each family's slope, with intervals over quality replicates."""
+  slope_ratio: Estimate
+  iso_compute_ratio: Estimate
+  slope_a: Estimate
+  slope_b: Estimate
+  at_compute: float
+  replicates: int
+
+
+def replicate_efficiency(compute_a, quality_a, replicates_a_SR, compute_b, quality_b, replicates_b_SR, *,
+                         at_compute: float, law: str = "log_linear", level: float = 0.95) -> ReplicateEfficiency:
+  """Slope ratio and iso-quality compute ratio of A over B, with percentile intervals over S
+  replicates of every run's quality (row s of `replicates_a_SR` [S, R_A] and `replicates_b_SR`
+  [S, R_B] is one draw, e.g. one bootstrap resample of the evaluation users shared by all runs).
+
+  The runs stay fixed: the interval is the evaluation's sampling noise, which the bootstrap over
+  runs (`scaling_efficiency`) cannot see, and not the noise of training (seeds)."""
+  ra, rb = np.asarray(replicates_a_SR, np.float64), np.asarray(replicates_b_SR, np.float64)
+  if ra.ndim != 2 or rb.ndim != 2 or ra.shape[0] != rb.shape[0]:
+    raise ValueError(f"replicates must be [S, R_A] and [S, R_B] with the same S, got {ra.shape} and {rb.shape}")
+  if ra.shape[1] != len(compute_a) or rb.shape[1] != len(compute_b):
+    raise ValueError(f"replicates have {ra.shape[1]} and {rb.shape[1]} runs; compute has {len(compute_a)} "
+                     f"and {len(compute_b)}")
+  _check_level(level, ra.shape[0])
+  la, lb = fit_point(law, compute_a, quality_a), fit_point(law, compute_b, quality_b)
+  boot = [(fit_point(law, compute_a, qa), fit_point(law, compute_b, qb)) for qa, qb in zip(ra, rb)]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    slopes = np.array([a.slope / b.slope for a, b in boot])
+    isos = np.array([iso_compute_ratio(a, b, at_compute) for a, b in boot])
+    return ReplicateEfficiency(
+        _estimate(la.slope / lb.slope, slopes, level), _estimate(iso_compute_ratio(la, lb, at_compute), isos, level),
+        _estimate(la.slope, np.array([a.slope for a, _ in boot]), level),
+        _estimate(lb.slope, np.array([b.slope for _, b in boot]), level), float(at_compute), ra.shape[0])
+
+
 def fit_law(law: str, compute, quality, **kwargs) -> LawFit:
   if law not in LAWS:
     raise ValueError(f"law must be one of {LAWS}, got {law!r}")
@@ -288,19 +339,20 @@ def read_compute_runs(path: str, *, compute_column: str = "compute", quality_col
   return {k: (np.array(c), np.array(q)) for k, (c, q) in runs.items()}
 
 
-def plot_scaling(path, families: Mapping[str, tuple], *, law: str = "log_linear", num_bootstrap: int = 200,
-                 level: float = 0.95, seed: int = 0, xlabel: str = "compute (FLOPs)", ylabel: str = "quality",
-                 title: str = "") -> dict[str, LawFit]:
-  """PNG of quality against log compute: each family's runs, its fitted law and the bootstrap band.
+@dataclasses.dataclass(frozen=True)
+class Panel:
+  """One axis of `plot_panels`: families name -> (compute [R], quality [R]), the law, the y label."""
+  families: Mapping[str, tuple]
+  law: str = "log_linear"
+  ylabel: str = "quality"
 
-  families: name -> (compute [R], quality [R]). Returns the fits by name."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+def _draw(ax, families: Mapping[str, tuple], law: str, num_bootstrap: int, level: float, seed: int,
+          xlabel: str, ylabel: str, title: str) -> dict[str, LawFit]:
+  """Each family's runs, fitted law and bootstrap band on `ax` -> the fits by name."""
   if not families:
     raise ValueError("plot_scaling: no families to plot")
   fits = {}
-  fig, ax = plt.subplots(figsize=(6.4, 4.4))
   for k, (name, (compute, quality)) in enumerate(families.items()):
     fit = fit_law(law, compute, quality, num_bootstrap=num_bootstrap, level=level, seed=seed + k)
     fits[name] = fit
@@ -317,10 +369,46 @@ def plot_scaling(path, families: Mapping[str, tuple], *, law: str = "log_linear"
   ax.set_xscale("log")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title or f"{law.replace('_', '-')} fits, {round(100 * level)}% bootstrap bands")
+  ax.set_title(title)
   ax.legend(fontsize=8)
   ax.grid(True, which="both", alpha=0.3)
+  return fits
+
+
+def plot_scaling(path, families: Mapping[str, tuple], *, law: str = "log_linear", num_bootstrap: int = 200,
+                 level: float = 0.95, seed: int = 0, xlabel: str = "compute (FLOPs)", ylabel: str = "quality",
+                 title: str = "") -> dict[str, LawFit]:
+  """PNG of quality against log compute: each family's runs, its fitted law and the bootstrap band.
+
+  families: name -> (compute [R], quality [R]). Returns the fits by name."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  if not families:
+    raise ValueError("plot_scaling: no families to plot")
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  fits = _draw(ax, families, law, num_bootstrap, level, seed, xlabel, ylabel,
+               title or f"{law.replace('_', '-')} fits, {round(100 * level)}% bootstrap bands")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return fits
+
+
+def plot_panels(path, panels: list[Panel], *, num_bootstrap: int = 200, level: float = 0.95, seed: int = 0,
+                xlabel: str = "compute (FLOPs)", title: str = "") -> list[dict[str, LawFit]]:
+  """One PNG with a `plot_scaling` axis per panel, side by side -> the fits of each panel."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  if not panels:
+    raise ValueError("plot_panels: no panels")
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
+  out = [_draw(ax, p.families, p.law, num_bootstrap, level, seed, xlabel, p.ylabel, p.law.replace("_", "-"))
+         for ax, p in zip(axes[0], panels)]
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return out

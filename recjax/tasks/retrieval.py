@@ -11,17 +11,25 @@ Batch schema (B users, L = data.max_len positions, T packed supervised positions
 Loss: `model.apply` -> outputs [B, L, D] and the tied item table [V, D] -> rows of the packed
 positions -> sampled softmax with uniform catalogue negatives (`loss.kind="sampled_softmax"`) or the
 chunked full softmax. Evaluation: the L2-normalised output at each user's last position against
-every catalogue item (`metrics.retrieval.catalogue_ranks`) -> HR/NDCG@K, MRR. The best epoch is
-the one with the highest NDCG@10 on the evaluated split.
+every catalogue item (`metrics.retrieval.catalogue_ranks`) -> HR/NDCG@K, MRR; with `eval.nll` also
+the mean full-catalogue softmax cross-entropy of the target (`nll`, a validation loss); with
+`eval.save_per_example` each split's per-user ranks (and NLL) go to `<workdir>/eval/<split>.npz`.
+The best epoch is the one with the highest NDCG@10 on the evaluated split.
 
 Item tables: `model.item_table="sid"` gives the model Semantic-ID token tables built from
 `config.sid` (`semantic_ids/catalogue_sids.py` builds the codes, `tasks/sid_items.py` the table rows; cached in the workdir). Cold start: `data.cold_items` > 0 holds
 that share of the catalogue out of training (`data.splits.cold_start_split`, drawn with
 `data.cold_seed`) and out of the sampled negatives; the metrics then add `warm` and `cold`: the
 same measures over the evaluated targets that are warm / cold items.
+
+Domain mixtures: `data.domains` (`data/domains.py`) keeps only a chosen share of the training
+targets from each domain (e.g. each synthetic tab); the evaluation then adds `domain_loss`, the
+full-softmax cross-entropy of the evaluated targets of each domain (the held-out loss per domain
+of the data-mixture law), and `loss`, the same over all targets.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from absl import logging
@@ -30,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from recjax import losses
-from recjax.data import pipeline, registry, splits
-from recjax.metrics.retrieval import catalogue_chunks, catalogue_ranks, metrics_from_ranks
+from recjax.data import domains, pipeline, registry, splits
+from recjax.metrics.retrieval import catalogue_chunks, catalogue_nll, catalogue_ranks, metrics_from_ranks
 from recjax.models import build_model, model_class
 from recjax.tasks.base import Task
 
@@ -97,6 +105,69 @@ def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history
   return ranks
 
 
+def make_eval_nll_step(model, catalogue: np.ndarray, num_items: int, temperature: float, item_chunk: int = 4096):
+  """Returns nll(params, batch) -> [B]: each target's cross-entropy under the softmax over the whole
+  catalogue of cosine / temperature (the scores `make_eval_step` ranks; the full softmax that the
+  sampled-softmax training estimates), `metrics.retrieval.catalogue_nll`."""
+  if not temperature > 0:
+    raise ValueError(f"loss.temperature must be > 0 for the evaluation NLL, got {temperature}")
+  ids_NK, valid_NK = (jnp.asarray(a) for a in catalogue_chunks(catalogue, num_items, item_chunk))
+
+  @jax.jit
+  def _nll(params, batch, ids_NK, valid_NK):
+    out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
+    rows = jnp.arange(out_BLD.shape[0])
+    u_BD = losses.l2_normalize(out_BLD[rows, jnp.maximum(batch["lengths"] - 1, 0)])
+    return catalogue_nll(u_BD, table_VD, ids_NK, valid_NK, batch["targets"], scale=1.0 / temperature,
+                         item_transform=losses.l2_normalize)
+
+  def nll(params, batch):
+    return _nll(params, batch, ids_NK, valid_NK)
+  return nll
+
+
+def make_domain_loss_step(model, catalogue: np.ndarray, temperature: float, num_domains: int,
+                          item_chunk: int = 65536):
+  """Returns sums(params, batch) -> ([K] summed cross-entropy, [K] count) of each domain's targets.
+
+  The loss is the training objective's full softmax (`losses.full_softmax_loss`: cosine scores over
+  the catalogue at `temperature`) of the output at each user's last position, without dropout;
+  `batch["domain"]` [B] names each target's domain (-1 = a padding row)."""
+  catalogue = jnp.asarray(catalogue, jnp.int32)
+
+  @jax.jit
+  def sums(params, batch):
+    out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
+    rows = jnp.arange(out_BLD.shape[0])
+    u_BD = out_BLD[rows, jnp.maximum(batch["lengths"] - 1, 0)]
+    loss_K, count_K = [], []
+    for k in range(num_domains):   # K masked means of one loss function: the per-domain sums
+      w_B = (batch["domain"] == k).astype(jnp.float32)
+      mean = losses.full_softmax_loss(u_BD, table_VD, batch["targets"], w_B, temperature=temperature,
+                                      catalogue=catalogue, item_chunk=item_chunk)
+      loss_K.append(mean * jnp.sum(w_B))
+      count_K.append(jnp.sum(w_B))
+    return jnp.stack(loss_K), jnp.stack(count_K)
+
+  return sums
+
+
+def domain_losses(loss_step, params, examples: splits.EvalExamples, domain_N: np.ndarray, batch_size: int) -> dict:
+  """{"domain_loss": {k: mean loss}, "domain_targets": {k: count}, "loss": mean over all targets}."""
+  total, count = 0.0, 0.0
+  start = 0
+  for batch, n in pipeline.eval_batches(examples, batch_size):
+    dom = np.full(batch["lengths"].shape[0], -1, np.int32)
+    dom[:n] = domain_N[start:start + n]
+    start += n
+    l_K, c_K = loss_step(params, {**batch, "domain": dom})
+    total, count = total + np.asarray(l_K, np.float64), count + np.asarray(c_K, np.float64)
+  k = len(total)
+  return {"domain_loss": {str(i): float(total[i] / count[i]) if count[i] else float("nan") for i in range(k)},
+          "domain_targets": {str(i): int(count[i]) for i in range(k)},
+          "loss": float(total.sum() / max(count.sum(), 1.0))}
+
+
 def eval_ranks(eval_step, params, examples: splits.EvalExamples, batch_size: int) -> np.ndarray:
   """[N] rank of each example's target under `eval_step` (from `make_eval_step`)."""
   ranks = []
@@ -146,15 +217,33 @@ class RetrievalTask(Task):
     self.seqs = seqs
     self.sid_report = None
     self.train_ex = splits.train_examples(seqs, max_len, protocol)
+    self.domains = domains.DomainSettings.from_config(config.data.get("domains"))
+    self.mixture, self.eval_domains = None, {}
     self.eval_split = "valid" if protocol == "last_two" else "test"
     # `eval.test_at_each_eval`: the test row is the validation-selected epoch's (TIGER's protocol).
     self.test_at_each_eval = bool(config.eval.get("test_at_each_eval", False)) and self.eval_split != "test"
     self.examples = {self.eval_split: splits.eval_examples(seqs, max_len, self.eval_split, protocol)}
     if "test" not in self.examples:
       self.examples["test"] = splits.eval_examples(seqs, max_len, "test", protocol)
+    if self.domains.enabled:
+      self._apply_mixture(seqs)
     self.workdir = workdir
     if np.isin(self.examples["test"].targets, self.cold_items).any():
       self.test_headline = self.test_headline + ("warm.ndcg@10", "cold.hr@10", "cold.ndcg@10")
+
+  def _apply_mixture(self, seqs):
+    """Keeps the training targets `data.domains` draws; records each evaluated target's domain."""
+    dom_E = domains.event_domains(seqs, self.domains.field)
+    self.num_domains = int(dom_E.max()) + 1
+    cfg = self.config.data
+    events_UL = splits.train_label_events(seqs, cfg.max_len, cfg.protocol)
+    label_dom_UL = np.where(events_UL >= 0, dom_E[np.maximum(events_UL, 0)], -1)
+    self.mixture = domains.select_targets(label_dom_UL, self.domains, self.num_domains)
+    self.train_ex = dataclasses.replace(
+        self.train_ex, labels=np.where(self.mixture.keep_UL, self.train_ex.labels, 0).astype(np.int32))
+    self.eval_domains = {split: dom_E[splits.eval_target_events(seqs, split, cfg.protocol)]
+                         for split in self.examples}
+    logging.info("domain mixture over %s: %s", self.domains.field, self.mixture.summary())
 
   def build_model(self):
     model_cfg, notes = resolve_model_config(self.config, self.seqs)
@@ -191,13 +280,30 @@ class RetrievalTask(Task):
     eval_step = make_eval_step(model, self.catalogue, self.seqs.num_items, ec.exclude_history,
                                ec.get("item_chunk", 4096))
     ks = tuple(ec.ks)
+    nll_step = None
+    if ec.get("nll", False):
+      nll_step = make_eval_nll_step(model, self.catalogue, self.seqs.num_items, self.config.loss.temperature,
+                                    ec.get("item_chunk", 4096))
+    loss_step = None
+    if self.mixture is not None:
+      loss_step = make_domain_loss_step(model, self.train_catalogue, self.config.loss.temperature, self.num_domains,
+                                        self.config.loss.get("item_chunk", 65536))
 
     def run(params, split: str) -> dict:
       examples = self.examples[split]
       ranks = eval_ranks(eval_step, params, examples, ec.batch_size)
       metrics = metrics_from_ranks(ranks, ks)
+      per_example = {"user_ids": examples.user_ids, "ranks": ranks}
+      if nll_step is not None:
+        per_example["nll"] = eval_ranks(nll_step, params, examples, ec.batch_size)
+        metrics["nll"] = float(np.mean(per_example["nll"]))
+      if loss_step is not None:
+        metrics.update(domain_losses(loss_step, params, examples, self.eval_domains[split], ec.batch_size))
       if len(self.cold_items):
         metrics.update(cold_warm_metrics(ranks, examples.targets, self.cold_items, ks))
+      if ec.get("save_per_example", False):   # the last evaluation of each split stays: bootstrap over users
+        os.makedirs(os.path.join(self.workdir, "eval"), exist_ok=True)
+        np.savez(os.path.join(self.workdir, "eval", f"{split}.npz"), **per_example)
       return metrics
     return run
 
@@ -208,7 +314,9 @@ class RetrievalTask(Task):
             "eval_examples": len(self.examples[self.eval_split]), "test_examples": len(self.examples["test"]),
             "has_timestamps": seqs.has_timestamps, "source": seqs.source,
             "cold_items": int(len(self.cold_items)),
-            "cold_test_targets": int(np.isin(self.examples["test"].targets, self.cold_items).sum())}
+            "cold_test_targets": int(np.isin(self.examples["test"].targets, self.cold_items).sum()),
+            **({"domain_mixture": {"field": self.domains.field, **self.mixture.summary()}}
+               if self.mixture is not None else {})}
 
   def results_extra(self, params) -> dict:
     """The item representation's parameter count beside what an ID table [V, D] would hold."""

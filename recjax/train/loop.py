@@ -12,7 +12,8 @@ MFU (`train.count_flops`): the step's FLOPs are counted once per batch shape (XL
 the compiled step, `scaling.flops.FlopsByShape`: one extra compile per shape, cached), and the
 steps between two log points (both after a host sync) give the achieved FLOP/s; MFU against a
 matmul peak measured on this device (and the datasheet peak where one exists) goes to TensorBoard
-at each log point and into the summary.
+at each log point and into the summary. The summary's `train_flops` sums the counted FLOPs of every
+training step (each step at its own batch shape), with the examples and steps it covers.
 
 Mesh (`config.mesh`, train/mesh.py): on more than one device the fast paths that cannot partition
 are turned off before the task builds its model and loss (`resolve_fast_paths`, noted in the
@@ -62,10 +63,15 @@ class _FlopMeter:
     self._pending = 0.0          # FLOPs of the steps since the last log point
     self._steps = 0
     self._t_last = None
+    # The whole run's count (`train_flops`): carried through checkpoints, so a resumed run counts all steps.
+    self.train = {"flops": 0.0, "examples": 0, "steps": 0}
 
   def before_step(self, state, batch) -> None:
-    self._pending += self._count(state, batch).total   # cached per shape: no compile after the first
+    counted = self._count(state, batch)   # cached per shape: no compile after the first
+    self._pending += counted.total
     self._steps += 1
+    self.train = {"flops": self.train["flops"] + counted.total, "examples": self.train["examples"] + counted.examples,
+                  "steps": self.train["steps"] + 1}
 
   def at_log_point(self) -> dict:
     """After a host sync: the interval's MFU scalars ({} for the first interval, which compiles)."""
@@ -88,6 +94,7 @@ class _FlopMeter:
   def summary(self) -> dict:
     """{"flops": one StepFlops summary per batch shape seen, "mfu": MfuMeter report or None}."""
     return {"flops": [c.summary() for c in self._count.counted()],
+            "train_flops": {**self.train, "per_example": self.train["flops"] / max(self.train["examples"], 1)},
             "mfu": self._meter.report() if self._meter is not None and self._meter.steps else None}
 
 
@@ -147,6 +154,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   history, wall_before, start_step, segments, config_changes = [], 0.0, 0, [], {}
+  restored_train_flops = None
   latest = ckpt.latest_step()
   if latest is not None:
     # Checked before the state is restored: a changed model would fail there with a shape error.
@@ -157,6 +165,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     it.set_state(meta["loader_state"])
     history, wall_before, start_step = meta["history"], meta["wall_clock_s"], meta["step"]
     segments = meta.get("segments", [])
+    restored_train_flops = meta.get("train_flops")
     logging.info("resumed from %s at step %d", ckpt, start_step)
     if jax.process_index() == 0:
       print(f"resumed from checkpoint at step {start_step}", flush=True)
@@ -177,6 +186,9 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     return evaluate_params(mesh_lib.gather_for_evaluation(params), split)
 
   flop_meter = _FlopMeter(train_step, task, model_cfg) if tc.get("count_flops", True) else None
+  if flop_meter is not None and latest is not None:
+    # A checkpoint without the count (older code, or counting off) leaves steps < the run's steps.
+    flop_meter.train = dict(restored_train_flops or flop_meter.train)
   progress = Progress(workdir, total_steps, start_step, quiet=jax.process_index() != 0)
   eval_every = tc.eval_every_epochs
   eval_split = task.eval_split
@@ -187,7 +199,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
   def meta(step):
     return {"step": step, "loader_state": it.get_state(), "history": history, "wall_clock_s": wall(),
-            "segments": segments, "config": config_check.config_record(config)}
+            "segments": segments, "config": config_check.config_record(config),
+            **({"train_flops": flop_meter.train} if flop_meter is not None else {})}
 
   def headline(metrics, keys):
     return " ".join(f"{k} {lookup(metrics, k):.4f}" for k in keys)

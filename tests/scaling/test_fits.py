@@ -117,3 +117,25 @@ def test_read_compute_runs_and_script(tmp_path, capsys):
   bad.write_text("family,flops,quality\nA,1e9,0.8\n")
   with pytest.raises(ValueError, match=r"missing column\(s\) \['compute'\]"):
     fits.read_compute_runs(str(bad))
+
+
+def test_replicate_efficiency_recovers_slope_ratio_and_its_noise():
+  """Replicates = the true qualities of two log-linear families (η_A = 2·η_B) plus per-draw noise:
+  the point ratio is exact, the interval covers it with a width set by the noise, and fit_point
+  agrees with the bootstrapped fit's point estimate."""
+  ca, qa = _log_linear_runs(0.10, -0.03, 1e10, 0.0, seed=0, compute=np.geomspace(1e9, 1e11, 4))
+  cb, qb = _log_linear_runs(0.08, -0.015, 1e10, 0.0, seed=0, compute=np.geomspace(5e8, 5e10, 4))
+  rng = np.random.default_rng(1)
+  ra, rb = qa + 0.002 * rng.standard_normal((200, 4)), qb + 0.002 * rng.standard_normal((200, 4))
+  eff = fits.replicate_efficiency(ca, qa, ra, cb, qb, rb, at_compute=1e10)
+  assert eff.slope_ratio.value == pytest.approx(2.0, rel=1e-9) and eff.slope_ratio.covers(2.0)
+  assert 0.1 < eff.slope_ratio.hi - eff.slope_ratio.lo < 2.0
+  assert eff.slope_a.value == pytest.approx(-0.03, rel=1e-9) and eff.replicates == 200
+  # A at 1e10 reaches 0.10; B reaches it at 1e10 · 10^((0.10 - 0.08) / 0.015).
+  assert eff.iso_compute_ratio.value == pytest.approx(10 ** (0.02 / 0.015), rel=1e-6)
+  assert fits.fit_point("log_linear", ca, qa).eta == pytest.approx(
+      fits.fit_log_linear(ca, qa, num_bootstrap=10).law.eta, rel=1e-12)
+  with pytest.raises(ValueError, match="same S"):
+    fits.replicate_efficiency(ca, qa, ra, cb, qb, rb[:10], at_compute=1e10)
+  with pytest.raises(ValueError, match="runs"):
+    fits.replicate_efficiency(ca, qa, ra[:, :3], cb, qb, rb, at_compute=1e10)

@@ -115,14 +115,22 @@ def test_ranking_task_weights_must_match_the_tasks(tmp_path):
 def test_ranking_quick_config_runs_end_to_end_with_early_stopping(tmp_path, monkeypatch):
   from recjax.scaling import flops
   from recjax.train import loop
-  counted = []
+  from recjax.train.progress import Progress
+  counted, logged = [], set()
   count = flops.train_step_flops
   monkeypatch.setattr(flops, "train_step_flops", lambda *a, **k: counted.append(1) or count(*a, **k))
+  scalars = Progress.scalars
+  monkeypatch.setattr(Progress, "scalars", lambda self, step, values: logged.update(values) or scalars(self, step, values))
   summary = loop.train_and_evaluate(hstu_rank_synthetic.get_config("quick"), str(tmp_path / "w"))
   # Ranking batches have one shape: the step's FLOPs are counted (compiled for cost analysis) once,
   # not at every step or log point; MFU covers the steps after the first (compiling) interval.
   assert len(counted) == 1 and len(summary["flops"]) == 1
   assert 0 < summary["mfu"]["steps"] < summary["steps"] and summary["mfu"]["mfu_measured"] > 0
+  assert {"perf/mfu_measured", "perf/achieved_flops_per_s"} <= logged, "MFU goes to the training log (TensorBoard)"
+  # train_flops: every step at its shape's count (one shape here).
+  tf = summary["train_flops"]
+  assert tf["steps"] == summary["steps"] and tf["flops"] == pytest.approx(tf["steps"] * summary["flops"][0]["flops_per_step"])
+  assert tf["per_example"] == pytest.approx(summary["flops"][0]["flops_per_example"])
   m = summary["metrics"]
   hist = m["per_epoch"]
   assert len(hist) == 2 and all(h["split"] == "valid" for h in hist)
@@ -182,3 +190,38 @@ def test_watch_ratio_head_learns_a_planted_watch_ratio(tmp_path):
   assert before["r2"] < 0.2, before
   assert after["r2"] > 0.6, after        # 64 steps reach ≈ 0.8; the untrained head is ≈ −2
   np.testing.assert_allclose(after["mse_of_mean"], np.var(ratio[test.arrays["cand_ids"][real]]), rtol=1e-3)
+
+
+def test_retrieval_eval_nll_is_the_catalogue_cross_entropy_and_is_saved_per_user(tmp_path):
+  """eval.nll: the mean over users of −log softmax(cos / temperature) of the target over the whole
+  catalogue, brute-forced in float64 from the model's outputs; eval.save_per_example writes the
+  same per-user NLL and the ranks behind HR/NDCG to <workdir>/eval/<split>.npz."""
+  from configs import base  # pylint: disable=import-outside-toplevel
+  from recjax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from recjax.metrics.retrieval import metrics_from_ranks  # pylint: disable=import-outside-toplevel
+  from tests.conftest import write_cyclic_sequences  # pylint: disable=import-outside-toplevel
+  c = base.base()
+  c.data.kind, c.data.path, c.data.max_len, c.data.protocol = "text", write_cyclic_sequences(tmp_path / "s.txt"), 12, "last_two"
+  c.model.dim, c.model.dqk, c.model.dv, c.model.num_blocks, c.model.attn_norm_len = 8, 4, 4, 1, 12
+  c.eval.nll, c.eval.save_per_example, c.eval.item_chunk, c.eval.batch_size = True, True, 7, 50
+  task = tasks.make_task(c, str(tmp_path / "w"))
+  model, _, _ = task.build_model()
+  params = init_params(model, jax.random.key(0), task.init_batch())
+  split = task.eval_split
+  got = task.evaluator(model)(params, split)
+  want = []
+  cat = np.sort(task.catalogue)
+  for batch, n in pipeline.eval_batches(task.examples[split], 50):
+    out, table = (np.asarray(x, np.float64) for x in model.apply({"params": params}, batch, train=False))
+    u = out[np.arange(n), batch["lengths"][:n] - 1]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    z = u @ table[cat].T / c.loss.temperature
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    want.append(lse - np.sum(u * table[batch["targets"][:n]], axis=1) / c.loss.temperature)
+  want = np.concatenate(want)
+  assert got["nll"] == pytest.approx(want.mean(), rel=1e-5)
+  saved = np.load(tmp_path / "w" / "eval" / f"{split}.npz")
+  np.testing.assert_allclose(saved["nll"], want, rtol=1e-4)
+  np.testing.assert_array_equal(saved["user_ids"], task.examples[split].user_ids)
+  assert metrics_from_ranks(saved["ranks"], tuple(c.eval.ks))["ndcg@10"] == got["ndcg@10"]

@@ -200,6 +200,7 @@ def test_sigkill_then_resume_gives_same_metrics(tmp_path, reference_run, where):
   assert a["steps"] == b["steps"]
   assert a["metrics"]["test"] == b["metrics"]["test"]
   assert a["metrics"]["per_epoch"] == b["metrics"]["per_epoch"]
+  assert a["train_flops"] == b["train_flops"] and b["train_flops"]["steps"] == b["steps"]   # carried by the checkpoint
   assert len(b["segments"]) == 2 and b["segments"][1]["start_step"] == killed_at
   for field in ("dataset", "model", "config", "command", "commit", "versions", "hardware", "wall_clock_s", "seed"):
     assert field in b, field

@@ -1,0 +1,309 @@
+"""The data-mixture study on the synthetic world's tabs: small runs -> law -> the larger model's mixture.
+
+    python -m experiments.mixture_study --phase=small|table|big|report [--out=results/mixture_study]
+        [--jobs=2] [--quick]
+
+Every run is `python -m experiments.run --config=configs/mixture_synthetic.py` with the mixture,
+width and budget on the command line, its results file in <out>/runs/<run>.json; a run whose
+results file exists is skipped (rerun a phase to resume). Phases:
+  small   the grid: MIXTURES (uniform, four corners at 0.7, three seeded Dirichlet mixtures, every
+          weight >= 0.1 so every tab counts in the fit) x SMALL_SCALES (width, training targets);
+  table   their results -> <out>/small_runs.csv (`weight_tab<k>, model_size, n_tokens, tab<k>_loss`);
+  big     the larger scale BIG (width, targets) at four mixtures: the mixture law's optimum for BIG
+          (read from <out>/fit_small.json, written by `experiments.mixture_law` on small_runs.csv),
+          uniform, natural (the tabs' shares of the training targets) and the small grid's best
+          (lowest mean held-out loss at the largest small scale);
+  report  all runs -> <out>/all_runs.csv; the two laws of fit_small.json (fitted on the small runs
+          only) predict the larger model's runs: their MRE there is the held-out MRE of the study;
+          the comparison (<out>/comparison.json) and the PNGs (predicted vs measured loss of both
+          laws, the four larger-model losses).
+n_tokens = training targets x epochs (the supervised next items the model was trained on);
+model_size = the model's parameter count (results file `num_params`).
+--quick: a 2 x 2 grid of tiny runs (config :quick), a smoke test of the plumbing, not a study.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+import numpy as np
+
+from recjax.scaling import runs as runs_lib
+from recjax.train import results as results_lib
+
+_PHASE = flags.DEFINE_enum("phase", None, ["small", "table", "big", "report"], "which step of the study")
+_OUT = flags.DEFINE_string("out", "results/mixture_study", "results folder")
+_WORKDIRS = flags.DEFINE_string("workdirs", "workdirs/mixture_study", "one workdir per run under this")
+_JOBS = flags.DEFINE_integer("jobs", 2, "runs at a time")
+_QUICK = flags.DEFINE_bool("quick", False, "tiny runs (config :quick): checks the plumbing only")
+
+CONFIG = "configs/mixture_synthetic.py"
+NUM_TABS = 4
+SMALL_SCALES = ((8, 2000), (16, 4000))     # (model width, training targets)
+QUICK_BIG = (32, 800)                      # --quick: only distinct from the small scales
+BIG = (64, 16000)                          # ~5.6x the parameters, 4x the targets of the largest small run
+DIRICHLET_SAMPLES, DIRICHLET_SEED, WEIGHT_MIN = 3, 0, 0.1
+
+
+def mixtures(num_tabs: int = NUM_TABS, samples: int = DIRICHLET_SAMPLES) -> dict[str, tuple[float, ...]]:
+  """The small grid's mixtures by name: uniform, a corner per tab (0.7 there, the rest shared), and
+  seeded Dirichlet(1) draws squeezed into [WEIGHT_MIN, 1] so every tab keeps >= 0.1."""
+  out = {"uniform": (1.0 / num_tabs,) * num_tabs}
+  for k in range(num_tabs):
+    w = np.full(num_tabs, 0.3 / (num_tabs - 1))
+    w[k] = 0.7
+    out[f"corner{k}"] = tuple(w)
+  rng = np.random.default_rng(DIRICHLET_SEED)
+  for i in range(samples):
+    w = WEIGHT_MIN + (1 - num_tabs * WEIGHT_MIN) * rng.dirichlet(np.ones(num_tabs))
+    out[f"dir{i}"] = tuple(w)
+  return {name: tuple(round(float(x), 6) for x in _renormalised(w)) for name, w in out.items()}
+
+
+def _renormalised(w):
+  w = np.round(np.asarray(w, np.float64), 6)
+  w[-1] = 1.0 - w[:-1].sum()   # exact sum 1 after rounding
+  return w
+
+
+def run_name(mixture: str, dim: int, targets: int) -> str:
+  return f"d{dim}_t{targets}_{mixture}"
+
+
+def run_command(name: str, weights, dim: int, targets: int, workdir: str, results: str) -> list[str]:
+  w = "(" + ",".join(repr(float(x)) for x in weights) + ")"
+  return [sys.executable, "-m", "experiments.run", f"--config={CONFIG}" + (":quick" if _QUICK.value else ""),
+          f"--config.name=mixture_synthetic_{name}", f"--config.model.dim={dim}",
+          f"--config.data.domains.targets={targets}", f"--config.data.domains.weights={w}",
+          f"--workdir={workdir}", f"--results={results}"]
+
+
+def _results_path(name: str) -> str:
+  return os.path.join(_OUT.value, "runs", f"{name}.json")
+
+
+def run_all(jobs: list[tuple[str, tuple, int, int]]) -> None:
+  """Runs the (name, weights, dim, targets) jobs whose results file is missing, `--jobs` at a time.
+  Every run shares one generated world (<workdirs>/data, linked into its workdir)."""
+  shared_data = os.path.abspath(os.path.join(_WORKDIRS.value, "data"))
+  os.makedirs(shared_data, exist_ok=True)
+  todo = [j for j in jobs if not os.path.exists(_results_path(j[0]))]
+  print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already done; running {len(todo)}", flush=True)
+  if not todo:
+    return
+  os.makedirs(os.path.join(_OUT.value, "runs"), exist_ok=True)
+  # The first run generates the world alone, so the others find it written.
+  first, rest = todo[0], todo[1:]
+
+  def one(job):
+    name, weights, dim, targets = job
+    workdir = os.path.join(_WORKDIRS.value, name)
+    os.makedirs(workdir, exist_ok=True)
+    if not os.path.exists(os.path.join(workdir, "data")):
+      os.symlink(shared_data, os.path.join(workdir, "data"))
+    log = os.path.join(workdir, "run.log")
+    t0 = time.time()
+    with open(log, "w") as f:
+      rc = subprocess.call(run_command(name, weights, dim, targets, workdir, _results_path(name)),
+                           stdout=f, stderr=subprocess.STDOUT)
+    print(f"  {name}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see {log})'} in {time.time() - t0:.0f} s", flush=True)
+    return rc
+
+  failed = one(first) != 0
+  with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
+    failed |= any(rc != 0 for rc in pool.map(one, rest))
+  if failed:
+    raise SystemExit("some runs failed; rerun the phase to retry them")
+
+
+def small_jobs():
+  grid = mixtures()
+  scales = SMALL_SCALES
+  if _QUICK.value:
+    grid = {k: grid[k] for k in ("uniform", "corner0")}
+    scales = ((8, 200), (16, 400))
+  return [(run_name(m, d, t), w, d, t) for d, t in scales for m, w in grid.items()]
+
+
+def read_run(path: str) -> dict:
+  """One results file -> a runs-table row and what the comparison needs."""
+  with open(path) as f:
+    r = json.load(f)
+  test, stats = r["metrics"]["test"], r["dataset_stats"]["domain_mixture"]
+  losses = [test["domain_loss"][str(k)] for k in range(len(stats["weights"]))]
+  return {"weights": stats["realised_shares"], "model_size": r["num_params"],
+          "n_tokens": stats["total_targets"] * r["epochs"], "losses": losses, "mean_loss": float(np.mean(losses)),
+          "pool": stats["pool"], "config": r["config"], "wall_clock_s": r.get("wall_clock_s"),
+          "hr@10": test.get("hr@10")}
+
+
+def write_table(rows: list[dict], path: str) -> str:
+  k = len(rows[0]["weights"])
+  table = runs_lib.RunsTable(tuple(f"tab{i}" for i in range(k)), np.asarray([r["weights"] for r in rows]),
+                             np.asarray([r["losses"] for r in rows]), np.asarray([r["model_size"] for r in rows], float),
+                             np.asarray([r["n_tokens"] for r in rows], float), path)
+  return runs_lib.write_runs_csv(path, table)
+
+
+def _runs(prefix_filter=None) -> dict[str, dict]:
+  folder = os.path.join(_OUT.value, "runs")
+  out = {}
+  for fname in sorted(os.listdir(folder)):
+    if fname.endswith(".json") and (prefix_filter is None or fname.startswith(prefix_filter)):
+      out[fname[:-5]] = read_run(os.path.join(folder, fname))
+  return out
+
+
+def big_mixtures() -> dict[str, tuple[float, ...]]:
+  """The four mixtures of the larger model (see the module docstring)."""
+  with open(os.path.join(_OUT.value, "fit_small.json")) as f:
+    fit = json.load(f)
+  small = {n: r for n, r in _runs().items() if n in {j[0] for j in small_jobs()}}
+  if not small:
+    raise SystemExit("no small runs: run --phase=small first")
+  dims = max(int(n.split("_")[0][1:]) for n in small)
+  largest = {n: r for n, r in small.items() if n.startswith(f"d{dims}_")}
+  best = min(largest, key=lambda n: largest[n]["mean_loss"])
+  pool = np.asarray(next(iter(small.values()))["pool"], float)
+  k = len(pool)
+  predicted = [fit["optimal_mixture"]["mixture_law"][f"tab{i}"] for i in range(k)]
+  return {"predicted": tuple(_renormalised(predicted)), "uniform": (1.0 / k,) * k,
+          "natural": tuple(_renormalised(pool / pool.sum())),
+          "bestsmall": tuple(_renormalised(largest[best]["weights"]))}
+
+
+def _record(config: str, metrics: dict, t0: float, **extra) -> dict:
+  """A results record (the fields every results file carries) of this driver's phase."""
+  return {"study": "mixture_study", "config": config, "dataset": "synthetic (tabs as domains)",
+          "model": f"sasrec via {CONFIG}",
+          "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.mixture_study"] + sys.argv[1:]),
+          "commit": results_lib.git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+          "versions": results_lib.versions(), "hardware": results_lib.hardware(),
+          "wall_clock_s": time.time() - t0, "seed": DIRICHLET_SEED, "metrics": metrics, **extra}
+
+
+def _big_scale():
+  return QUICK_BIG if _QUICK.value else BIG
+
+
+def report() -> None:
+  t0 = time.time()
+  small_names = {j[0] for j in small_jobs()}
+  dim, targets = _big_scale()
+  allr = _runs()
+  big = {n.split("_", 2)[2]: r for n, r in allr.items() if n.startswith(f"d{dim}_t{targets}_")}
+  rows = [allr[n] for n in sorted(allr) if n in small_names] + [big[m] for m in sorted(big)]
+  write_table(rows, os.path.join(_OUT.value, "all_runs.csv"))
+  with open(os.path.join(_OUT.value, "big_mixtures.json")) as f:
+    mixes = json.load(f)["mixtures"]
+  comparison = {m: {"weights": mixes[m], "realised_shares": big[m]["weights"], "tab_losses": big[m]["losses"],
+                    "mean_loss": big[m]["mean_loss"], "hr@10": big[m]["hr@10"]} for m in big}
+  heldout = _heldout_metrics()
+  verdict = None
+  if {"predicted", "uniform", "natural"} <= set(comparison):
+    p = comparison["predicted"]["mean_loss"]
+    verdict = {"predicted_no_worse_than_uniform": p <= comparison["uniform"]["mean_loss"],
+               "predicted_no_worse_than_natural": p <= comparison["natural"]["mean_loss"]}
+  out = {"scale": {"dim": dim, "targets": targets, "model_size": rows[-1]["model_size"],
+                   "n_tokens": rows[-1]["n_tokens"]},
+         "comparison": comparison, "done_when": verdict, "heldout_larger_model": heldout,
+         "small_runs": len(small_names), "run_wall_clock_s": {n: r["wall_clock_s"] for n, r in allr.items()}}
+  metrics = {"mean_loss": {m: c["mean_loss"] for m, c in comparison.items()},
+             "heldout_mre_larger_model": {k: v["mre"] for k, v in heldout.items()}}
+  results_lib.write_results(os.path.join(_OUT.value, "comparison.json"),
+                            _record("mixture_study_comparison", metrics, t0, **out))
+  print(json.dumps({m: round(c["mean_loss"], 4) for m, c in comparison.items()}), verdict)
+  print("held-out MRE on the larger model's runs:", {k: f"{v['mre']:.3%}" for k, v in heldout.items()})
+  _plots(comparison, heldout)
+
+
+def _laws():
+  """The two laws fitted on the small runs (fit_small.json) and the table of all runs."""
+  from recjax.scaling import mixture_law  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(_OUT.value, "fit_small.json")) as f:
+    fit = json.load(f)
+  table = runs_lib.read_runs_csv(os.path.join(_OUT.value, "all_runs.csv"))
+  p = fit["params"]["mixture_law"]
+  law = mixture_law.MixtureLaw(*(np.asarray([p[d][key] for d in table.domains]) for key in ("b", "c", "A", "a", "E")),
+                               float(p["H"]), fit["bisection"])
+  e = fit["params"]["exponential_law"]
+  exp_law = mixture_law.ExponentialLaw(np.asarray(e["c"]), np.asarray(e["k"]), np.asarray(e["t"]))
+  preds = {"mixture_law": mixture_law.predict_losses(law, table.weights_MK, table.N_M, table.D_M),
+           "exponential_law": mixture_law.predict_exponential(exp_law, table.weights_MK)}
+  return fit, table, preds
+
+
+def _heldout_metrics() -> dict:
+  from recjax.scaling import mixture_law  # pylint: disable=import-outside-toplevel
+  _, table, preds = _laws()
+  held = table.model_size_M >= table.model_size_M.max()
+  return {name: mixture_law.fit_metrics(pred[held], table.losses_MK[held], table.weights_MK[held])
+          for name, pred in preds.items()}
+
+
+def _plots(comparison, heldout) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fit, table, preds = _laws()
+  held = table.model_size_M >= table.model_size_M.max()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
+  for ax, name, key in ((axes[0], "mixture law", "mixture_law"), (axes[1], "exponential law", "exponential_law")):
+    pred = preds[key]
+    for k, d in enumerate(table.domains):
+      ax.scatter(table.losses_MK[~held, k], pred[~held, k], s=14, color=f"C{k}", label=f"{d} fitted")
+      ax.scatter(table.losses_MK[held, k], pred[held, k], s=50, marker="*", color=f"C{k}", label=f"{d} larger model")
+    lo, hi = float(np.nanmin(table.losses_MK)) - 0.05, float(np.nanmax(table.losses_MK)) + 0.05
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_title(f"{name}: small-run (fitted) MRE {fit['metrics'][key]['train']['mre']:.2%}, "
+                 f"larger-model MRE {heldout[key]['mre']:.2%}", fontsize=9)
+    ax.set_xlabel("measured held-out loss")
+  axes[0].set_ylabel("predicted loss")
+  axes[1].legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  fig.savefig(os.path.join(_OUT.value, "predicted_vs_measured.png"), dpi=120)
+  plt.close(fig)
+  order = [m for m in ("predicted", "uniform", "natural", "bestsmall") if m in comparison]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  vals = [comparison[m]["mean_loss"] for m in order]
+  ax.bar(order, vals, color=["C3", "C0", "C1", "C2"][:len(order)])
+  for i, v in enumerate(vals):
+    ax.text(i, v, f"{v:.4f}", ha="center", va="bottom", fontsize=8)
+  span = max(vals) - min(vals)
+  ax.set_ylim(min(vals) - max(span, 0.01) * 2, max(vals) + max(span, 0.01))
+  ax.set_ylabel("mean held-out loss over the 4 tabs")
+  ax.set_title(f"larger model (width {_big_scale()[0]}, {_big_scale()[1]} targets) by training mixture", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(os.path.join(_OUT.value, "big_model_mixtures.png"), dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if _PHASE.value == "small":
+    run_all(small_jobs())
+  elif _PHASE.value == "table":
+    small_names = {j[0] for j in small_jobs()}
+    rows = [r for n, r in _runs().items() if n in small_names]
+    print("wrote", write_table(rows, os.path.join(_OUT.value, "small_runs.csv")), f"({len(rows)} runs)")
+  elif _PHASE.value == "big":
+    t0 = time.time()
+    mixes = big_mixtures()
+    results_lib.write_results(os.path.join(_OUT.value, "big_mixtures.json"),
+                              _record("mixture_study_big_mixtures", {"mixtures": mixes}, t0, mixtures=mixes))
+    dim, targets = _big_scale()
+    print(json.dumps(mixes))
+    run_all([(run_name(m, dim, targets), w, dim, targets) for m, w in mixes.items()])
+  else:
+    report()
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("phase")
+  app.run(main)
