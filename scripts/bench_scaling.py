@@ -1,7 +1,8 @@
 """Weak scaling of the sharded train step on host devices (1, 2, 4, 8), and the two row-sharded lookups.
 
     python scripts/bench_scaling.py [--devices 8] [--per_device_batch 16] [--steps 10]
-                                    [--out results/bench/scaling_cpu.json]
+                                    [--parts steps,lookups] [--out results/bench/scaling_cpu.json]
+    python scripts/bench_scaling.py --parts lookups --out results/bench/lookups_cpu.json
 
 A small HSTU on synthetic sequences; the batch grows with the mesh (per-device batch fixed, mesh
 `n x 1`, table row-sharded over all devices, dense parameters replicated). Every row runs the same
@@ -10,7 +11,9 @@ the "1 (fast paths)" row is the 1-device step with the C++ loss kernel and tiled
 Host devices are XLA:CPU devices splitting this machine's cores, so the numbers test the sharded
 path and its overhead, not a speed-up: ideal weak scaling would keep steps/s flat, here n devices
 share the same cores. It also times `layers/sharded_embedding.py`'s SPMD gather against its
-all-to-all (forward + gradient) on the full mesh.
+all-to-all (forward + gradient) on the full mesh, in alternating rounds (`bench_lookups`).
+The machine's load average before and after goes into the JSON: on a shared machine it says how
+far the absolute times are from an idle one's (the lookups' paired ratio is the robust number).
 """
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ def parse_args():
   p.add_argument("--per_device_batch", type=int, default=16)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--lookup_repeats", type=int, default=15, help="timed rounds per lookup (after --warmup calls)")
+  p.add_argument("--lookup_rows", default="65536,1048576", help="table sizes for the lookup comparison")
+  p.add_argument("--parts", default="steps,lookups", help="what to time: steps (weak scaling), lookups")
   p.add_argument("--out", default="results/bench/scaling_cpu.json")
   return p.parse_args()
 
@@ -121,59 +127,99 @@ def bench_mesh(c, n: int, fast_paths: bool, ex) -> dict:
     times.append(time.perf_counter() - t0)
   med = statistics.median(times)
   return {"devices": n, "mesh": [n, 1], "fast_paths": fast_paths, "batch_size": batch_size,
-          "step_s_median": med, "steps_per_s": 1.0 / med, "examples_per_s": batch_size / med,
+          "step_s_median": med, "step_s": spread(times), "steps_per_s": 1.0 / med, "examples_per_s": batch_size / med,
           "place_batch_s": place_s, "warmup_s": compile_s, "final_loss": float(loss)}
 
 
-def bench_lookups(n: int, rows: int = 65536, dim: int = 64, ids_per_device: int = 4096, reps: int = 5) -> dict:
+def spread(times: list[float]) -> dict:
+  """Median and spread of timed repeats (seconds): min, quartiles, max."""
+  q1, med, q3 = np.percentile(times, [25, 50, 75])
+  return {"median_s": float(med), "min_s": float(min(times)), "q1_s": float(q1), "q3_s": float(q3),
+          "max_s": float(max(times)), "repeats": len(times)}
+
+
+def bench_lookups(n: int, rows: int, dim: int = 64, ids_per_device: int = 4096) -> dict:
+  """Forward + gradient of a lookup in a [rows, dim] table row-sharded over n devices, the SPMD
+  gather against the all-to-all, timed in alternating rounds (`--lookup_repeats` after
+  `--warmup` calls each), so that a slow phase of a shared machine hits both alike. `paired_ratio`
+  is all-to-all time / SPMD time within each round."""
   mesh = mesh_lib.make_mesh(mesh_lib.mesh_spec({"shape": (n, 1)}))
   table = jax.random.normal(jax.random.key(0), (rows, dim))
   ids = jax.random.randint(jax.random.key(1), (n * ids_per_device,), 0, rows)
   w = jax.random.normal(jax.random.key(2), (n * ids_per_device, dim))
-  out = {"devices": n, "table": [rows, dim], "ids": n * ids_per_device}
+  fns = {}
   for name, f in [("spmd", sharded_embedding.lookup_spmd), ("all_to_all", sharded_embedding.lookup_all_to_all)]:
-    fn = jax.jit(jax.value_and_grad(lambda t, i, f=f: jnp.sum(f(t, i, mesh, ("data",)) * w)))
-    jax.block_until_ready(fn(table, ids))
-    times = []
-    for _ in range(reps):
+    fns[name] = jax.jit(jax.value_and_grad(lambda t, i, f=f: jnp.sum(f(t, i, mesh, ("data",)) * w)))
+    for _ in range(ARGS.warmup):
+      jax.block_until_ready(fns[name](table, ids))
+  times = {name: [] for name in fns}
+  for r in range(ARGS.lookup_repeats):
+    for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
       t0 = time.perf_counter()
-      jax.block_until_ready(fn(table, ids))
-      times.append(time.perf_counter() - t0)
-    out[f"{name}_fwd_bwd_s_median"] = statistics.median(times)
+      jax.block_until_ready(fns[name](table, ids))
+      times[name].append(time.perf_counter() - t0)
+  ratios = [a / s for a, s in zip(times["all_to_all"], times["spmd"])]
+  out = {"devices": n, "table": [rows, dim], "ids": n * ids_per_device}
+  for name in fns:
+    out[name] = {**spread(times[name]), "times_s": [round(t, 5) for t in times[name]]}
+  q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+  out["paired_ratio_all_to_all_over_spmd"] = {"median": float(med), "q1": float(q1), "q3": float(q3),
+                                              "min": float(min(ratios)), "max": float(max(ratios))}
+  # Faster only when the whole interquartile range of the per-round ratio lies on one side of 1.
+  out["faster"] = "all_to_all" if q3 < 1 else "spmd" if q1 > 1 else "tie (interquartile ratio spans 1)"
   return out
 
 
 def main():
+  parts = set(ARGS.parts.split(","))
+  if not parts or parts - {"steps", "lookups"}:
+    raise ValueError(f"--parts must name steps and/or lookups, got {ARGS.parts!r}")
+  load_before = os.getloadavg()
   c = config()
   n_max = jax.device_count()
   counts = [n for n in (1, 2, 4, 8, 16) if n <= n_max]
-  ex = synthetic_examples(ARGS.per_device_batch * counts[-1] * 4)
-  rows = [bench_mesh(c, 1, True, ex)] + [bench_mesh(c, n, False, ex) for n in counts]
-  base_sps = rows[1]["steps_per_s"]
-  for r in rows:
-    r["weak_scaling_efficiency"] = r["steps_per_s"] / base_sps
-  lookups = bench_lookups(counts[-1])
+  rows, lookups = [], []
+  if "steps" in parts:
+    ex = synthetic_examples(ARGS.per_device_batch * counts[-1] * 4)
+    rows = [bench_mesh(c, 1, True, ex)] + [bench_mesh(c, n, False, ex) for n in counts]
+    base_sps = rows[1]["steps_per_s"]
+    for r in rows:
+      r["weak_scaling_efficiency"] = r["steps_per_s"] / base_sps
+  if "lookups" in parts:
+    lookups = [bench_lookups(counts[-1], int(v)) for v in ARGS.lookup_rows.split(",")]
   record = {
-      "kind": "bench_scaling", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "kind": "bench_scaling", "parts": sorted(parts), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "commit": results.git_commit(),
       "versions": results.versions(), "hardware": results.hardware(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""), "backend": jax.default_backend(),
       "model": {k: c.model[k] for k in ("dim", "num_blocks", "num_heads", "dqk", "dv")} | {
           "table_rows": NUM_ROWS, "max_len": MAX_LEN, "num_negatives": c.loss.num_negatives},
       "per_device_batch": ARGS.per_device_batch, "steps": ARGS.steps, "rows": rows, "lookups": lookups,
+      "lookup_repeats": ARGS.lookup_repeats, "warmup": ARGS.warmup,
+      "load_average_1_5_15min": {"before": list(load_before), "after": list(os.getloadavg())},
       "note": ("host devices share this machine's CPU cores: the table measures the sharded path's "
                "overhead, not a speed-up"),
   }
   hw = record["hardware"]
   print(f"{jax.default_backend()} x {n_max} host devices; {hw.get('cpu')}; per-device batch {ARGS.per_device_batch}")
-  print(f"{'devices':>14s} {'batch':>6s} {'step ms':>8s} {'steps/s':>8s} {'ex/s':>8s} {'efficiency':>10s}")
+  print(f"load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")
+  if rows:
+    print(f"{'devices':>14s} {'batch':>6s} {'step ms':>8s} {'[q1, q3]':>14s} {'steps/s':>8s} {'ex/s':>8s} {'efficiency':>10s}")
   for r in rows:
     label = f"{r['devices']}" + (" (fast paths)" if r["fast_paths"] else "")
-    print(f"{label:>14s} {r['batch_size']:6d} {r['step_s_median']*1e3:8.1f} {r['steps_per_s']:8.2f} "
+    iqr = f"[{r['step_s']['q1_s']*1e3:.0f}, {r['step_s']['q3_s']*1e3:.0f}]"
+    print(f"{label:>14s} {r['batch_size']:6d} {r['step_s_median']*1e3:8.1f} {iqr:>14s} {r['steps_per_s']:8.2f} "
           f"{r['examples_per_s']:8.0f} {r['weak_scaling_efficiency']:10.2f}")
-  print(f"lookup fwd+bwd on {lookups['devices']} devices, table {lookups['table']}, {lookups['ids']} ids: "
-        f"SPMD gather {lookups['spmd_fwd_bwd_s_median']*1e3:.1f} ms, "
-        f"all-to-all {lookups['all_to_all_fwd_bwd_s_median']*1e3:.1f} ms")
+  if lookups:
+    print(f"lookup forward + gradient on {counts[-1]} devices, {ARGS.lookup_repeats} alternating rounds "
+          f"(ms: median [q1, q3] min-max)")
+    print(f"{'table':>14s} {'ids':>7s} {'SPMD gather':>30s} {'all-to-all':>30s} {'a2a/SPMD per round':>20s} faster")
+  for lk in lookups:
+    cells = [f"{lk[k]['median_s']*1e3:6.1f} [{lk[k]['q1_s']*1e3:.1f}, {lk[k]['q3_s']*1e3:.1f}] "
+             f"{lk[k]['min_s']*1e3:.0f}-{lk[k]['max_s']*1e3:.0f}" for k in ("spmd", "all_to_all")]
+    ratio = lk["paired_ratio_all_to_all_over_spmd"]
+    print(f"{'x'.join(map(str, lk['table'])):>14s} {lk['ids']:7d} {cells[0]:>30s} {cells[1]:>30s} "
+          f"{ratio['median']:6.2f} [{ratio['q1']:.2f}, {ratio['q3']:.2f}] {lk['faster']}")
   os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
   with open(ARGS.out, "w") as f:
     json.dump(record, f, indent=2)
