@@ -21,7 +21,8 @@ Short:     python -m experiments.run --config=configs/tiger_amazon_sports.py:sho
 Hardware:  2-core x86 CPU, shared (load ~17), nice'd: the paper-size step takes 18.6 s and beam search
            (20 beams) 92 s per 256 users, so the full 200k steps need ~43 days plus ~3.5 h per
            evaluated split of 35,598 users: an accelerator job. `:short` took 28 min (18 min for 300
-           steps at 0.3 steps/s, 9 min for the test split).
+           steps at 0.3 steps/s, 9 min for the test split). Those beam-search times predate the beams
+           sharing their encoder output (4.2x faster since: scripts/bench_beam_search.py).
 Expected:  the paper row above for the full run (not run). `:short` measured R@5 .0030, R@10 .0038,
            N@5 .0025, N@10 .0027 (results/amazon-sports/tiger_amazon_sports_short.json): a miss.
 """

@@ -37,7 +37,7 @@ from recjax import losses  # pylint: disable=wrong-import-position
 from recjax.data import kuairand, sequences, synthetic  # pylint: disable=wrong-import-position
 from recjax.metrics import collisions as collision_metrics  # pylint: disable=wrong-import-position
 from recjax.metrics.retrieval import MISS_RANK, metrics_from_ranks  # pylint: disable=wrong-import-position
-from recjax.models.tiger import TIGER, BeamScorer, decode_state  # pylint: disable=wrong-import-position
+from recjax.models.tiger import TIGER, BeamScorer, decode_context  # pylint: disable=wrong-import-position
 from recjax.semantic_ids import beam_search, collisions, item_vectors, rq_kmeans  # pylint: disable=wrong-import-position
 from recjax.semantic_ids.trie import build_trie  # pylint: disable=wrong-import-position
 
@@ -141,8 +141,8 @@ def main():
   for start in range(0, len(test_idx), 256):
     idx = test_idx[start:start + 256]
     memory, memory_lengths = encode(params, batch_of(idx))
-    beams = beam_search.model_beam_search(BeamScorer(model), params, trie.device_arrays(),
-                                          decode_state(memory, memory_lengths), BEAMS)
+    beams = beam_search.model_beam_search(BeamScorer(model), params, trie.device_arrays(), {}, BEAMS,
+                                          context=decode_context(memory, memory_lengths))
     groups.append(np.asarray(beams.groups_BW))
   groups = np.concatenate(groups)
   target_group = group_of_item[target[test_idx]]

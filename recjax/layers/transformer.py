@@ -62,6 +62,10 @@ class TransformerBlock(nn.Module):
       (decoder blocks only).
     mask: the self-attention mask for this call (e.g. GACT's context prefix and global tokens);
       None: causal or bidirectional as the block's `causal` field says.
+    beams: W streams per memory row: x_BLD holds [B·W, L, D] (memory row b serves streams
+      b·W .. b·W + W - 1, as in a beam search), memory stays [B, S, D]. Cross-attention folds the
+      W streams into the query axis, [B, W·L, D], which is exact (each query attends to its memory
+      independently) and projects each memory row's keys and values once instead of W times.
   """
   num_heads: int
   head_dim: int
@@ -74,9 +78,15 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD, lengths_B=None, memory_BSD=None, memory_lengths_B=None, *, train: bool = False,
-               mask: MaskSpec | None = None):
+               mask: MaskSpec | None = None, beams: int = 1):
     if self.cross_attention and (memory_BSD is None or memory_lengths_B is None):
       raise ValueError("a decoder block (cross_attention=True) needs memory_BSD and memory_lengths_B")
+    if beams != 1:
+      if not self.cross_attention or lengths_B is not None:
+        raise ValueError(f"beams={beams} needs a decoder block with every stream position valid (lengths_B=None)")
+      if x_BLD.shape[0] != memory_BSD.shape[0] * beams:
+        raise ValueError(f"beams={beams}: x has {x_BLD.shape[0]} streams, expected memory rows "
+                         f"{memory_BSD.shape[0]} x {beams}")
     drop = Dropout(self.dropout, deterministic=not train)
     mha = lambda name: MultiHeadAttention(self.num_heads, self.head_dim, self.backend, name=name)
     y = nn.RMSNorm(name="self_attention_norm")(x_BLD)
@@ -85,8 +95,11 @@ class TransformerBlock(nn.Module):
     x_BLD = x_BLD + drop(mha("self_attention")(y, y, mask=mask, lengths_B=lengths_B))
     if self.cross_attention:
       y = nn.RMSNorm(name="cross_attention_norm")(x_BLD)
-      x_BLD = x_BLD + drop(mha("cross_attention")(y, memory_BSD, mask=BIDIRECTIONAL, lengths_B=lengths_B,
-                                                  kv_lengths_B=memory_lengths_B))
+      n, l, d = y.shape
+      y = y.reshape(n // beams, beams * l, d)               # [B, W·L, D]: beams share their memory row
+      cross = mha("cross_attention")(y, memory_BSD, mask=BIDIRECTIONAL, lengths_B=lengths_B,
+                                     kv_lengths_B=memory_lengths_B)
+      x_BLD = x_BLD + drop(cross.reshape(n, l, d))
     y = nn.RMSNorm(name="ffn_norm")(x_BLD)
     return x_BLD + drop(FeedForward(self.ffn_dim, self.activation, name="ffn")(y))
 

@@ -99,8 +99,13 @@ class TIGER(nn.Module):
       x_BSD = block(x_BSD, lengths_B, train=train)
     return self.encoder_norm(x_BSD) * valid_BS1, lengths_B
 
-  def decode(self, memory_BSD, memory_lengths_B, prefix_BT, *, train: bool = False) -> jax.Array:
-    """Logits [B, T + 1, K] of levels 0..T given the first T <= L - 1 target codes `prefix_BT`."""
+  def decode(self, memory_BSD, memory_lengths_B, prefix_BT, *, train: bool = False, beams: int = 1) -> jax.Array:
+    """Logits [B, T + 1, K] of levels 0..T given the first T <= L - 1 target codes `prefix_BT`.
+
+    With `beams=W`, `prefix_BT` holds B·W rows (the W beams of query b are rows b·W .. b·W + W - 1)
+    while the memory keeps one row per query, [B, S, D]: each memory row's cross-attention keys and
+    values are projected once for its W beams (`TransformerBlock(beams=)`); logits are [B·W, T + 1, K].
+    """
     b, t = prefix_BT.shape
     if t >= self.num_levels:
       raise ValueError(f"decode: prefix has {t} codes, at most L - 1 = {self.num_levels - 1}")
@@ -109,34 +114,34 @@ class TIGER(nn.Module):
                               prefix_BT.astype(jnp.int32) + (jnp.arange(t, dtype=jnp.int32) * k)[None]], axis=1)
     x_BTD = self.input_dropout(self.tokens[ids_BT], deterministic=not train)
     for block in self.decoder:
-      x_BTD = block(x_BTD, None, memory_BSD, memory_lengths_B, train=train)
+      x_BTD = block(x_BTD, None, memory_BSD, memory_lengths_B, train=train, beams=beams)
     y_BTD = self.decoder_norm(x_BTD) / math.sqrt(self.dim)
     out_TKD = self.tokens[:(t + 1) * k].reshape(t + 1, k, self.dim)   # position t scores level t
     return jnp.einsum("btd,tkd->btk", y_BTD, out_TKD)
 
 
-def decode_state(memory_BSD: jax.Array, memory_lengths_B: jax.Array) -> dict[str, jax.Array]:
-  """The beam-search state: the encoder output, computed once per query and shared by its beams."""
+def decode_context(memory_BSD: jax.Array, memory_lengths_B: jax.Array) -> dict[str, jax.Array]:
+  """The beam-search context: the encoder output, computed once per query and shared by its beams."""
   return {"memory": memory_BSD, "memory_lengths": memory_lengths_B}
 
 
 @dataclasses.dataclass(frozen=True)
 class BeamScorer:
-  """`BeamScorer(model)(params)` is a `step_fn(state, tokens_BWL, level) -> (logits_BWK, state)` for
-  `semantic_ids.beam_search`: it runs the decoder on each beam's first `level` codes against the
-  cached encoder output (state from `decode_state`, tiled to [B, W, ...] by the search) and returns
-  the level-`level` logits. The state never changes: the decoder is re-run on the prefix (L is a
-  handful of tokens, so no KV cache). Frozen, so it hashes by value and a jitted search compiles
-  once per model, not once per call.
+  """`BeamScorer(model)(params)` is a `step_fn(state, tokens_BWL, level, context=) -> (logits_BWK,
+  state)` for `semantic_ids.beam_search`: it runs the decoder on each beam's first `level` codes
+  against the encoder output (the search's per-query `context`, from `decode_context`, never tiled
+  over beams: `TIGER.decode(beams=W)` folds the beams into cross-attention's queries, so the memory's
+  keys and values are projected once per query, not once per beam) and returns the level-`level`
+  logits. No per-beam state: the decoder is re-run on the prefix (L is a handful of tokens, so no KV
+  cache). Frozen, so it hashes by value and a jitted search compiles once per model, not per call.
   """
   model: TIGER
 
   def __call__(self, params):
-    def step_fn(state, tokens_BWL, level: int):
-      memory_BWSD, lengths_BW = state["memory"], state["memory_lengths"]
-      b, w = lengths_BW.shape
+    def step_fn(state, tokens_BWL, level: int, context):
+      b, w = tokens_BWL.shape[:2]
       logits_NTK = self.model.apply(
-          {"params": params}, memory_BWSD.reshape((b * w,) + memory_BWSD.shape[2:]), lengths_BW.reshape(b * w),
-          tokens_BWL[:, :, :level].reshape(b * w, level), method=TIGER.decode)
+          {"params": params}, context["memory"], context["memory_lengths"],
+          tokens_BWL[:, :, :level].reshape(b * w, level), method=TIGER.decode, beams=w)
       return logits_NTK[:, level].reshape(b, w, -1), state
     return step_fn

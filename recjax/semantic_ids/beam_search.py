@@ -5,10 +5,13 @@ The scorer is generic (a TIGER decoder plugs in through `models.tiger.BeamScorer
 `model_beam_search`):
 
   step_fn(state, tokens_BWL, level) -> (logits_BWK, state)
+  step_fn(state, tokens_BWL, level, context) -> (logits_BWK, state)      (when a context is given)
 
 `tokens_BWL` holds each beam's prefix (entries at levels >= `level` are 0); `state` is any pytree
 whose leaves have leading axes [B, W] (e.g. a KV cache); the search reorders it along W when beams
-are re-ranked. A path's score is Σ_l log_softmax(logits_l)[code_l], the model's log-probability of
+are re-ranked. `context` is an optional pytree with leaves [B, ...] that every beam of a query
+shares (e.g. an encoder's output): it is passed through as it is, never tiled to [B, W, ...] or
+reordered, so a scorer can do its per-query work once instead of once per beam. A path's score is Σ_l log_softmax(logits_l)[code_l], the model's log-probability of
 the SID; codes with no catalogue item below are masked to -inf before the top-W selection.
 
 At level 0 only beam 0 is live (the others start at -inf), so the W beams never duplicate a
@@ -47,13 +50,25 @@ def _gather_beams(state, parent_BW):
   return jax.tree.map(lambda a: jax.vmap(lambda a_b, p_b: a_b[p_b])(a, parent_BW), state)
 
 
+def _batch_size(state, context, who: str) -> int:
+  leaves = jax.tree.leaves(context) + jax.tree.leaves(state)
+  if not leaves:
+    raise ValueError(f"{who}: state or context needs at least one [B, ...] array to fix B")
+  return leaves[0].shape[0]
+
+
+def _step(step_fn, state, tokens, level, context):
+  return step_fn(state, tokens, level) if context is None else step_fn(state, tokens, level, context)
+
+
 def _check_logits(logits, b, w, k, level):
   if logits.shape != (b, w, k):
     raise ValueError(f"step_fn at level {level} returned logits {logits.shape}, expected [B, W, K] = {(b, w, k)}")
 
 
 @functools.partial(jax.jit, static_argnames=("step_fn", "beam_size"))
-def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], state, beam_size: int) -> Beams:
+def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], state, beam_size: int,
+                            context=None) -> Beams:
   """Top-`beam_size` catalogue SIDs per query.
 
   Args:
@@ -62,17 +77,16 @@ def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], s
     next_node: `SIDTrie.device_arrays()`, L tables int32 [nodes_l, K].
     state: pytree with leaves [B, ...] (one per query); tiled to [B, W, ...] here.
     beam_size: W.
+    context: None, or a pytree with leaves [B, ...] passed to every step as it is (module docstring).
   """
-  leaves = jax.tree.leaves(state)
-  if not leaves:
-    raise ValueError("constrained_beam_search: state needs at least one [B, ...] array to fix B")
-  b, w, num_levels, k = leaves[0].shape[0], beam_size, len(next_node), next_node[0].shape[1]
+  b = _batch_size(state, context, "constrained_beam_search")
+  w, num_levels, k = beam_size, len(next_node), next_node[0].shape[1]
   state = _tile_beams(state, w)
   tokens = jnp.zeros((b, w, num_levels), jnp.int32)
   node = jnp.zeros((b, w), jnp.int32)
   score = jnp.tile(jnp.where(jnp.arange(w) == 0, 0.0, -jnp.inf)[None], (b, 1))
   for level in range(num_levels):
-    logits, state = step_fn(state, tokens, level)
+    logits, state = _step(step_fn, state, tokens, level, context)
     _check_logits(logits, b, w, k, level)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     child = next_node[level][node]                                    # [B, W, K]
@@ -89,7 +103,7 @@ def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], s
 
 @functools.partial(jax.jit, static_argnames=("make_step_fn", "beam_size"))
 def model_beam_search(make_step_fn: Callable[[Any], StepFn], params, next_node: tuple[jax.Array, ...], state,
-                      beam_size: int) -> Beams:
+                      beam_size: int, context=None) -> Beams:
   """`constrained_beam_search` for a scorer with weights: `make_step_fn(params)` builds the step_fn
   inside this trace, so the weights are an argument, not constants baked into the program, and a
   search after every training step reuses one compilation. `make_step_fn` must hash by value
@@ -97,23 +111,23 @@ def model_beam_search(make_step_fn: Callable[[Any], StepFn], params, next_node: 
   """
   # The unjitted body: this is already one trace, and each fresh step_fn closure would otherwise
   # add an entry (holding the traced weights) to the inner jit's cache.
-  return constrained_beam_search.__wrapped__(make_step_fn(params), next_node, state, beam_size)
+  return constrained_beam_search.__wrapped__(make_step_fn(params), next_node, state, beam_size, context)
 
 
-def beam_search_reference(step_fn: StepFn, sids_GL, state, top: int) -> Beams:
+def beam_search_reference(step_fn: StepFn, sids_GL, state, top: int, context=None) -> Beams:
   """Exhaustive search: score every catalogue SID (all G leaves as beams), keep the best `top`.
 
   Same scoring as `constrained_beam_search`; G x the work, so for tests and small catalogues.
   """
   sids = jnp.asarray(np.asarray(sids_GL), jnp.int32)
   g, num_levels = sids.shape
+  b = _batch_size(state, context, "beam_search_reference")
   state = _tile_beams(state, g)
-  b = jax.tree.leaves(state)[0].shape[0]
   paths = jnp.broadcast_to(sids[None], (b, g, num_levels))
   total = jnp.zeros((b, g), jnp.float32)
   for level in range(num_levels):
     prefix = jnp.where(jnp.arange(num_levels) < level, paths, 0)
-    logits, state = step_fn(state, prefix, level)
+    logits, state = _step(step_fn, state, prefix, level, context)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     total = total + jnp.take_along_axis(logp, paths[:, :, level:level + 1], axis=2)[..., 0]
   top = min(top, g)

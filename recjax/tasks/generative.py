@@ -37,7 +37,7 @@ from recjax.data import pipeline, registry, splits
 from recjax.metrics import collisions as collision_metrics
 from recjax.metrics.retrieval import metrics_from_ranks
 from recjax.models import build_model
-from recjax.models.tiger import TIGER, BeamScorer, decode_state
+from recjax.models.tiger import TIGER, BeamScorer, decode_context
 from recjax.semantic_ids import beam_search
 from recjax.semantic_ids.trie import build_trie
 from recjax.tasks.base import Task
@@ -79,7 +79,8 @@ def make_decoder(model: TIGER, trie, beam_size: int):
   @jax.jit
   def _groups(params, batch, next_node):
     memory, memory_lengths = model.apply({"params": params}, batch, method=TIGER.encode)
-    beams = beam_search.model_beam_search(scorer, params, next_node, decode_state(memory, memory_lengths), beam_size)
+    beams = beam_search.model_beam_search(scorer, params, next_node, {}, beam_size,
+                                         context=decode_context(memory, memory_lengths))
     return beams.groups_BW
 
   def groups(params, batch):

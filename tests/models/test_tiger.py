@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from recjax import losses
-from recjax.models.tiger import TIGER, BeamScorer, decode_state
+from recjax.models.tiger import TIGER, BeamScorer, decode_context
 from recjax.semantic_ids import beam_search
 from recjax.semantic_ids.trie import build_trie
 
@@ -107,14 +107,31 @@ def test_teacher_forcing_equals_step_by_step_decoding(setup):
   batch = make_batch(3)
   forced = np.asarray(apply(params, batch))
   mem, mem_len = encode(model, params, batch)
-  state = jax.tree.map(lambda a: a[:, None], decode_state(mem, mem_len))     # one beam per query
+  context = decode_context(mem, mem_len)                                     # one beam per query
   step_fn = jax.jit(BeamScorer(model)(params), static_argnums=2)
   for level in range(L):
     junk = jnp.asarray(np.random.default_rng(level).integers(0, K, (B, L)), jnp.int32)
     tokens = jnp.where(jnp.arange(L) < level, batch["target_codes"], junk)[:, None]
-    logits, _ = step_fn(state, tokens, level)
+    logits, _ = step_fn({}, tokens, level, context)
     assert logits.shape == (B, 1, K)
     np.testing.assert_allclose(logits[:, 0], forced[:, level], rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_beams_against_one_memory_row_equals_tiled_memory(setup):
+  """`decode(beams=W)`: W prefixes per query against its single memory row (cross-attention keys and
+  values projected once) give the logits of decoding each prefix against its own copy of the memory."""
+  model, params, _ = setup
+  mem, mem_len = encode(model, params, make_batch(6))
+  w, t = 4, 2
+  prefix_NT = jnp.asarray(np.random.default_rng(0).integers(0, K, (B * w, t)), jnp.int32)
+  decode = jax.jit(lambda p, m, ml, x, beams: model.apply({"params": p}, m, ml, x, method=TIGER.decode, beams=beams),
+                   static_argnums=4)
+  folded = decode(params, mem, mem_len, prefix_NT, w)
+  tiled = decode(params, jnp.repeat(mem, w, axis=0), jnp.repeat(mem_len, w), prefix_NT, 1)
+  assert folded.shape == (B * w, t + 1, K)
+  np.testing.assert_allclose(folded, tiled, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="beams=3"):
+    model.apply({"params": params}, mem, mem_len, prefix_NT, method=TIGER.decode, beams=3)
 
 
 def brute_force_sid_logprobs(apply, params, batch, sids_GL):
@@ -141,16 +158,16 @@ def test_beam_search_equals_brute_force_and_returns_catalogue_items(setup):
   batch = make_batch(4)
   want = brute_force_sid_logprobs(apply, params, batch, trie.sids)           # [B, G]
   mem, mem_len = encode(model, params, batch)
-  state = decode_state(mem, mem_len)
+  context = decode_context(mem, mem_len)
   widest = max(max(t.shape[0] for t in trie.next_node), trie.num_leaves)
-  full = beam_search.model_beam_search(BeamScorer(model), params, trie.device_arrays(), state, widest)
+  full = beam_search.model_beam_search(BeamScorer(model), params, trie.device_arrays(), {}, widest, context)
   g = trie.num_leaves
   order = np.argsort(-want, axis=1, kind="stable")
   np.testing.assert_array_equal(np.asarray(full.groups_BW)[:, :g], order)
   np.testing.assert_allclose(np.asarray(full.scores_BW)[:, :g], np.take_along_axis(want, order, 1),
                              rtol=1e-4, atol=1e-4)
   # A narrow beam: only real, distinct SIDs, each scored with its exact log-probability.
-  narrow = beam_search.model_beam_search(BeamScorer(model), params, trie.device_arrays(), state, 3)
+  narrow = beam_search.model_beam_search(BeamScorer(model), params, trie.device_arrays(), {}, 3, context)
   groups = np.asarray(narrow.groups_BW)
   assert np.all(groups >= 0) and all(len(set(r)) == 3 for r in groups.tolist())
   np.testing.assert_allclose(narrow.scores_BW, np.take_along_axis(want, groups, 1), rtol=1e-4, atol=1e-4)
@@ -183,8 +200,8 @@ def test_beam_search_takes_weights_as_arguments(setup):
   model, params, _ = setup
   _, _, trie = catalogue()
   mem, mem_len = encode(model, params, make_batch(4))
-  state = decode_state(mem, mem_len)
-  search = lambda p: beam_search.model_beam_search(CountingScorer(model), p, trie.device_arrays(), state, 2)
+  context = decode_context(mem, mem_len)
+  search = lambda p: beam_search.model_beam_search(CountingScorer(model), p, trie.device_arrays(), {}, 2, context)
   a = search(params)
   b = search(jax.tree.map(lambda p: p * 1.1, params))
   assert len(TRACES) == 1

@@ -120,3 +120,29 @@ def test_rejects_logits_of_the_wrong_width():
 
   with pytest.raises(ValueError, match="expected \\[B, W, K\\]"):
     beam_search.constrained_beam_search(bad_step, trie.device_arrays(), {"u": jnp.zeros((1, 2))}, 2)
+
+
+def test_a_shared_context_gives_what_a_tiled_state_gives():
+  """The per-query `context` (never tiled or reordered) scores exactly like the same vector held as
+  per-beam state; without state or context there is no batch size, and that fails clearly."""
+  rng = np.random.default_rng(4)
+  num_levels, k, b = 3, 4, 3
+  trie = build_trie(rng.integers(0, k, (25, num_levels)), k)
+  in_state = linear_scorer(jax.random.PRNGKey(2), num_levels, k)
+
+  def in_context(state, tokens_BWL, level, context):
+    assert jax.tree.leaves(state) == [] and context["user"].shape == (b, 8)   # untiled: [B, ...]
+    w = tokens_BWL.shape[1]
+    tiled = {"user": jnp.repeat(context["user"][:, None], w, axis=1)}
+    return in_state(tiled, tokens_BWL, level)[0], state
+
+  user = {"user": jax.random.normal(jax.random.PRNGKey(5), (b, 8))}
+  want = beam_search.constrained_beam_search(in_state, trie.device_arrays(), user, 4)
+  got = beam_search.constrained_beam_search(in_context, trie.device_arrays(), {}, 4, context=user)
+  np.testing.assert_array_equal(got.groups_BW, want.groups_BW)
+  np.testing.assert_allclose(got.scores_BW, want.scores_BW, rtol=1e-6)
+  ref = beam_search.beam_search_reference(in_context, trie.sids, {}, 4, context=user)
+  np.testing.assert_allclose(ref.scores_BW, beam_search.beam_search_reference(in_state, trie.sids, user, 4).scores_BW,
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="state or context needs"):
+    beam_search.constrained_beam_search(in_context, trie.device_arrays(), {}, 2)

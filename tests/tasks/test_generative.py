@@ -17,7 +17,7 @@ from recjax import tasks
 from recjax.data import splits, text_sequences
 from recjax.metrics.retrieval import MISS_RANK
 from recjax.models import init_params
-from recjax.models.tiger import TIGER, BeamScorer, decode_state
+from recjax.models.tiger import TIGER, BeamScorer, decode_context
 from recjax.semantic_ids import beam_search
 from recjax.semantic_ids import catalogue_sids as sid_lib
 from recjax.tasks import generative
@@ -193,8 +193,8 @@ def test_beam_search_returns_catalogue_items_and_equals_exhaustive_search(tiny):
   @jax.jit
   def reference(params, batch):
     memory, lengths = model.apply({"params": params}, batch, method=TIGER.encode)
-    return beam_search.beam_search_reference(BeamScorer(model)(params), task.trie.sids,
-                                             decode_state(memory, lengths), top=widest)
+    return beam_search.beam_search_reference(BeamScorer(model)(params), task.trie.sids, {}, top=widest,
+                                             context=decode_context(memory, lengths))
   ref = reference(params, batch)
   np.testing.assert_array_equal(got, np.asarray(ref.groups_BW))
   # And the same order as scoring every item's SID by teacher forcing (another code path).
