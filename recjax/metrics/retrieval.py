@@ -92,6 +92,16 @@ def _window_slots(ids_NK, valid_NK, window_BL, targets_B):
   return jnp.where(keep_BL, pos_BL // k, n), pos_BL % k
 
 
+def _check_streamed_args(user_BD, items_VD, ids_NK, valid_NK, targets_B):
+  """Shape checks shared by the streamed catalogue scorers (`catalogue_ranks`, `catalogue_nll`)."""
+  if user_BD.ndim != 2 or items_VD.ndim != 2 or user_BD.shape[1] != items_VD.shape[1]:
+    raise ValueError(f"user_BD [B, D] and items_VD [V, D] must share D, got {user_BD.shape} and {items_VD.shape}")
+  if ids_NK.shape != valid_NK.shape or ids_NK.ndim != 2:
+    raise ValueError(f"ids_NK and valid_NK must both be [N, K], got {ids_NK.shape} and {valid_NK.shape}")
+  if targets_B.shape != user_BD.shape[:1]:
+    raise ValueError(f"targets_B must be [{user_BD.shape[0]}], got {targets_B.shape}")
+
+
 def catalogue_ranks(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, valid_NK: jax.Array,
                     targets_B: jax.Array, window_BL: jax.Array | None = None,
                     item_transform: Callable[[jax.Array], jax.Array] = _identity) -> jax.Array:
@@ -109,12 +119,7 @@ def catalogue_ranks(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, 
   read back from the same scores at their slots (so the subtraction cancels exactly what was
   counted). The largest live arrays are one chunk's [B, K] scores, whatever the catalogue size.
   """
-  if user_BD.ndim != 2 or items_VD.ndim != 2 or user_BD.shape[1] != items_VD.shape[1]:
-    raise ValueError(f"user_BD [B, D] and items_VD [V, D] must share D, got {user_BD.shape} and {items_VD.shape}")
-  if ids_NK.shape != valid_NK.shape or ids_NK.ndim != 2:
-    raise ValueError(f"ids_NK and valid_NK must both be [N, K], got {ids_NK.shape} and {valid_NK.shape}")
-  if targets_B.shape != user_BD.shape[:1]:
-    raise ValueError(f"targets_B must be [{user_BD.shape[0]}], got {targets_B.shape}")
+  _check_streamed_args(user_BD, items_VD, ids_NK, valid_NK, targets_B)
   if window_BL is not None and (window_BL.ndim != 2 or window_BL.shape[0] != user_BD.shape[0]):
     raise ValueError(f"window_BL must be [{user_BD.shape[0]}, L], got {window_BL.shape}")
   b, n = user_BD.shape[0], ids_NK.shape[0]
@@ -153,12 +158,7 @@ def catalogue_nll(user_BD: jax.Array, items_VD: jax.Array, ids_NK: jax.Array, va
   is one chunk's [B, K] scores. No history filter: this is the loss the softmax training estimates
   (the sampled softmax samples this denominator), so it compares models trained with it.
   """
-  if user_BD.ndim != 2 or items_VD.ndim != 2 or user_BD.shape[1] != items_VD.shape[1]:
-    raise ValueError(f"user_BD [B, D] and items_VD [V, D] must share D, got {user_BD.shape} and {items_VD.shape}")
-  if ids_NK.shape != valid_NK.shape or ids_NK.ndim != 2:
-    raise ValueError(f"ids_NK and valid_NK must both be [N, K], got {ids_NK.shape} and {valid_NK.shape}")
-  if targets_B.shape != user_BD.shape[:1]:
-    raise ValueError(f"targets_B must be [{user_BD.shape[0]}], got {targets_B.shape}")
+  _check_streamed_args(user_BD, items_VD, ids_NK, valid_NK, targets_B)
   b = user_BD.shape[0]
   target_B = scale * jnp.sum(user_BD * item_transform(items_VD[targets_B]), axis=-1)
 
