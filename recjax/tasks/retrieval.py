@@ -126,28 +126,20 @@ def make_eval_nll_step(model, catalogue: np.ndarray, num_items: int, temperature
   return nll
 
 
-def make_domain_loss_step(model, catalogue: np.ndarray, temperature: float, num_domains: int,
-                          item_chunk: int = 65536):
+def make_domain_loss_step(model, catalogue: np.ndarray, num_items: int, temperature: float, num_domains: int,
+                          item_chunk: int = 4096):
   """Returns sums(params, batch) -> ([K] summed cross-entropy, [K] count) of each domain's targets.
 
-  The loss is the training objective's full softmax (`losses.full_softmax_loss`: cosine scores over
-  the catalogue at `temperature`) of the output at each user's last position, without dropout;
-  `batch["domain"]` [B] names each target's domain (-1 = a padding row)."""
-  catalogue = jnp.asarray(catalogue, jnp.int32)
+  The loss is `make_eval_nll_step`'s: the training objective's full softmax (cosine scores over
+  `catalogue` at `temperature`) of the output at each user's last position, without dropout;
+  `batch["domain"]` [B] names each target's domain (-1 = a padding row, never counted)."""
+  nll = make_eval_nll_step(model, catalogue, num_items, temperature, item_chunk)
+  domains_K = jnp.arange(num_domains)
 
-  @jax.jit
   def sums(params, batch):
-    out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
-    rows = jnp.arange(out_BLD.shape[0])
-    u_BD = out_BLD[rows, jnp.maximum(batch["lengths"] - 1, 0)]
-    loss_K, count_K = [], []
-    for k in range(num_domains):   # K masked means of one loss function: the per-domain sums
-      w_B = (batch["domain"] == k).astype(jnp.float32)
-      mean = losses.full_softmax_loss(u_BD, table_VD, batch["targets"], w_B, temperature=temperature,
-                                      catalogue=catalogue, item_chunk=item_chunk)
-      loss_K.append(mean * jnp.sum(w_B))
-      count_K.append(jnp.sum(w_B))
-    return jnp.stack(loss_K), jnp.stack(count_K)
+    nll_B = nll(params, batch)
+    in_BK = jnp.asarray(batch["domain"])[:, None] == domains_K[None, :]
+    return jnp.sum(jnp.where(in_BK, nll_B[:, None], 0.0), axis=0), jnp.sum(in_BK, axis=0, dtype=jnp.float32)
 
   return sums
 
@@ -286,8 +278,8 @@ class RetrievalTask(Task):
                                     ec.get("item_chunk", 4096))
     loss_step = None
     if self.mixture is not None:
-      loss_step = make_domain_loss_step(model, self.train_catalogue, self.config.loss.temperature, self.num_domains,
-                                        self.config.loss.get("item_chunk", 65536))
+      loss_step = make_domain_loss_step(model, self.train_catalogue, self.seqs.num_items,
+                                        self.config.loss.temperature, self.num_domains, ec.get("item_chunk", 4096))
 
     def run(params, split: str) -> dict:
       examples = self.examples[split]

@@ -117,7 +117,7 @@ def test_domain_losses_match_a_naive_cross_entropy():
   dom = rng.integers(0, k, n)
   ex = splits.EvalExamples(np.arange(n), np.ones((n, length), np.int32), lengths, targets, None, None)
   catalogue = np.arange(1, v)
-  step = retrieval.make_domain_loss_step(_FixedModel(), catalogue, temp, k, item_chunk=4)
+  step = retrieval.make_domain_loss_step(_FixedModel(), catalogue, v, temp, k, item_chunk=4)
 
   def fixed_step(params, batch):   # row index so the stand-in knows which user each batch row is
     return step(params, {**batch, "row": jnp.asarray(batch["row"])})
