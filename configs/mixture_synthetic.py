@@ -31,6 +31,8 @@ WORLD = dict(seed=0, num_users=6000, num_items=500, num_topics=10, mean_seq_len=
 
 
 def get_config(arg: str | None = None):
+  if arg not in (None, "", "quick"):
+    raise ValueError(f"mixture_synthetic: unknown config argument {arg!r}; known: 'quick'")
   c = base.base()
   c.name = "mixture_synthetic"
   c.dataset_label = "synthetic"
