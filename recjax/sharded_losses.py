@@ -13,9 +13,10 @@ all-reduce of the gathered `[T, K, D]` rows, forward and backward. Here, inside 
   table), in steps of `chunk` x K entries (a loop whose trip count is the device's own count);
 - the per-token softmax denominators combine across devices as a logsumexp of per-device parts:
   M = pmax(m_s), L = psum(l_s * exp(m_s - M)), lse = M + log L, where device s holds the max m_s
-  and the sum l_s = sum exp(logit - m_s) over the entries it owns; the positive's logit comes
-  from its owner by a psum of [T];
-- backward (`jax.custom_vjp`), each device recomputes its entries' logits, turns them into
+  and the sum l_s = sum exp(logit - m_s) over the entries it owns (kept online over its loop
+  steps); the positive's logit comes from its owner by a psum of [T];
+- backward (`jax.custom_vjp`), each device reuses its compacted entries (a forward residual),
+  recomputes their logits, turns them into
   d logit = softmax - onehot(positive), scatters the table gradient into its own rows (no
   communication) and psums the users' gradient `[T, D]`.
 
@@ -44,15 +45,15 @@ def _spec(axes: tuple[str, ...]):
 def _owned_entries(ids_TK: jax.Array, rows_per_shard: int, axes: tuple[str, ...], step: int):
   """This device's entries of the flattened [T * K] candidate grid, compacted to the front.
 
-  -> (entry_E [E] flat indices t * K + k, count (scalar: the first `count` are real), E), with
-  E = T * K rounded up to a multiple of `step`, so that every loop step reads a full slice."""
+  -> (entry_E [E] flat indices t * K + k, count [1] (the first `count` are real)), with E = T * K
+  rounded up to a multiple of `step`, so that every loop step reads a full slice."""
   flat_n = ids_TK.reshape(-1)
   shard = jax.lax.axis_index(axes)
   owned_n = (flat_n // rows_per_shard) == shard
   size = -(-flat_n.shape[0] // step) * step
   # jnp.nonzero with a static size: ascending indices, so entries stay grouped by token.
   (entry_E,) = jnp.nonzero(owned_n, size=size, fill_value=0)
-  return entry_E.astype(jnp.int32), jnp.sum(owned_n, dtype=jnp.int32), size
+  return entry_E.astype(jnp.int32), jnp.sum(owned_n, dtype=jnp.int32, keepdims=True)
 
 
 def _score(user_TD, table_RD, ids_TK, entry_C, valid_C, shard, rows_per_shard, temperature, normalize):
@@ -75,44 +76,53 @@ def _score(user_TD, table_RD, ids_TK, entry_C, valid_C, shard, rows_per_shard, t
 
 
 def _forward_local(user_TD, table_RD, ids_TK, weights_T, *, axes, temperature, chunk, normalize):
-  """One device: (loss sum, lse [T]), both the same on every device."""
+  """One device: (loss sum, lse [T]), the same on every device, and this device's owned entries
+  (entry_E, count [1]), kept for the backward pass."""
   t, k = ids_TK.shape
   rows = table_RD.shape[0]
   shard = jax.lax.axis_index(axes)
   step = chunk * k
-  entry_E, count, size = _owned_entries(ids_TK, rows, axes, step)
+  entry_E, count_1 = _owned_entries(ids_TK, rows, axes, step)
+  count = count_1[0]
 
-  def body(i, logit_E):
+  def body(i, carry):
+    # An online logsumexp over this device's entries, a step at a time (work in proportion to the
+    # entries it owns, not to T x K): the running max and the sum rescaled to it, per token.
+    max_T, sum_T, pos_T = carry
     entry_C = jax.lax.dynamic_slice_in_dim(entry_E, i * step, step)
     valid_C = i * step + jnp.arange(step) < count
-    logit_C = _score(user_TD, table_RD, ids_TK, entry_C, valid_C, shard, rows, temperature, normalize)[0]
-    return jax.lax.dynamic_update_slice_in_dim(logit_E, logit_C, i * step, 0)
+    logit_C, token_C, _, _, _, is_pos_C = _score(user_TD, table_RD, ids_TK, entry_C, valid_C, shard, rows,
+                                                 temperature, normalize)
+    token_C = jnp.where(valid_C, token_C, t)             # t: dropped by the segment ops
+    new_max_T = jnp.maximum(max_T, jax.ops.segment_max(logit_C, token_C, t, indices_are_sorted=True))
+    safe_T = jnp.where(jnp.isfinite(new_max_T), new_max_T, 0.0)   # -inf: no entry of the token yet
+    part_T = jax.ops.segment_sum(jnp.exp(logit_C - safe_T[jnp.minimum(token_C, t - 1)]), token_C, t,
+                                 indices_are_sorted=True)
+    sum_T = sum_T * jnp.exp(max_T - safe_T) + part_T
+    pos_T = pos_T + jax.ops.segment_sum(jnp.where(is_pos_C, logit_C, 0.0), token_C, t, indices_are_sorted=True)
+    return new_max_T, sum_T, pos_T
 
   # The loop's carry differs between devices (it holds their own entries): say so to shard_map.
-  init = jax.lax.pcast(jnp.full((size,), -jnp.inf, user_TD.dtype), axes, to="varying")
-  logit_E = jax.lax.fori_loop(0, (count + step - 1) // step, body, init)
-  valid_E = jnp.arange(size) < count
-  token_E = jnp.where(valid_E, entry_E // k, t)             # t: dropped by the segment ops
-  max_T = jax.ops.segment_max(logit_E, token_E, t, indices_are_sorted=True)   # -inf: owns none
+  zeros_T = jnp.zeros((t,), user_TD.dtype)
+  init = jax.lax.pcast((jnp.full((t,), -jnp.inf, user_TD.dtype), zeros_T, zeros_T), axes, to="varying")
+  max_T, sum_T, pos_T = jax.lax.fori_loop(0, (count + step - 1) // step, body, init)
   safe_max_T = jnp.where(jnp.isfinite(max_T), max_T, 0.0)
-  sum_T = jax.ops.segment_sum(jnp.exp(logit_E - safe_max_T[jnp.minimum(token_E, t - 1)]), token_E, t,
-                              indices_are_sorted=True)
-  pos_T = jax.ops.segment_sum(jnp.where(entry_E % k == 0, logit_E, 0.0), token_E, t, indices_are_sorted=True)
   # The logsumexp of the parts: every device rescales its sum to the global max.
   global_max_T = jax.lax.pmax(max_T, axes)
   total_T = jax.lax.psum(jnp.where(sum_T > 0, sum_T * jnp.exp(safe_max_T - global_max_T), 0.0), axes)
   lse_T = global_max_T + jnp.log(total_T)
   pos_T = jax.lax.psum(pos_T, axes)
-  return jnp.sum((lse_T - pos_T) * weights_T), lse_T
+  return jnp.sum((lse_T - pos_T) * weights_T), lse_T, entry_E, count_1
 
 
-def _backward_local(user_TD, table_RD, ids_TK, weights_T, lse_T, g, *, axes, temperature, chunk, normalize):
+def _backward_local(user_TD, table_RD, ids_TK, weights_T, lse_T, entry_E, count_1, g, *, axes, temperature,
+                    chunk, normalize):
   """One device: (d user [T, D] summed over devices, d table [R, D] of its own rows)."""
   k = ids_TK.shape[1]
   rows, dim = table_RD.shape
   shard = jax.lax.axis_index(axes)
   step = chunk * k
-  entry_E, count, _ = _owned_entries(ids_TK, rows, axes, step)
+  count = count_1[0]
   scale_T = weights_T * g / temperature
 
   def body(i, carry):
@@ -142,22 +152,23 @@ def _sharded_sum(mesh: Mesh, axes: tuple[str, ...], temperature: float, chunk: i
   spec = _spec(axes)
   kw = dict(axes=axes, temperature=temperature, chunk=chunk, normalize=normalize)
   table_spec = P(spec, None)
+  per_device = P(spec)   # each device's own entries, stacked: [S * E] and [S]
   fwd_map = jax.shard_map(functools.partial(_forward_local, **kw), mesh=mesh,
-                          in_specs=(P(), table_spec, P(), P()), out_specs=(P(), P()))
+                          in_specs=(P(), table_spec, P(), P()), out_specs=(P(), P(), per_device, per_device))
   bwd_map = jax.shard_map(functools.partial(_backward_local, **kw), mesh=mesh,
-                          in_specs=(P(), table_spec, P(), P(), P(), P()), out_specs=(P(), table_spec))
+                          in_specs=(P(), table_spec, P(), P(), P(), per_device, per_device, P()),
+                          out_specs=(P(), table_spec))
 
   @jax.custom_vjp
   def total(user_TD, table_VD, ids_TK, weights_T):
     return fwd_map(user_TD, table_VD, ids_TK, weights_T)[0]
 
   def fwd(user_TD, table_VD, ids_TK, weights_T):
-    value, lse_T = fwd_map(user_TD, table_VD, ids_TK, weights_T)
-    return value, (user_TD, table_VD, ids_TK, weights_T, lse_T)
+    value, lse_T, entry, count = fwd_map(user_TD, table_VD, ids_TK, weights_T)
+    return value, (user_TD, table_VD, ids_TK, weights_T, lse_T, entry, count)
 
   def bwd(residuals, g):
-    user_TD, table_VD, ids_TK, weights_T, lse_T = residuals
-    d_user_TD, d_table_VD = bwd_map(user_TD, table_VD, ids_TK, weights_T, lse_T, g)
+    d_user_TD, d_table_VD = bwd_map(*residuals, g)
     return d_user_TD, d_table_VD, None, None
 
   total.defvjp(fwd, bwd)
