@@ -2,11 +2,14 @@
 per-device memory on one device and under FSDP on 8, from XLA's compiled memory analysis, then two
 real FSDP steps. Prints one JSON line; the test asserts on it.
 
-The analysis is of the trainer's step (AdamW). The two real steps run the same model, table and
+The analysis is of the trainer's step (AdamW): on 8 devices with the mesh's sampled softmax
+(`resolve_fast_paths`: the row-sharded `shard_map` loss), on one device with the same loss unsharded
+(`loss.impl="xla"`, which XLA's analysis sees into; the C++ kernel is a custom call). The two real steps run the same model, table and
 sharding with plain SGD: this one process holds all 8 host "devices", so with Adam's moments the
 real steps needed 14.5 GB of host RAM (measured peak RSS, most of it the state being initialised),
 which a loaded 23 GB machine could not always give; with SGD and a table filled by a cheap
-deterministic pattern (its values do not matter here) the whole worker peaked at 8.4 GB. They show
+deterministic pattern (its values do not matter here) the whole worker peaked at 5.8 GB (8.6 GB with
+the SPMD sampled softmax). They show
 that the sharded step runs at this size and updates the table's rows; the memory claim rests on the
 analysis.
 
