@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 
@@ -176,7 +177,10 @@ def sampled_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_i
       return sharded_losses.sampled_softmax_loss_sharded(
           user_emb_TD, item_table_VD, ids_TK, weights_T, mesh=mesh, axes=axes, temperature=temperature,
           chunk=chunk, normalize=normalize)
-    impl = "xla"   # the table is replicated (no mesh axis divides its rows): nothing to shard
+    # The table is replicated (no mesh axis divides its rows; the trainer notes it): nothing to shard.
+    logging.info("loss.impl='shard_map': %d table rows divide over no axis of mesh %s; running 'xla'",
+                 item_table_VD.shape[0], dict(mesh.shape))
+    impl = "xla"
   if normalize:
     user_emb_TD, item_table_VD = l2_normalize(user_emb_TD), l2_normalize(item_table_VD)
   ids_TK = jnp.concatenate([pos_ids_T[:, None], neg_ids_TN], axis=1).astype(jnp.int32)
