@@ -36,8 +36,8 @@ import ml_collections
 from configs import hstu_rank_synthetic
 
 
-# One component removed per row of the ablation table (scripts/make_kunlun_ablation.py): the
-# model-setting overrides of each config argument `no_<component>`.
+# One component removed per row of the ablation table (scripts/make_readme_tables.py, section
+# kunlun_ablation): the model-setting overrides of each config argument `no_<component>`.
 ABLATIONS = {
     "no_compskip": dict(compskip=False),
     "no_window": dict(window=0, event_windows=(0, 0, 0)),

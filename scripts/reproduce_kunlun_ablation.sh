@@ -4,7 +4,7 @@
 # the same data, protocol and 8 epochs. Each row is a config argument of
 # configs/kunlun_rank_synthetic.py (ABLATIONS: no_window, no_hsp, no_moe, no_event_personalisation,
 # no_compskip) and writes results/synthetic/kunlun_rank_synthetic_<row>.json; then
-# scripts/make_kunlun_ablation.py builds the README table and the NE-vs-FLOPs PNG.
+# scripts/make_readme_tables.py builds the README table, scripts/plot_kunlun_ablation.py the PNG.
 # Runs go one at a time under nice (the box is shared). Resumable: a row whose results file exists
 # is skipped. A run starts only from a tree whose source folders are committed (the results file
 # records the commit), so it waits while they are not.
@@ -25,4 +25,5 @@ for row in "${rows[@]}"; do
   echo "run $name ($(date -u +%H:%M:%S))"
   nice -n 10 "$PY" -m experiments.run --config="configs/kunlun_rank_synthetic.py$arg" --workdir="workdirs/$name"
 done
-"$PY" scripts/make_kunlun_ablation.py
+"$PY" scripts/make_readme_tables.py   # the kunlun_ablation section (and the others)
+"$PY" scripts/plot_kunlun_ablation.py
