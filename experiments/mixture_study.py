@@ -1,7 +1,7 @@
 """The data-mixture study on the synthetic world's tabs: small runs -> law -> the larger model's mixture.
 
     python -m experiments.mixture_study --phase=small|table|big|report [--out=results/mixture_study]
-        [--jobs=2] [--quick]
+        [--jobs=2] [--quick] [--seeds=42,1,2] [--mixtures=predicted,uniform]
 
 Every run is `python -m experiments.run --config=configs/mixture_synthetic.py` with the mixture,
 width and budget on the command line, its results file in <out>/runs/<run>.json; a run whose
@@ -12,13 +12,17 @@ results file exists is skipped (rerun a phase to resume). Phases:
   big     the larger scale BIG (width, targets) at four mixtures: the mixture law's optimum for BIG
           (read from <out>/fit_small.json, written by `experiments.mixture_law` on small_runs.csv),
           uniform, natural (the tabs' shares of the training targets) and the small grid's best
-          (lowest mean held-out loss at the largest small scale);
+          (lowest mean held-out loss at the largest small scale); at every seed of --seeds (the
+          training seed, `config.seed`: initial weights, batch order, dropout; the targets drawn,
+          `data.domains.seed`, stay fixed), only the mixtures of --mixtures when given;
   report  all runs -> <out>/all_runs.csv; the two laws of fit_small.json (fitted on the small runs
           only) predict the larger model's runs: their MRE there is the held-out MRE of the study;
           the comparison (<out>/comparison.json) and the PNGs (predicted vs measured loss of both
           laws, the four larger-model losses).
 n_tokens = training targets x epochs (the supervised next items the model was trained on);
 model_size = the model's parameter count (results file `num_params`).
+Seeds: a run at the config's seed (DEFAULT_SEED) is named `d<dim>_t<targets>_<mixture>`, one at any
+other seed S `d<dim>_t<targets>_<mixture>_seed<S>`; both count as seeds of that mixture in the report.
 --quick: a 2 x 2 grid of tiny runs (config :quick), a smoke test of the plumbing, not a study.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ import concurrent.futures
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,6 +47,8 @@ _OUT = flags.DEFINE_string("out", "results/mixture_study", "results folder")
 _WORKDIRS = flags.DEFINE_string("workdirs", "workdirs/mixture_study", "one workdir per run under this")
 _JOBS = flags.DEFINE_integer("jobs", 2, "runs at a time")
 _QUICK = flags.DEFINE_bool("quick", False, "tiny runs (config :quick): checks the plumbing only")
+_SEEDS = flags.DEFINE_list("seeds", None, "big phase: training seeds to run (default: the config's seed only)")
+_BIG_MIXTURES = flags.DEFINE_list("mixtures", None, "big phase: only these of the four mixtures (default: all)")
 
 CONFIG = "configs/mixture_synthetic.py"
 NUM_TABS = 4
@@ -49,6 +56,8 @@ SMALL_SCALES = ((8, 2000), (16, 4000))     # (model width, training targets)
 QUICK_BIG = (32, 800)                      # --quick: only distinct from the small scales
 BIG = (64, 16000)                          # ~5.6x the parameters, 4x the targets of the largest small run
 DIRICHLET_SAMPLES, DIRICHLET_SEED, WEIGHT_MIN = 3, 0, 0.1
+DEFAULT_SEED = 42                          # configs/base.py's `seed`: every run before seeds were added
+BIG_MIXTURE_NAMES = ("predicted", "uniform", "natural", "bestsmall")
 
 
 def mixtures(num_tabs: int = NUM_TABS, samples: int = DIRICHLET_SAMPLES) -> dict[str, tuple[float, ...]]:
@@ -72,24 +81,34 @@ def _renormalised(w):
   return w
 
 
-def run_name(mixture: str, dim: int, targets: int) -> str:
-  return f"d{dim}_t{targets}_{mixture}"
+def run_name(mixture: str, dim: int, targets: int, seed: int = DEFAULT_SEED) -> str:
+  """The run's name; the config's own seed keeps the unsuffixed name the first runs were given."""
+  return f"d{dim}_t{targets}_{mixture}" + ("" if seed == DEFAULT_SEED else f"_seed{seed}")
 
 
-def run_command(name: str, weights, dim: int, targets: int, workdir: str, results: str) -> list[str]:
+def parse_run_name(name: str) -> tuple[int, int, str, int]:
+  """`d64_t16000_uniform_seed1` -> (64, 16000, "uniform", 1); no `_seed<S>` suffix -> DEFAULT_SEED."""
+  m = re.fullmatch(r"d(\d+)_t(\d+)_(.+?)(?:_seed(\d+))?", name)
+  if m is None:
+    raise ValueError(f"run name {name!r} is not d<dim>_t<targets>_<mixture>[_seed<S>]")
+  return int(m[1]), int(m[2]), m[3], int(m[4]) if m[4] is not None else DEFAULT_SEED
+
+
+def run_command(name: str, weights, dim: int, targets: int, workdir: str, results: str,
+                seed: int = DEFAULT_SEED) -> list[str]:
   w = "(" + ",".join(repr(float(x)) for x in weights) + ")"
   return [sys.executable, "-m", "experiments.run", f"--config={CONFIG}" + (":quick" if _QUICK.value else ""),
           f"--config.name=mixture_synthetic_{name}", f"--config.model.dim={dim}",
           f"--config.data.domains.targets={targets}", f"--config.data.domains.weights={w}",
-          f"--workdir={workdir}", f"--results={results}"]
+          f"--config.seed={seed}", f"--workdir={workdir}", f"--results={results}"]
 
 
 def _results_path(name: str) -> str:
   return os.path.join(_OUT.value, "runs", f"{name}.json")
 
 
-def run_all(jobs: list[tuple[str, tuple, int, int]]) -> None:
-  """Runs the (name, weights, dim, targets) jobs whose results file is missing, `--jobs` at a time.
+def run_all(jobs: list[tuple[str, tuple, int, int, int]]) -> None:
+  """Runs the (name, weights, dim, targets, seed) jobs whose results file is missing, `--jobs` at a time.
   Every run shares one generated world (<workdirs>/data, linked into its workdir)."""
   shared_data = os.path.abspath(os.path.join(_WORKDIRS.value, "data"))
   os.makedirs(shared_data, exist_ok=True)
@@ -102,7 +121,7 @@ def run_all(jobs: list[tuple[str, tuple, int, int]]) -> None:
   first, rest = todo[0], todo[1:]
 
   def one(job):
-    name, weights, dim, targets = job
+    name, weights, dim, targets, seed = job
     workdir = os.path.join(_WORKDIRS.value, name)
     os.makedirs(workdir, exist_ok=True)
     if not os.path.exists(os.path.join(workdir, "data")):
@@ -110,7 +129,7 @@ def run_all(jobs: list[tuple[str, tuple, int, int]]) -> None:
     log = os.path.join(workdir, "run.log")
     t0 = time.time()
     with open(log, "w") as f:
-      rc = subprocess.call(run_command(name, weights, dim, targets, workdir, _results_path(name)),
+      rc = subprocess.call(run_command(name, weights, dim, targets, workdir, _results_path(name), seed),
                            stdout=f, stderr=subprocess.STDOUT)
     print(f"  {name}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see {log})'} in {time.time() - t0:.0f} s", flush=True)
     return rc
@@ -128,7 +147,7 @@ def small_jobs():
   if _QUICK.value:
     grid = {k: grid[k] for k in ("uniform", "corner0")}
     scales = ((8, 200), (16, 400))
-  return [(run_name(m, d, t), w, d, t) for d, t in scales for m, w in grid.items()]
+  return [(run_name(m, d, t), w, d, t, DEFAULT_SEED) for d, t in scales for m, w in grid.items()]
 
 
 def read_run(path: str) -> dict:
@@ -176,6 +195,39 @@ def big_mixtures() -> dict[str, tuple[float, ...]]:
   return {"predicted": tuple(_renormalised(predicted)), "uniform": (1.0 / k,) * k,
           "natural": tuple(_renormalised(pool / pool.sum())),
           "bestsmall": tuple(_renormalised(largest[best]["weights"]))}
+
+
+def _seeds() -> list[int]:
+  try:
+    seeds = [int(x) for x in _SEEDS.value] if _SEEDS.value else [DEFAULT_SEED]
+  except ValueError:
+    raise ValueError(f"--seeds must be integers, got {_SEEDS.value}") from None
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"--seeds has a repeated seed: {seeds}")
+  return seeds
+
+
+def big_jobs() -> list[tuple[str, tuple, int, int, int]]:
+  """The larger model's jobs: --mixtures (default all four) x --seeds, seed by seed (a partial study
+  then has every mixture at the same seeds). big_mixtures.json is (re)written only when missing or
+  when the mixtures changed, so a later seed does not rewrite the record the first runs came from."""
+  t0 = time.time()
+  mixes = big_mixtures()
+  path = os.path.join(_OUT.value, "big_mixtures.json")
+  stored = None
+  if os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)["mixtures"]
+  if stored is None or set(stored) != set(mixes) or any(
+      not np.allclose(stored[m], mixes[m], atol=1e-9) for m in mixes):
+    results_lib.write_results(path, _record("mixture_study_big_mixtures", {"mixtures": mixes}, t0, mixtures=mixes))
+  print(json.dumps(mixes))
+  names = list(_BIG_MIXTURES.value or mixes)
+  unknown = sorted(set(names) - set(mixes))
+  if unknown:
+    raise ValueError(f"--mixtures: unknown {unknown}; known: {sorted(mixes)}")
+  dim, targets = _big_scale()
+  return [(run_name(m, dim, targets, seed), mixes[m], dim, targets, seed) for seed in _seeds() for m in names]
 
 
 def _record(config: str, metrics: dict, t0: float, **extra) -> dict:
@@ -293,13 +345,7 @@ def main(argv):
     rows = [r for n, r in _runs().items() if n in small_names]
     print("wrote", write_table(rows, os.path.join(_OUT.value, "small_runs.csv")), f"({len(rows)} runs)")
   elif _PHASE.value == "big":
-    t0 = time.time()
-    mixes = big_mixtures()
-    results_lib.write_results(os.path.join(_OUT.value, "big_mixtures.json"),
-                              _record("mixture_study_big_mixtures", {"mixtures": mixes}, t0, mixtures=mixes))
-    dim, targets = _big_scale()
-    print(json.dumps(mixes))
-    run_all([(run_name(m, dim, targets), w, dim, targets) for m, w in mixes.items()])
+    run_all(big_jobs())
   else:
     report()
 
