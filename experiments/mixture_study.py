@@ -400,10 +400,12 @@ def _plot_big(seeded) -> None:
     vals = [comparison[m]["per_seed"][str(s)]["mean_loss"] for s in comparison[m]["seeds"]]
     every += vals
     ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
-    ax.text(i, means[i] + stds[i], f"{means[i]:.4f}\n± {stds[i]:.4f} (n {len(vals)})", ha="center", va="bottom",
-            fontsize=7)
   span = max(every) - min(every)
-  ax.set_ylim(min(every) - max(span, 0.01) * 1.5, max(every) + max(span, 0.01) * 1.2)
+  bottom = min(every) - max(span, 0.01) * 1.5
+  ax.set_ylim(bottom, max(every) + max(span, 0.01) * 0.5)
+  for i in range(len(order)):   # inside the bar, clear of the error bar and the dots
+    ax.text(i, bottom + max(span, 0.01) * 0.2, f"{means[i]:.4f}\n± {stds[i]:.4f}\n(n {len(comparison[order[i]]['seeds'])})",
+            ha="center", va="bottom", fontsize=7, color="white")
   ax.set_ylabel("mean held-out loss over the 4 tabs")
   ax.set_title(f"larger model (width {_big_scale()[0]}, {_big_scale()[1]} targets): mean ± std over seeds",
                fontsize=9)
@@ -414,8 +416,11 @@ def _plot_big(seeded) -> None:
     if v["ci"] is not None:
       bx.errorbar([i], [v["mean"]], yerr=[[v["mean"] - v["ci"][0]], [v["ci"][1] - v["mean"]]], fmt="o",
                   color="C3", capsize=4)
-    bx.text(i, max(v["diffs"] + ([v["ci"][1]] if v["ci"] else [])), v["verdict"], ha="center", va="bottom",
-            fontsize=7)
+  lo, hi = bx.get_ylim()
+  for i, k in enumerate(names):
+    bx.text(i, hi, paired[k]["verdict"], ha="center", va="bottom", fontsize=7)
+  bx.set_ylim(lo, hi + (hi - lo) * 0.08)
+  bx.set_xlim(-0.5, len(names) - 0.5)
   bx.axhline(0, color="k", lw=0.8, ls="--")
   bx.set_xticks(range(len(names)), [k.replace("predicted_minus_", "pred − ") for k in names])
   bx.set_ylabel("paired difference of mean loss (per seed)")
