@@ -1,4 +1,5 @@
-"""What the six MovieLens ranking configs share ({hstu,dlrm,din}_rank_{ml100k,ml1m_half}.py).
+"""What the MovieLens ranking configs share ({hstu,dlrm,din}_rank_{ml100k,ml1m_half}.py, and
+{kunlun,interformer_lite,wukong,dcnv2}_rank_ml100k.py).
 
 Protocol: the synthetic ranking protocol (configs/hstu_rank_synthetic.py) on MovieLens explicit
 ratings. Per user, time-ordered; the last 8 ratings are test candidates, the 8 before them
@@ -12,7 +13,8 @@ split at that epoch. No published number uses this protocol: these are our own b
 """
 import ml_collections
 
-from configs import base, hstu_rank_synthetic
+from configs import (base, dcnv2_rank_synthetic, hstu_rank_synthetic, interformer_lite_rank_synthetic,
+                     kunlun_rank_synthetic, wukong_rank_synthetic)
 
 DATASETS = {
     # name -> (data settings, dataset_label)
@@ -31,8 +33,25 @@ MODELS = {
 }
 
 
+def _rating_events(model: dict) -> dict:
+  """A Kunlun-family model of the synthetic configs with MovieLens's event types: every rated movie,
+  the liked ones (action bit 0: rating >= 4) and the loved ones (bit 1: rating = 5), in place of
+  KuaiRand's all / click (bit 0) / long view (bit 6). Everything else as on the synthetic world."""
+  return dict(model, events=("all", "liked", "loved"), event_bits=(-1, 0, 1))
+
+
+# Kunlun (issue 20) and its baselines: the synthetic configs' models, so the two datasets' rows are
+# the same architectures (configs/{kunlun,interformer_lite,wukong,dcnv2}_rank_synthetic.py).
+MODELS.update({
+    "kunlun": _rating_events(kunlun_rank_synthetic.get_config().model.to_dict()),
+    "interformer_lite": _rating_events(interformer_lite_rank_synthetic.get_config().model.to_dict()),
+    "wukong": wukong_rank_synthetic.get_config().model.to_dict(),
+    "dcnv2": dcnv2_rank_synthetic.get_config().model.to_dict(),
+})
+
+
 def ranking_config(model: str, dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """`model` ("hstu", "dlrm", "din") on `dataset` ("ml100k", "ml1m_half"); arg "quick" = smoke test."""
+  """`model` (a key of MODELS) on `dataset` ("ml100k", "ml1m_half"); arg "quick" = smoke test."""
   if model not in MODELS or dataset not in DATASETS:
     raise ValueError(f"unknown model {model!r} or dataset {dataset!r}: models {tuple(MODELS)}, "
                      f"datasets {tuple(DATASETS)}")

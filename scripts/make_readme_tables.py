@@ -9,6 +9,7 @@ Sections live between `<!-- BEGIN <name> -->` and `<!-- END <name> -->` markers:
   kunlun_ablation  results/synthetic/kunlun_rank_synthetic{,_no_<component>}.json: one component
                 removed per row, beside the paper's reported numbers (plot: plot_kunlun_ablation.py)
   speed         results/bench/train_cpu.json (scripts/bench_train.py)
+  mixture       results/mixture_study/{comparison,fit_small}.json (experiments/mixture_study.py --phase=report)
 """
 from __future__ import annotations
 
@@ -328,8 +329,71 @@ def kunlun_ablation_table() -> str:
   return "\n".join(out)
 
 
+def _count_numbers(tree) -> int:
+  """Fitted parameters of a law as stored in fit_small.json (nested dicts and lists of numbers)."""
+  if isinstance(tree, dict):
+    return sum(_count_numbers(v) for v in tree.values())
+  if isinstance(tree, list):
+    return sum(_count_numbers(v) for v in tree)
+  return 1
+
+
+MIXTURE_LABELS = {"predicted": "predicted by the mixture law", "uniform": "uniform", "natural": "natural",
+                  "bestsmall": "best of the small grid"}
+
+
+def mixture_tables() -> str:
+  """The mixture study: both laws' MRE (fitted on the small runs, held out on the larger model's
+  runs), the larger model's four mixtures as mean ± std over seeds, and the paired differences with
+  the done-when verdict (the rule of recjax/scaling/seeds.py)."""
+  folder = os.path.join(ROOT, "results", "mixture_study")
+  if not os.path.exists(os.path.join(folder, "comparison.json")):
+    return "_not yet run: scripts/reproduce_mixture_study.sh_"
+  c = json.load(open(os.path.join(folder, "comparison.json")))
+  fit = json.load(open(os.path.join(folder, "fit_small.json")))
+  sd = lambda mean, std, n: f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"
+  held = c["heldout_larger_model"]
+  out = [f"| law | params | fitted MRE ({c['small_runs']} small runs) | held-out MRE (the larger model's "
+         f"{c['heldout_runs']} runs) |", "|---|---|---|---|"]
+  for key, name in (("mixture_law", "mixture law (capacity competition + noise)"),
+                    ("exponential_law", "exponential law (Ye et al., no N or D)")):
+    out.append(f"| {name} | {_count_numbers(fit['params'][key])} | {fit['metrics'][key]['train']['mre']:.2%} | "
+               f"{held[key]['mre']:.2%} |")
+  scale = c["scale"]
+  out += ["", f"The larger model (width {scale['dim']}, {scale['targets']:,} targets, {scale['model_size']:,} "
+          f"parameters) at four mixtures; mean ± sample std over the seeds (the training seed; the drawn targets "
+          f"are the same at every seed):", "",
+          "| mixture (tab0 … tab3) | seeds | tab losses | mean held-out loss | HR@10 |", "|---|---|---|---|---|"]
+  for m in ("predicted", "uniform", "natural", "bestsmall"):
+    if m not in c["comparison"]:
+      continue
+    r = c["comparison"][m]
+    n = len(r["seeds"])
+    w = "" if m == "uniform" else " (" + ", ".join(f"{x:.3f}" for x in r["weights"]) + ")"
+    tabs = ", ".join(f"{mu:.3f}" + ("" if n == 1 else f" ± {s:.3f}")
+                     for mu, s in zip(r["tab_losses"]["mean"], r["tab_losses"]["std"]))
+    out.append(f"| {MIXTURE_LABELS[m]}{w} | {', '.join(map(str, r['seeds']))} | {tabs} | "
+               f"{sd(r['mean_loss']['mean'], r['mean_loss']['std'], n)} | {sd(r['hr@10']['mean'], r['hr@10']['std'], n)} |")
+  out += ["", "Paired by seed (same initial weights and batch order; only the supervised targets differ):", "",
+          "| difference of mean held-out loss | per seed | mean ± std | 95% t-interval | verdict |",
+          "|---|---|---|---|---|"]
+  for k, v in c["paired"].items():
+    per = ", ".join(f"{s}: {d:+.4f}" for s, d in zip(v["seeds"], v["diffs"]))
+    ci = "–" if v["ci"] is None else f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]"
+    out.append(f"| {k.replace('_minus_', ' − ')} | {per} | {v['mean']:+.4f} ± {v['std']:.4f} | {ci} | "
+               f"{v['verdict']} |")
+  dw = c["done_when"]
+  if dw:
+    yes = lambda b: "no worse" if b else "WORSE"
+    out += ["", f"Done-when ({dw['seeds']} seed{'s' if dw['seeds'] != 1 else ''}"
+            f"{', PARTIAL' if dw['partial'] else ''}): predicted vs uniform **{yes(dw['predicted_no_worse_than_uniform'])}** "
+            f"({dw['verdict_vs_uniform']}), vs natural **{yes(dw['predicted_no_worse_than_natural'])}** "
+            f"({dw['verdict_vs_natural']}). Rule: {dw['rule']}."]
+  return "\n".join(out)
+
+
 SECTIONS = {"reproduction": reproduction_table, "ranking": ranking_table, "speed": speed_table,
-            "kunlun_ablation": kunlun_ablation_table}
+            "kunlun_ablation": kunlun_ablation_table, "mixture": mixture_tables}
 
 
 def main():

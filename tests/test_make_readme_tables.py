@@ -114,3 +114,33 @@ def test_kunlun_ablation_table_deltas_flops_noise_and_partial(root):
 def test_kunlun_ablation_rows_are_the_configs_ablations():
   from configs import kunlun_rank_synthetic   # pylint: disable=import-outside-toplevel
   assert [row for row, _, _ in tables.KUNLUN_ABLATIONS] == list(kunlun_rank_synthetic.ABLATIONS)
+
+
+def _mixture_files(root, predicted_offset):
+  """comparison.json (from the study's own seed_comparison) and fit_small.json of a fake mixture study."""
+  from experiments import mixture_study as ms  # pylint: disable=import-outside-toplevel
+  row = lambda base, shift: {"weights": [0.25] * 4, "losses": [base + shift + k for k in range(4)],
+                             "mean_loss": base + shift + 1.5, "hr@10": 0.1}
+  big = {"uniform": {s: row(5.0, 0.01 * i) for i, s in enumerate((1, 2, 42))},
+         "natural": {s: row(5.5, 0.01 * i) for i, s in enumerate((1, 2, 42))},
+         "predicted": {s: row(5.0 + predicted_offset, 0.011 * i) for i, s in enumerate((1, 2))}}
+  seeded = ms.seed_comparison(big, {m: [0.25] * 4 for m in big})
+  folder = os.path.join(root, "results", "mixture_study")
+  os.makedirs(folder)
+  law = {"mre": 0.1}
+  with open(os.path.join(folder, "comparison.json"), "w") as f:
+    json.dump({"scale": {"dim": 64, "targets": 16000, "model_size": 59072}, "small_runs": 16, "heldout_runs": 8,
+               "heldout_larger_model": {"mixture_law": law, "exponential_law": law}, **seeded}, f)
+  with open(os.path.join(folder, "fit_small.json"), "w") as f:
+    json.dump({"params": {"mixture_law": {"H": 1.0, "tab0": {"b": 1, "c": 2}}, "exponential_law": {"c": [1, 2, 3]}},
+               "metrics": {"mixture_law": {"train": law}, "exponential_law": {"train": law}}}, f)
+
+
+def test_mixture_tables_show_seeds_mean_std_and_the_verdict(root):
+  _mixture_files(root, predicted_offset=0.5)     # predicted 0.5 worse at both of its 2 seeds
+  text = tables.mixture_tables()
+  assert "| mixture law (capacity competition + noise) | 3 | 10.00% | 10.00% |" in text   # params counted: H, b, c
+  uniform = next(line for line in text.splitlines() if line.startswith("| uniform |"))
+  assert "| 1, 2, 42 |" in uniform and "6.5100 ± 0.0100" in uniform
+  assert "| predicted − uniform | 1: +0.5000, 2: +0.5010 |" in text
+  assert "Done-when (2 seeds, PARTIAL): predicted vs uniform **WORSE** (worse)" in text
