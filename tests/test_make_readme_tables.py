@@ -78,6 +78,44 @@ def test_no_oracle_shows_dashes(root):
   assert row[6:9] == ["–", "–", "–"]
 
 
+def _kunlun(config, ne_tasks, flops_per_example, best_epoch=3):
+  r = _ranking_result(config, 42, ne_tasks)
+  r["flops"] = [{"flops_per_example": flops_per_example}]
+  r["metrics"]["best_epoch"] = {"epoch": best_epoch}
+  r["config_values"] = {"train": {"num_epochs": 8}}
+  return r
+
+
+def test_kunlun_ablation_table_deltas_flops_noise_and_partial(root):
+  full = _kunlun("kunlun_rank_synthetic", (0.80, 0.90), 30e6, best_epoch=7)        # mean NE 0.85
+  _write(root, full)
+  _write(root, _kunlun("kunlun_rank_synthetic_no_compskip", (0.81, 0.90), 60e6))   # 0.855: +0.005
+  _write(root, _kunlun("kunlun_rank_synthetic_no_window", (0.801, 0.90), 30e6))    # 0.8505: +0.0005
+  for seed, ne in ((42, (0.80, 0.90)), (1, (0.80, 0.904))):    # noise yardstick: mean NE 0.85, 0.852
+    _write(root, {**_ranking_result("dlrm_rank_synthetic", seed, ne),
+                  "config": "dlrm_rank_synthetic" + ("" if seed == 42 else f"_seed{seed}")})
+  table = tables.kunlun_ablation_table()
+  lines = table.splitlines()
+  assert lines[0] == "**PARTIAL**: not yet run: no_hsp, no_moe, no_event_personalisation."
+  rows = {line.split(" | ")[1]: line.split(" | ") for line in lines if line.startswith("| ") and "[" in line}
+  sigma = statistics.stdev([0.85, 0.852])
+  no_cs = rows["[kunlun_rank_synthetic_no_compskip](results/synthetic/kunlun_rank_synthetic_no_compskip.json)"]
+  assert no_cs[2] == "0.8550" and no_cs[3] == f"+0.0050 ({100 * 0.005 / 0.85:+.2f}%)"   # 2σ = 0.0028 < 0.005
+  assert no_cs[7] == "0.0600" and no_cs[8] == "-50.0%" and no_cs[9] == "3 of 8"
+  no_w = rows["[kunlun_rank_synthetic_no_window](results/synthetic/kunlun_rank_synthetic_no_window.json)"]
+  assert no_w[3].endswith("within noise") and no_w[8] == "+0.0%"
+  assert f"2σ = {2 * sigma:.4f}" in table
+  assert rows["[kunlun_rank_synthetic](results/synthetic/kunlun_rank_synthetic.json)"][9] == "7 of 8"
+  # The ablation rows live in their own table; the full model stays in the ranking table.
+  ranking = _rows(tables.ranking_table())
+  assert "kunlun_rank_synthetic" in ranking and "kunlun_rank_synthetic_no_compskip" not in ranking
+
+
+def test_kunlun_ablation_rows_are_the_configs_ablations():
+  from configs import kunlun_rank_synthetic   # pylint: disable=import-outside-toplevel
+  assert [row for row, _, _ in tables.KUNLUN_ABLATIONS] == list(kunlun_rank_synthetic.ABLATIONS)
+
+
 def _mixture_files(root, predicted_offset):
   """comparison.json (from the study's own seed_comparison) and fit_small.json of a fake mixture study."""
   from experiments import mixture_study as ms  # pylint: disable=import-outside-toplevel
