@@ -8,6 +8,8 @@ rated movie, the liked ones (rating >= 4) and the loved ones (rating = 5).
 
 Command:   python -m experiments.run --config=configs/kunlun_rank_ml100k.py --workdir=workdirs/kunlun_rank_ml100k
 Quick:     python -m experiments.run --config=configs/kunlun_rank_ml100k.py:quick
+Ablation:  python -m experiments.run --config=configs/kunlun_rank_ml100k.py:no_hsp (one component removed per
+           run, the rows of configs/kunlun_rank_synthetic.py's ABLATIONS; run kunlun_rank_ml100k_no_<component>)
 Hardware:  2-core x86 CPU; minutes.
 Result:    results/ml-100k/kunlun_rank_ml100k.json (README ranking table).
 """

@@ -55,16 +55,21 @@ def ranking_config(model: str, dataset: str, arg: str | None = None) -> ml_colle
   if model not in MODELS or dataset not in DATASETS:
     raise ValueError(f"unknown model {model!r} or dataset {dataset!r}: models {tuple(MODELS)}, "
                      f"datasets {tuple(DATASETS)}")
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"config argument must be empty or 'quick', got {arg!r}")
+  parts = [p for p in (arg or "").split(",") if p]
+  ablations = [p for p in parts if model == "kunlun" and p in kunlun_rank_synthetic.ABLATIONS]
+  if [p for p in parts if p != "quick" and p not in ablations] or len(ablations) > 1:
+    raise ValueError(f"config argument must be empty or 'quick' (kunlun: or one of "
+                     f"{sorted(kunlun_rank_synthetic.ABLATIONS)}, optionally ',quick'), got {arg!r}")
   data, label = DATASETS[dataset]
-  c = hstu_rank_synthetic.ranking_base(f"{model}_rank_{dataset}")
+  c = hstu_rank_synthetic.ranking_base(f"{model}_rank_{dataset}" + "".join(f"_{a}" for a in ablations))
   c.dataset_label = label
   c.data.update(data)
   c.ranking.update(dict(tasks="rating", context=True))
   c.train.num_epochs = 6
   c.model = ml_collections.ConfigDict(MODELS[model])
-  if arg == "quick":
+  for a in ablations:   # Kunlun's ablation rows (issue 20), the synthetic config's, one component each
+    c.model.update(kunlun_rank_synthetic.ABLATIONS[a])
+  if "quick" in parts:
     apply_quick(c)
   return c
 

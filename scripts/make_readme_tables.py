@@ -240,9 +240,14 @@ KUNLUN_ABLATIONS = (   # (row, what is removed, the paper's numbers for the comp
     ("no_event_personalisation", "event-level personalisation (shared capacity)",
      "FLOPs −11%, QPS +13%; NE not given"),
 )
-KUNLUN_ABLATION_CONFIGS = {f"{KUNLUN_FULL}_{row}" for row, _, _ in KUNLUN_ABLATIONS}
-# The seed-noise yardstick: the synthetic ranking config with the most seeds at the time (DLRM, 4).
-NOISE_CONFIG = "dlrm_rank_synthetic"
+# The same ablation rows on real data: MovieLens-100K's rating ranker (configs/kunlun_rank_ml100k.py).
+KUNLUN_ABLATION_DATASETS = {   # full config -> (results folder, seed-noise yardstick config or None)
+    # The synthetic yardstick: the synthetic ranking config with the most seeds at the time (DLRM, 4).
+    "kunlun_rank_synthetic": ("synthetic", "dlrm_rank_synthetic"),
+    "kunlun_rank_ml100k": ("ml-100k", None),   # no seeded ML-100K ranking runs yet
+}
+KUNLUN_ABLATION_CONFIGS = {f"{full}_{row}" for full in KUNLUN_ABLATION_DATASETS for row, _, _ in KUNLUN_ABLATIONS}
+NOISE_CONFIG = KUNLUN_ABLATION_DATASETS[KUNLUN_FULL][1]
 
 
 def seed_std(config: str, dataset: str = "synthetic") -> tuple[float | None, int]:
@@ -258,7 +263,7 @@ def seed_std(config: str, dataset: str = "synthetic") -> tuple[float | None, int
   return (sum((v - m) ** 2 for v in nes) / (len(nes) - 1)) ** 0.5, len(nes)
 
 
-def kunlun_ablation_rows() -> tuple[dict | None, list[dict], list[str]]:
+def kunlun_ablation_rows(full_config: str = KUNLUN_FULL) -> tuple[dict | None, list[dict], list[str]]:
   """(the full model's row, one row per ablation run found, the ablation rows not yet run).
 
   A row: run, removed, paper, path, ne, auc, gauc, share (of the oracle gap, on mean NE),
@@ -267,7 +272,7 @@ def kunlun_ablation_rows() -> tuple[dict | None, list[dict], list[str]]:
   FLOPs saved, negative when it saves, the paper's sign); both None without a full row.
   """
   def load(name, removed, paper):
-    path = os.path.join(ROOT, "results", "synthetic", f"{name}.json")
+    path = os.path.join(ROOT, "results", KUNLUN_ABLATION_DATASETS[full_config][0], f"{name}.json")
     if not os.path.exists(path):
       return None
     r = json.load(open(path))
@@ -281,10 +286,10 @@ def kunlun_ablation_rows() -> tuple[dict | None, list[dict], list[str]]:
             "best_epoch": (r["metrics"].get("best_epoch") or {}).get("epoch"),
             "epochs": r.get("config_values", {}).get("train", {}).get("num_epochs", r.get("epochs")),
             "partial": bool(r.get("partial"))}
-  full = load(KUNLUN_FULL, "none (full Kunlun)", "")
+  full = load(full_config, "none (full Kunlun)", "")
   rows, missing = [], []
   for row, removed, paper in KUNLUN_ABLATIONS:
-    r = load(f"{KUNLUN_FULL}_{row}", removed, paper)
+    r = load(f"{full_config}_{row}", removed, paper)
     if r is None:
       missing.append(row)
       continue
@@ -294,16 +299,17 @@ def kunlun_ablation_rows() -> tuple[dict | None, list[dict], list[str]]:
   return full, rows, missing
 
 
-def kunlun_ablation_table() -> str:
-  full, rows, missing = kunlun_ablation_rows()
+def kunlun_ablation_table(full_config: str = KUNLUN_FULL) -> str:
+  full, rows, missing = kunlun_ablation_rows(full_config)
   if full is None and not rows:
     return "_no Kunlun ablation runs yet: scripts/reproduce_kunlun_ablation.sh_"
-  std, n_seeds = seed_std(NOISE_CONFIG)
+  folder, noise_config = KUNLUN_ABLATION_DATASETS[full_config]
+  std, n_seeds = seed_std(noise_config, folder) if noise_config else (None, 0)
   band = 2 * std if std is not None else None
   f4 = lambda v: "–" if v is None else f"{v:.4f}"   # noqa: E731
   out = []
   if missing or full is None:
-    out += [f"**PARTIAL**: not yet run: {', '.join(([] if full else [KUNLUN_FULL]) + missing)}.", ""]
+    out += [f"**PARTIAL**: not yet run: {', '.join(([] if full else [full_config]) + missing)}.", ""]
   out += ["| component removed | run | test mean NE | ΔNE vs full (relative) | AUC | GAUC | share of gap closed | "
           "train GFLOPs / request | the component's FLOPs change | best epoch | paper, for the component |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -319,9 +325,9 @@ def kunlun_ablation_table() -> str:
     best = "–" if r["best_epoch"] is None else f"{r['best_epoch']} of {r['epochs']}"
     out.append(f"| {r['removed']} | {link} | {f4(r['ne'])} | {d} | {f4(r['auc'])} | {f4(r['gauc'])} | "
                f"{f4(r['share'])} | {gf} | {fc} | {best} | {r['paper'] or '–'} |")
-  noise = (f"{NOISE_CONFIG}'s test mean NE std over its {n_seeds} seeds is {std:.4f}, so |ΔNE| < 2σ = {band:.4f} "
-           f"is marked within noise" if std is not None else "no seed-noise yardstick yet")
-  out += ["", f"One seed (42) per row: same world, protocol and epochs; test split at the epoch chosen on validation "
+  noise = (f"{noise_config}'s test mean NE std over its {n_seeds} seeds is {std:.4f}, so |ΔNE| < 2σ = {band:.4f} "
+           f"is marked within noise" if std is not None else "no seed-noise yardstick on this dataset yet")
+  out += ["", f"One seed (42) per row: same data, protocol and epochs; test split at the epoch chosen on validation "
           f"NE. ΔNE = row − full (positive: removing the component hurts); relative = ΔNE / full NE. Seed noise: "
           f"{noise}. FLOPs: XLA's count of one training step / 128 requests; the component's FLOPs change = "
           f"full / row − 1 (negative: the component saves), the sign of the paper's numbers. Paper: papers.md "
@@ -393,7 +399,8 @@ def mixture_tables() -> str:
 
 
 SECTIONS = {"reproduction": reproduction_table, "ranking": ranking_table, "speed": speed_table,
-            "kunlun_ablation": kunlun_ablation_table, "mixture": mixture_tables}
+            "kunlun_ablation": kunlun_ablation_table,
+            "kunlun_ablation_ml100k": lambda: kunlun_ablation_table("kunlun_rank_ml100k"), "mixture": mixture_tables}
 
 
 def main():

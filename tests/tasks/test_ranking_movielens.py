@@ -40,6 +40,21 @@ def test_kunlun_family_reads_movielens_rating_bits_as_event_types():
            {k: v for k, v in b.items() if k not in ("events", "event_bits")}   # same architecture
 
 
+def test_kunlun_ml100k_ablation_rows_change_one_component_and_name_their_run():
+  from configs import kunlun_rank_synthetic
+  full = kunlun_rank_ml100k.get_config().model.to_dict()
+  for row, overrides in kunlun_rank_synthetic.ABLATIONS.items():
+    c = kunlun_rank_ml100k.get_config(row)
+    assert c.name == f"kunlun_rank_ml100k_{row}"
+    changed = {k for k, v in c.model.to_dict().items() if full[k] != v}
+    assert changed == {k for k, v in overrides.items() if full[k] != v} and changed, (row, changed)
+    assert kunlun_rank_ml100k.get_config(f"{row},quick").quick
+  with pytest.raises(ValueError, match="no_hsp"):
+    rank_movielens.ranking_config("dlrm", "ml100k", "no_hsp")        # ablations are Kunlun's only
+  with pytest.raises(ValueError, match="no_hsp"):
+    kunlun_rank_ml100k.get_config("no_hsp,no_moe")                    # one component at a time
+
+
 def test_unknown_model_dataset_or_argument_is_rejected():
   with pytest.raises(ValueError, match="unknown model"):
     rank_movielens.ranking_config("sasrec", "ml100k")
