@@ -21,6 +21,8 @@ from configs import kunlun_rank_synthetic
 
 
 def get_config(arg: str | None = None):
+  if arg and arg != "quick":   # Kunlun's ablation arguments would rename this run: not InterFormer's
+    raise ValueError(f"unknown config argument {arg!r}; use 'quick' or nothing")
   c = kunlun_rank_synthetic.get_config(arg)
   c.name = "interformer_lite_rank_synthetic"
   c.model.update(dict(pooling="pma", window=0, compskip=False, event_personalisation=False, layers=2,

@@ -1,4 +1,5 @@
-"""What the six MovieLens ranking configs share ({hstu,dlrm,din}_rank_{ml100k,ml1m_half}.py).
+"""What the MovieLens ranking configs share ({hstu,dlrm,din}_rank_{ml100k,ml1m_half}.py, and
+{kunlun,interformer_lite,wukong,dcnv2}_rank_ml100k.py).
 
 Protocol: the synthetic ranking protocol (configs/hstu_rank_synthetic.py) on MovieLens explicit
 ratings. Per user, time-ordered; the last 8 ratings are test candidates, the 8 before them
@@ -12,7 +13,8 @@ split at that epoch. No published number uses this protocol: these are our own b
 """
 import ml_collections
 
-from configs import base, hstu_rank_synthetic
+from configs import (base, dcnv2_rank_synthetic, hstu_rank_synthetic, interformer_lite_rank_synthetic,
+                     kunlun_rank_synthetic, wukong_rank_synthetic)
 
 DATASETS = {
     # name -> (data settings, dataset_label)
@@ -31,21 +33,43 @@ MODELS = {
 }
 
 
+def _rating_events(model: dict) -> dict:
+  """A Kunlun-family model of the synthetic configs with MovieLens's event types: every rated movie,
+  the liked ones (action bit 0: rating >= 4) and the loved ones (bit 1: rating = 5), in place of
+  KuaiRand's all / click (bit 0) / long view (bit 6). Everything else as on the synthetic world."""
+  return dict(model, events=("all", "liked", "loved"), event_bits=(-1, 0, 1))
+
+
+# Kunlun (issue 20) and its baselines: the synthetic configs' models, so the two datasets' rows are
+# the same architectures (configs/{kunlun,interformer_lite,wukong,dcnv2}_rank_synthetic.py).
+MODELS.update({
+    "kunlun": _rating_events(kunlun_rank_synthetic.get_config().model.to_dict()),
+    "interformer_lite": _rating_events(interformer_lite_rank_synthetic.get_config().model.to_dict()),
+    "wukong": wukong_rank_synthetic.get_config().model.to_dict(),
+    "dcnv2": dcnv2_rank_synthetic.get_config().model.to_dict(),
+})
+
+
 def ranking_config(model: str, dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """`model` ("hstu", "dlrm", "din") on `dataset` ("ml100k", "ml1m_half"); arg "quick" = smoke test."""
+  """`model` (a key of MODELS) on `dataset` ("ml100k", "ml1m_half"); arg "quick" = smoke test."""
   if model not in MODELS or dataset not in DATASETS:
     raise ValueError(f"unknown model {model!r} or dataset {dataset!r}: models {tuple(MODELS)}, "
                      f"datasets {tuple(DATASETS)}")
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"config argument must be empty or 'quick', got {arg!r}")
+  parts = [p for p in (arg or "").split(",") if p]
+  ablations = [p for p in parts if model == "kunlun" and p in kunlun_rank_synthetic.ABLATIONS]
+  if [p for p in parts if p != "quick" and p not in ablations] or len(ablations) > 1:
+    raise ValueError(f"config argument must be empty or 'quick' (kunlun: or one of "
+                     f"{sorted(kunlun_rank_synthetic.ABLATIONS)}, optionally ',quick'), got {arg!r}")
   data, label = DATASETS[dataset]
-  c = hstu_rank_synthetic.ranking_base(f"{model}_rank_{dataset}")
+  c = hstu_rank_synthetic.ranking_base(f"{model}_rank_{dataset}" + "".join(f"_{a}" for a in ablations))
   c.dataset_label = label
   c.data.update(data)
   c.ranking.update(dict(tasks="rating", context=True))
   c.train.num_epochs = 6
   c.model = ml_collections.ConfigDict(MODELS[model])
-  if arg == "quick":
+  for a in ablations:   # Kunlun's ablation rows (issue 20), the synthetic config's, one component each
+    c.model.update(kunlun_rank_synthetic.ABLATIONS[a])
+  if "quick" in parts:
     apply_quick(c)
   return c
 

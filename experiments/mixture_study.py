@@ -1,7 +1,7 @@
 """The data-mixture study on the synthetic world's tabs: small runs -> law -> the larger model's mixture.
 
     python -m experiments.mixture_study --phase=small|table|big|report [--out=results/mixture_study]
-        [--jobs=2] [--quick]
+        [--jobs=2] [--quick] [--seeds=42,1,2] [--mixtures=predicted,uniform]
 
 Every run is `python -m experiments.run --config=configs/mixture_synthetic.py` with the mixture,
 width and budget on the command line, its results file in <out>/runs/<run>.json; a run whose
@@ -12,13 +12,20 @@ results file exists is skipped (rerun a phase to resume). Phases:
   big     the larger scale BIG (width, targets) at four mixtures: the mixture law's optimum for BIG
           (read from <out>/fit_small.json, written by `experiments.mixture_law` on small_runs.csv),
           uniform, natural (the tabs' shares of the training targets) and the small grid's best
-          (lowest mean held-out loss at the largest small scale);
-  report  all runs -> <out>/all_runs.csv; the two laws of fit_small.json (fitted on the small runs
-          only) predict the larger model's runs: their MRE there is the held-out MRE of the study;
-          the comparison (<out>/comparison.json) and the PNGs (predicted vs measured loss of both
-          laws, the four larger-model losses).
+          (lowest mean held-out loss at the largest small scale); at every seed of --seeds (the
+          training seed, `config.seed`: initial weights, batch order, dropout; the targets drawn,
+          `data.domains.seed`, stay fixed), only the mixtures of --mixtures when given;
+  report  all runs (every seed of the larger model a row) -> <out>/all_runs.csv; the two laws of
+          fit_small.json (fitted on the small runs only) predict the larger model's runs: their MRE
+          there is the held-out MRE of the study; the comparison over seeds (<out>/comparison.json,
+          `seed_comparison`: each mixture's mean ± std over seeds, overall and per tab; predicted −
+          uniform / natural / best-small paired by seed, and the done-when verdict by the rule of
+          recjax/scaling/seeds.py) and the PNGs (predicted vs measured loss of both laws; the four
+          larger-model mixtures with error bars beside the paired differences).
 n_tokens = training targets x epochs (the supervised next items the model was trained on);
 model_size = the model's parameter count (results file `num_params`).
+Seeds: a run at the config's seed (DEFAULT_SEED) is named `d<dim>_t<targets>_<mixture>`, one at any
+other seed S `d<dim>_t<targets>_<mixture>_seed<S>`; both count as seeds of that mixture in the report.
 --quick: a 2 x 2 grid of tiny runs (config :quick), a smoke test of the plumbing, not a study.
 """
 from __future__ import annotations
@@ -27,6 +34,7 @@ import concurrent.futures
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +43,7 @@ from absl import app, flags
 import numpy as np
 
 from recjax.scaling import runs as runs_lib
+from recjax.scaling import seeds as seeds_lib
 from recjax.train import results as results_lib
 
 _PHASE = flags.DEFINE_enum("phase", None, ["small", "table", "big", "report"], "which step of the study")
@@ -42,6 +51,8 @@ _OUT = flags.DEFINE_string("out", "results/mixture_study", "results folder")
 _WORKDIRS = flags.DEFINE_string("workdirs", "workdirs/mixture_study", "one workdir per run under this")
 _JOBS = flags.DEFINE_integer("jobs", 2, "runs at a time")
 _QUICK = flags.DEFINE_bool("quick", False, "tiny runs (config :quick): checks the plumbing only")
+_SEEDS = flags.DEFINE_list("seeds", None, "big phase: training seeds to run (default: the config's seed only)")
+_BIG_MIXTURES = flags.DEFINE_list("mixtures", None, "big phase: only these of the four mixtures (default: all)")
 
 CONFIG = "configs/mixture_synthetic.py"
 NUM_TABS = 4
@@ -49,6 +60,9 @@ SMALL_SCALES = ((8, 2000), (16, 4000))     # (model width, training targets)
 QUICK_BIG = (32, 800)                      # --quick: only distinct from the small scales
 BIG = (64, 16000)                          # ~5.6x the parameters, 4x the targets of the largest small run
 DIRICHLET_SAMPLES, DIRICHLET_SEED, WEIGHT_MIN = 3, 0, 0.1
+DEFAULT_SEED = 42                          # configs/base.py's `seed`: every run before seeds were added
+BIG_MIXTURE_NAMES = ("predicted", "uniform", "natural", "bestsmall")
+FULL_SEEDS = 3                             # seeds per larger-model mixture; fewer: the comparison is partial
 
 
 def mixtures(num_tabs: int = NUM_TABS, samples: int = DIRICHLET_SAMPLES) -> dict[str, tuple[float, ...]]:
@@ -72,24 +86,34 @@ def _renormalised(w):
   return w
 
 
-def run_name(mixture: str, dim: int, targets: int) -> str:
-  return f"d{dim}_t{targets}_{mixture}"
+def run_name(mixture: str, dim: int, targets: int, seed: int = DEFAULT_SEED) -> str:
+  """The run's name; the config's own seed keeps the unsuffixed name the first runs were given."""
+  return f"d{dim}_t{targets}_{mixture}" + ("" if seed == DEFAULT_SEED else f"_seed{seed}")
 
 
-def run_command(name: str, weights, dim: int, targets: int, workdir: str, results: str) -> list[str]:
+def parse_run_name(name: str) -> tuple[int, int, str, int]:
+  """`d64_t16000_uniform_seed1` -> (64, 16000, "uniform", 1); no `_seed<S>` suffix -> DEFAULT_SEED."""
+  m = re.fullmatch(r"d(\d+)_t(\d+)_(.+?)(?:_seed(\d+))?", name)
+  if m is None:
+    raise ValueError(f"run name {name!r} is not d<dim>_t<targets>_<mixture>[_seed<S>]")
+  return int(m[1]), int(m[2]), m[3], int(m[4]) if m[4] is not None else DEFAULT_SEED
+
+
+def run_command(name: str, weights, dim: int, targets: int, workdir: str, results: str,
+                seed: int = DEFAULT_SEED) -> list[str]:
   w = "(" + ",".join(repr(float(x)) for x in weights) + ")"
   return [sys.executable, "-m", "experiments.run", f"--config={CONFIG}" + (":quick" if _QUICK.value else ""),
           f"--config.name=mixture_synthetic_{name}", f"--config.model.dim={dim}",
           f"--config.data.domains.targets={targets}", f"--config.data.domains.weights={w}",
-          f"--workdir={workdir}", f"--results={results}"]
+          f"--config.seed={seed}", f"--workdir={workdir}", f"--results={results}"]
 
 
 def _results_path(name: str) -> str:
   return os.path.join(_OUT.value, "runs", f"{name}.json")
 
 
-def run_all(jobs: list[tuple[str, tuple, int, int]]) -> None:
-  """Runs the (name, weights, dim, targets) jobs whose results file is missing, `--jobs` at a time.
+def run_all(jobs: list[tuple[str, tuple, int, int, int]]) -> None:
+  """Runs the (name, weights, dim, targets, seed) jobs whose results file is missing, `--jobs` at a time.
   Every run shares one generated world (<workdirs>/data, linked into its workdir)."""
   shared_data = os.path.abspath(os.path.join(_WORKDIRS.value, "data"))
   os.makedirs(shared_data, exist_ok=True)
@@ -102,7 +126,7 @@ def run_all(jobs: list[tuple[str, tuple, int, int]]) -> None:
   first, rest = todo[0], todo[1:]
 
   def one(job):
-    name, weights, dim, targets = job
+    name, weights, dim, targets, seed = job
     workdir = os.path.join(_WORKDIRS.value, name)
     os.makedirs(workdir, exist_ok=True)
     if not os.path.exists(os.path.join(workdir, "data")):
@@ -110,7 +134,7 @@ def run_all(jobs: list[tuple[str, tuple, int, int]]) -> None:
     log = os.path.join(workdir, "run.log")
     t0 = time.time()
     with open(log, "w") as f:
-      rc = subprocess.call(run_command(name, weights, dim, targets, workdir, _results_path(name)),
+      rc = subprocess.call(run_command(name, weights, dim, targets, workdir, _results_path(name), seed),
                            stdout=f, stderr=subprocess.STDOUT)
     print(f"  {name}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see {log})'} in {time.time() - t0:.0f} s", flush=True)
     return rc
@@ -128,7 +152,7 @@ def small_jobs():
   if _QUICK.value:
     grid = {k: grid[k] for k in ("uniform", "corner0")}
     scales = ((8, 200), (16, 400))
-  return [(run_name(m, d, t), w, d, t) for d, t in scales for m, w in grid.items()]
+  return [(run_name(m, d, t), w, d, t, DEFAULT_SEED) for d, t in scales for m, w in grid.items()]
 
 
 def read_run(path: str) -> dict:
@@ -178,6 +202,39 @@ def big_mixtures() -> dict[str, tuple[float, ...]]:
           "bestsmall": tuple(_renormalised(largest[best]["weights"]))}
 
 
+def _seeds() -> list[int]:
+  try:
+    seeds = [int(x) for x in _SEEDS.value] if _SEEDS.value else [DEFAULT_SEED]
+  except ValueError:
+    raise ValueError(f"--seeds must be integers, got {_SEEDS.value}") from None
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"--seeds has a repeated seed: {seeds}")
+  return seeds
+
+
+def big_jobs() -> list[tuple[str, tuple, int, int, int]]:
+  """The larger model's jobs: --mixtures (default all four) x --seeds, seed by seed (a partial study
+  then has every mixture at the same seeds). big_mixtures.json is (re)written only when missing or
+  when the mixtures changed, so a later seed does not rewrite the record the first runs came from."""
+  t0 = time.time()
+  mixes = big_mixtures()
+  path = os.path.join(_OUT.value, "big_mixtures.json")
+  stored = None
+  if os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)["mixtures"]
+  if stored is None or set(stored) != set(mixes) or any(
+      not np.allclose(stored[m], mixes[m], atol=1e-9) for m in mixes):
+    results_lib.write_results(path, _record("mixture_study_big_mixtures", {"mixtures": mixes}, t0, mixtures=mixes))
+  print(json.dumps(mixes))
+  names = list(_BIG_MIXTURES.value or mixes)
+  unknown = sorted(set(names) - set(mixes))
+  if unknown:
+    raise ValueError(f"--mixtures: unknown {unknown}; known: {sorted(mixes)}")
+  dim, targets = _big_scale()
+  return [(run_name(m, dim, targets, seed), mixes[m], dim, targets, seed) for seed in _seeds() for m in names]
+
+
 def _record(config: str, metrics: dict, t0: float, **extra) -> dict:
   """A results record (the fields every results file carries) of this driver's phase."""
   return {"study": "mixture_study", "config": config, "dataset": "synthetic (tabs as domains)",
@@ -192,35 +249,91 @@ def _big_scale():
   return QUICK_BIG if _QUICK.value else BIG
 
 
+def big_runs_by_seed(runs: dict[str, dict], dim: int, targets: int) -> dict[str, dict[int, dict]]:
+  """The larger scale's runs {name: read_run row} -> {mixture: {seed: row}}."""
+  out: dict[str, dict[int, dict]] = {}
+  for name, row in runs.items():
+    d, t, mixture, seed = parse_run_name(name)
+    if (d, t) == (dim, targets):
+      out.setdefault(mixture, {})[seed] = row
+  return out
+
+
+def seed_comparison(big: dict[str, dict[int, dict]], mixes: dict[str, list[float]]) -> dict:
+  """{mixture: {seed: run row}} -> the comparison over seeds (what comparison.json holds).
+
+  Per mixture: every seed's tab losses, mean loss and HR@10, and their mean ± sample std over the
+  seeds. Paired: predicted − each other mixture, seed by seed (`recjax.scaling.seeds`: same seed =
+  same initial weights and batch order, the mixtures differ only in which targets are supervised),
+  with the verdict rule of that module. `done_when` reads the rule's `no_worse` for uniform and
+  natural; `partial` when a mixture has fewer than FULL_SEEDS seeds.
+  """
+  comparison = {}
+  for m in sorted(big):
+    by_seed = big[m]
+    order = sorted(by_seed)
+    shares = {tuple(np.round(by_seed[s]["weights"], 9)) for s in order}
+    if len(shares) != 1:   # the seed sets training only; a different draw would be another arm
+      raise ValueError(f"mixture {m!r}: realised_shares differ between seeds {order}: {sorted(shares)}")
+    comparison[m] = {
+        "weights": list(mixes[m]), "realised_shares": list(by_seed[order[0]]["weights"]), "seeds": order,
+        "per_seed": {str(s): {"tab_losses": by_seed[s]["losses"], "mean_loss": by_seed[s]["mean_loss"],
+                              "hr@10": by_seed[s]["hr@10"]} for s in order},
+        "mean_loss": seeds_lib.summarise([by_seed[s]["mean_loss"] for s in order]).as_dict(),
+        "tab_losses": seeds_lib.summarise_columns([by_seed[s]["losses"] for s in order]),
+        "hr@10": seeds_lib.summarise([by_seed[s]["hr@10"] for s in order]).as_dict()}
+  paired = {}
+  if "predicted" in big:
+    for other in ("uniform", "natural", "bestsmall"):
+      if other in big and set(big["predicted"]) & set(big[other]):
+        paired[f"predicted_minus_{other}"] = seeds_lib.paired_difference(
+            {s: r["mean_loss"] for s, r in big["predicted"].items()}, {s: r["mean_loss"] for s, r in big[other].items()})
+  done_when = None
+  if {"predicted_minus_uniform", "predicted_minus_natural"} <= set(paired):
+    n_min = min(len(c["seeds"]) for c in comparison.values())
+    done_when = {
+        "rule": "predicted is no worse than X unless the 95% Student-t interval of the paired differences "
+                "(predicted - X per seed) lies above 0; with one paired seed, the sign alone (recjax/scaling/seeds.py)",
+        "predicted_no_worse_than_uniform": paired["predicted_minus_uniform"]["no_worse"],
+        "predicted_no_worse_than_natural": paired["predicted_minus_natural"]["no_worse"],
+        "verdict_vs_uniform": paired["predicted_minus_uniform"]["verdict"],
+        "verdict_vs_natural": paired["predicted_minus_natural"]["verdict"],
+        "seeds": n_min, "partial": n_min < FULL_SEEDS}
+  return {"comparison": comparison, "paired": paired, "done_when": done_when}
+
+
 def report() -> None:
   t0 = time.time()
   small_names = {j[0] for j in small_jobs()}
   dim, targets = _big_scale()
   allr = _runs()
-  big = {n.split("_", 2)[2]: r for n, r in allr.items() if n.startswith(f"d{dim}_t{targets}_")}
-  rows = [allr[n] for n in sorted(allr) if n in small_names] + [big[m] for m in sorted(big)]
+  big = big_runs_by_seed(allr, dim, targets)
+  big_rows = [big[m][s] for m in sorted(big) for s in sorted(big[m])]
+  rows = [allr[n] for n in sorted(allr) if n in small_names] + big_rows
   write_table(rows, os.path.join(_OUT.value, "all_runs.csv"))
   with open(os.path.join(_OUT.value, "big_mixtures.json")) as f:
     mixes = json.load(f)["mixtures"]
-  comparison = {m: {"weights": mixes[m], "realised_shares": big[m]["weights"], "tab_losses": big[m]["losses"],
-                    "mean_loss": big[m]["mean_loss"], "hr@10": big[m]["hr@10"]} for m in big}
+  seeded = seed_comparison(big, mixes)
   heldout = _heldout_metrics()
-  verdict = None
-  if {"predicted", "uniform", "natural"} <= set(comparison):
-    p = comparison["predicted"]["mean_loss"]
-    verdict = {"predicted_no_worse_than_uniform": p <= comparison["uniform"]["mean_loss"],
-               "predicted_no_worse_than_natural": p <= comparison["natural"]["mean_loss"]}
-  out = {"scale": {"dim": dim, "targets": targets, "model_size": rows[-1]["model_size"],
-                   "n_tokens": rows[-1]["n_tokens"]},
-         "comparison": comparison, "done_when": verdict, "heldout_larger_model": heldout,
+  out = {"scale": {"dim": dim, "targets": targets, "model_size": big_rows[-1]["model_size"],
+                   "n_tokens": big_rows[-1]["n_tokens"]},
+         **seeded, "heldout_larger_model": heldout, "heldout_runs": len(big_rows),
          "small_runs": len(small_names), "run_wall_clock_s": {n: r["wall_clock_s"] for n, r in allr.items()}}
-  metrics = {"mean_loss": {m: c["mean_loss"] for m, c in comparison.items()},
+  metrics = {"mean_loss": {m: c["mean_loss"]["mean"] for m, c in seeded["comparison"].items()},
+             "mean_loss_std": {m: c["mean_loss"]["std"] for m, c in seeded["comparison"].items()},
+             "seeds": {m: len(c["seeds"]) for m, c in seeded["comparison"].items()},
+             "paired_mean_difference": {k: v["mean"] for k, v in seeded["paired"].items()},
              "heldout_mre_larger_model": {k: v["mre"] for k, v in heldout.items()}}
   results_lib.write_results(os.path.join(_OUT.value, "comparison.json"),
                             _record("mixture_study_comparison", metrics, t0, **out))
-  print(json.dumps({m: round(c["mean_loss"], 4) for m, c in comparison.items()}), verdict)
+  for m, c in seeded["comparison"].items():
+    print(f"{m}: mean loss {c['mean_loss']['mean']:.4f} ± {c['mean_loss']['std']:.4f} over seeds {c['seeds']}")
+  for k, v in seeded["paired"].items():
+    print(f"{k}: {v['mean']:+.4f} ± {v['std']:.4f} (n {v['n']}, diffs {[round(d, 4) for d in v['diffs']]}): "
+          f"{v['verdict']}")
+  print("done-when:", seeded["done_when"])
   print("held-out MRE on the larger model's runs:", {k: f"{v['mre']:.3%}" for k, v in heldout.items()})
-  _plots(comparison, heldout)
+  _plots(seeded, heldout)
 
 
 def _laws():
@@ -247,7 +360,7 @@ def _heldout_metrics() -> dict:
           for name, pred in preds.items()}
 
 
-def _plots(comparison, heldout) -> None:
+def _plots(seeded, heldout) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -269,16 +382,49 @@ def _plots(comparison, heldout) -> None:
   fig.tight_layout()
   fig.savefig(os.path.join(_OUT.value, "predicted_vs_measured.png"), dpi=120)
   plt.close(fig)
-  order = [m for m in ("predicted", "uniform", "natural", "bestsmall") if m in comparison]
-  fig, ax = plt.subplots(figsize=(6, 4))
-  vals = [comparison[m]["mean_loss"] for m in order]
-  ax.bar(order, vals, color=["C3", "C0", "C1", "C2"][:len(order)])
-  for i, v in enumerate(vals):
-    ax.text(i, v, f"{v:.4f}", ha="center", va="bottom", fontsize=8)
-  span = max(vals) - min(vals)
-  ax.set_ylim(min(vals) - max(span, 0.01) * 2, max(vals) + max(span, 0.01))
+  _plot_big(seeded)
+
+
+def _plot_big(seeded) -> None:
+  """Left: each mixture's mean loss over seeds (bar), ± one sample std (error bar), every seed (dots).
+  Right: predicted − each other mixture per seed (dots), their mean and 95% t-interval."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  comparison, paired = seeded["comparison"], seeded["paired"]
+  order = [m for m in BIG_MIXTURE_NAMES if m in comparison]
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+  means = [comparison[m]["mean_loss"]["mean"] for m in order]
+  stds = [comparison[m]["mean_loss"]["std"] for m in order]
+  ax.bar(order, means, yerr=stds, capsize=4, color=["C3", "C0", "C1", "C2"][:len(order)], alpha=0.8)
+  every = []
+  for i, m in enumerate(order):
+    vals = [comparison[m]["per_seed"][str(s)]["mean_loss"] for s in comparison[m]["seeds"]]
+    every += vals
+    ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
+  span = max(every) - min(every)
+  bottom = min(every) - max(span, 0.01) * 1.5
+  ax.set_ylim(bottom, max(every) + max(span, 0.01) * 0.5)
+  for i in range(len(order)):   # inside the bar, clear of the error bar and the dots
+    ax.text(i, bottom + max(span, 0.01) * 0.2, f"{means[i]:.4f}\n± {stds[i]:.4f}\n(n {len(comparison[order[i]]['seeds'])})",
+            ha="center", va="bottom", fontsize=7, color="white")
   ax.set_ylabel("mean held-out loss over the 4 tabs")
-  ax.set_title(f"larger model (width {_big_scale()[0]}, {_big_scale()[1]} targets) by training mixture", fontsize=9)
+  ax.set_title(f"larger model (width {_big_scale()[0]}, {_big_scale()[1]} targets): mean ± std over seeds",
+               fontsize=9)
+  names = list(paired)
+  for i, k in enumerate(names):
+    v = paired[k]
+    bx.scatter([i] * v["n"], v["diffs"], color="k", s=10, zorder=3)
+    if v["ci"] is not None:
+      bx.errorbar([i], [v["mean"]], yerr=[[v["mean"] - v["ci"][0]], [v["ci"][1] - v["mean"]]], fmt="o",
+                  color="C3", capsize=4)
+  lo, hi = bx.get_ylim()
+  for i, k in enumerate(names):
+    bx.text(i, hi, paired[k]["verdict"], ha="center", va="bottom", fontsize=7)
+  bx.set_ylim(lo, hi + (hi - lo) * 0.08)
+  bx.set_xlim(-0.5, len(names) - 0.5)
+  bx.axhline(0, color="k", lw=0.8, ls="--")
+  bx.set_xticks(range(len(names)), [k.replace("predicted_minus_", "pred − ") for k in names])
+  bx.set_ylabel("paired difference of mean loss (per seed)")
+  bx.set_title("predicted − other: seeds, mean, 95% t-interval", fontsize=9)
   fig.tight_layout()
   fig.savefig(os.path.join(_OUT.value, "big_model_mixtures.png"), dpi=120)
   plt.close(fig)
@@ -293,13 +439,7 @@ def main(argv):
     rows = [r for n, r in _runs().items() if n in small_names]
     print("wrote", write_table(rows, os.path.join(_OUT.value, "small_runs.csv")), f"({len(rows)} runs)")
   elif _PHASE.value == "big":
-    t0 = time.time()
-    mixes = big_mixtures()
-    results_lib.write_results(os.path.join(_OUT.value, "big_mixtures.json"),
-                              _record("mixture_study_big_mixtures", {"mixtures": mixes}, t0, mixtures=mixes))
-    dim, targets = _big_scale()
-    print(json.dumps(mixes))
-    run_all([(run_name(m, dim, targets), w, dim, targets) for m, w in mixes.items()])
+    run_all(big_jobs())
   else:
     report()
 

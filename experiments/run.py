@@ -1,7 +1,10 @@
 """The one entry point: python -m experiments.run --config=configs/<name>.py --workdir=DIR
 
 Overrides: --config.model.num_blocks=4 ; quick test: --config=configs/<name>.py:quick
-Writes results/<dataset>/<config name>.json (or --results=PATH).
+Writes results/<dataset>/<config name>.json (or --results=PATH). That default follows the config name,
+not --workdir, so a run refuses to replace a results file written from another workdir (a probe run
+of a committed config in /tmp would otherwise overwrite the committed result): give --results=PATH,
+or --overwrite_results to replace it on purpose.
 
 --allow_config_change: resuming --workdir with a config that differs from its checkpoint's (other
 than in train length, logging/eval/checkpoint frequency, eval batch size or cut-offs; see
@@ -31,6 +34,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs; rerun to resume")
 _RESULTS = flags.DEFINE_string("results", None, "results JSON path (default results/<dataset>/<config>.json)")
+_OVERWRITE_RESULTS = flags.DEFINE_bool("overwrite_results", False, "replace the default results file even "
+                                       "where a run in another workdir wrote it")
 _SNAPSHOT = flags.DEFINE_bool("snapshot", False, "evaluate --workdir's latest checkpoint (no training) and "
                               "write a results file marked partial")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
@@ -92,6 +97,9 @@ def main(argv):
   logging.info("config %s, workdir %s, backend %s; malloc tuned: %s (%s)", config_path, workdir,
                jax.default_backend(), malloc.applied, malloc.reason)
   path = _RESULTS.value or os.path.join("results", config.dataset_label, f"{name}.json")
+  default_workdir = os.path.join("workdirs", name)
+  if not (_RESULTS.value or _OVERWRITE_RESULTS.value):
+    results.check_results_target(path, workdir, default_workdir)
   extra = {"partial": False}
   with tempfile.TemporaryDirectory(prefix="recjax_snapshot_") as scratch:
     if _SNAPSHOT.value:
@@ -107,6 +115,7 @@ def main(argv):
       print(f"recjax: {name} -> workdir {workdir}", flush=True)
       summary = loop.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   record = {"dataset": config.dataset_label, "model": config.model.name, "config": name,
+            "workdir": results.portable_path(workdir),
             **results.base_record(config, config_path),
             "wall_clock_s": summary["train_wall_clock_s"], **extra,
             **summary, "config_values": config_values}

@@ -5,8 +5,11 @@
 
 Sections live between `<!-- BEGIN <name> -->` and `<!-- END <name> -->` markers:
   reproduction  results/ml-1m/*.json, results/ml-100k/*.json, beside the published HSTU-paper rows
-  ranking       every results file with task "ranking"
+  ranking       every results file with task "ranking" (but Kunlun's ablation rows)
+  kunlun_ablation  results/synthetic/kunlun_rank_synthetic{,_no_<component>}.json: one component
+                removed per row, beside the paper's reported numbers (plot: plot_kunlun_ablation.py)
   speed         results/bench/train_cpu.json (scripts/bench_train.py)
+  mixture       results/mixture_study/{comparison,fit_small}.json (experiments/mixture_study.py --phase=report)
 """
 from __future__ import annotations
 
@@ -192,6 +195,8 @@ def ranking_table() -> str:
     # The run's config name, not the model's: two configs of one model (e.g. 1 and 2 transducer
     # streams, short and full runs) must be told apart.
     name = _group_name(r.get("config") or r["model"])
+    if name in KUNLUN_ABLATION_CONFIGS:   # one component removed: shown in the ablation table only
+      continue
     groups.setdefault((r["dataset"], name), []).append((os.path.relpath(path, ROOT), r))
   if not groups:
     return "_no ranking runs yet_"
@@ -222,7 +227,180 @@ def ranking_table() -> str:
   return "\n".join(out)
 
 
-SECTIONS = {"reproduction": reproduction_table, "ranking": ranking_table, "speed": speed_table}
+# Kunlun's ablation (issue 20): configs/kunlun_rank_synthetic.py, and one row per component removed
+# (its config argument `:<row>`, a test keeps these in step with the config's ABLATIONS), with what
+# the paper reports for that component (../shared/research/papers.md §1.10: secondary sources;
+# relative NE, Meta's sign: a positive NE gain is better).
+KUNLUN_FULL = "kunlun_rank_synthetic"
+KUNLUN_ABLATIONS = (   # (row, what is removed, the paper's numbers for the component)
+    ("no_compskip", "CompSkip (every layer GDPA + fresh HSP + window)", "CompSkip: FLOPs −43.1%, QPS +35%, NE-neutral"),
+    ("no_window", "sliding window (full attention)", "window: FLOPs −29.5%, QPS +31.1%, NE-neutral"),
+    ("no_hsp", "HSP (PMA pooling instead)", "HSP vs PMA: +0.08% NE; PMA 8.8% faster"),
+    ("no_moe", "Mixture of Wukong Experts (1 expert, not 2)", "expert parallelism: QPS +4%; NE not given"),
+    ("no_event_personalisation", "event-level personalisation (shared capacity)",
+     "FLOPs −11%, QPS +13%; NE not given"),
+)
+# The same ablation rows on real data: MovieLens-100K's rating ranker (configs/kunlun_rank_ml100k.py).
+KUNLUN_ABLATION_DATASETS = {   # full config -> (results folder, seed-noise yardstick config or None)
+    # The synthetic yardstick: the synthetic ranking config with the most seeds at the time (DLRM, 4).
+    "kunlun_rank_synthetic": ("synthetic", "dlrm_rank_synthetic"),
+    "kunlun_rank_ml100k": ("ml-100k", None),   # no seeded ML-100K ranking runs yet
+}
+KUNLUN_ABLATION_CONFIGS = {f"{full}_{row}" for full in KUNLUN_ABLATION_DATASETS for row, _, _ in KUNLUN_ABLATIONS}
+NOISE_CONFIG = KUNLUN_ABLATION_DATASETS[KUNLUN_FULL][1]
+
+
+def seed_std(config: str, dataset: str = "synthetic") -> tuple[float | None, int]:
+  """(sample std of test mean NE over the seeds of `config`, number of seeds); None under 2 seeds."""
+  nes = []
+  for path in glob.glob(os.path.join(ROOT, "results", dataset, f"{config}*.json")):
+    r = json.load(open(path))
+    if _group_name(r.get("config", "")) == config and not r.get("partial"):
+      nes.append(r["metrics"]["test"]["mean"]["ne"])
+  if len(nes) < 2:
+    return None, len(nes)
+  m = sum(nes) / len(nes)
+  return (sum((v - m) ** 2 for v in nes) / (len(nes) - 1)) ** 0.5, len(nes)
+
+
+def kunlun_ablation_rows(full_config: str = KUNLUN_FULL) -> tuple[dict | None, list[dict], list[str]]:
+  """(the full model's row, one row per ablation run found, the ablation rows not yet run).
+
+  A row: run, removed, paper, path, ne, auc, gauc, share (of the oracle gap, on mean NE),
+  gflops (train GFLOPs per request), best_epoch, epochs, partial; ablation rows add d_ne (row − full:
+  positive = removing the component hurts) and flops_change (full / row − 1: the component's share of
+  FLOPs saved, negative when it saves, the paper's sign); both None without a full row.
+  """
+  def load(name, removed, paper):
+    path = os.path.join(ROOT, "results", KUNLUN_ABLATION_DATASETS[full_config][0], f"{name}.json")
+    if not os.path.exists(path):
+      return None
+    r = json.load(open(path))
+    mean = r["metrics"]["test"]["mean"]
+    oracle = mean.get("oracle_ne")
+    flops = (r.get("flops") or [{}])[0].get("flops_per_example")
+    return {"run": name, "removed": removed, "paper": paper, "path": os.path.relpath(path, ROOT),
+            "ne": mean["ne"], "auc": mean.get("auc"), "gauc": mean.get("gauc"),
+            "share": (1 - mean["ne"]) / (1 - oracle) if oracle is not None and oracle < 1 else None,
+            "gflops": flops / 1e9 if flops else None,
+            "best_epoch": (r["metrics"].get("best_epoch") or {}).get("epoch"),
+            "epochs": r.get("config_values", {}).get("train", {}).get("num_epochs", r.get("epochs")),
+            "partial": bool(r.get("partial"))}
+  full = load(full_config, "none (full Kunlun)", "")
+  rows, missing = [], []
+  for row, removed, paper in KUNLUN_ABLATIONS:
+    r = load(f"{full_config}_{row}", removed, paper)
+    if r is None:
+      missing.append(row)
+      continue
+    r["d_ne"] = r["ne"] - full["ne"] if full else None
+    r["flops_change"] = full["gflops"] / r["gflops"] - 1 if full and full["gflops"] and r["gflops"] else None
+    rows.append(r)
+  return full, rows, missing
+
+
+def kunlun_ablation_table(full_config: str = KUNLUN_FULL) -> str:
+  full, rows, missing = kunlun_ablation_rows(full_config)
+  if full is None and not rows:
+    return "_no Kunlun ablation runs yet: scripts/reproduce_kunlun_ablation.sh_"
+  folder, noise_config = KUNLUN_ABLATION_DATASETS[full_config]
+  std, n_seeds = seed_std(noise_config, folder) if noise_config else (None, 0)
+  band = 2 * std if std is not None else None
+  f4 = lambda v: "–" if v is None else f"{v:.4f}"   # noqa: E731
+  out = []
+  if missing or full is None:
+    out += [f"**PARTIAL**: not yet run: {', '.join(([] if full else [full_config]) + missing)}.", ""]
+  out += ["| component removed | run | test mean NE | ΔNE vs full (relative) | AUC | GAUC | share of gap closed | "
+          "train GFLOPs / request | the component's FLOPs change | best epoch | paper, for the component |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in ([full] if full else []) + rows:
+    link = f"[{r['run']}]({r['path']})" + (" (PARTIAL)" if r["partial"] else "")
+    if r is full:
+      d, fc = "–", "–"
+    else:
+      d = "–" if r["d_ne"] is None else (f"{r['d_ne']:+.4f} ({100 * r['d_ne'] / full['ne']:+.2f}%)"
+                                        + (" within noise" if band is not None and abs(r["d_ne"]) < band else ""))
+      fc = "–" if r["flops_change"] is None else f"{100 * r['flops_change']:+.1f}%"
+    gf = "–" if r["gflops"] is None else f"{r['gflops']:.4f}"
+    best = "–" if r["best_epoch"] is None else f"{r['best_epoch']} of {r['epochs']}"
+    out.append(f"| {r['removed']} | {link} | {f4(r['ne'])} | {d} | {f4(r['auc'])} | {f4(r['gauc'])} | "
+               f"{f4(r['share'])} | {gf} | {fc} | {best} | {r['paper'] or '–'} |")
+  noise = (f"{noise_config}'s test mean NE std over its {n_seeds} seeds is {std:.4f}, so |ΔNE| < 2σ = {band:.4f} "
+           f"is marked within noise" if std is not None else "no seed-noise yardstick on this dataset yet")
+  out += ["", f"One seed (42) per row: same data, protocol and epochs; test split at the epoch chosen on validation "
+          f"NE. ΔNE = row − full (positive: removing the component hurts); relative = ΔNE / full NE. Seed noise: "
+          f"{noise}. FLOPs: XLA's count of one training step / 128 requests; the component's FLOPs change = "
+          f"full / row − 1 (negative: the component saves), the sign of the paper's numbers. Paper: papers.md "
+          f"§1.10, from secondary sources; its NE numbers are relative, a positive NE gain is better."]
+  return "\n".join(out)
+
+
+def _count_numbers(tree) -> int:
+  """Fitted parameters of a law as stored in fit_small.json (nested dicts and lists of numbers)."""
+  if isinstance(tree, dict):
+    return sum(_count_numbers(v) for v in tree.values())
+  if isinstance(tree, list):
+    return sum(_count_numbers(v) for v in tree)
+  return 1
+
+
+MIXTURE_LABELS = {"predicted": "predicted by the mixture law", "uniform": "uniform", "natural": "natural",
+                  "bestsmall": "best of the small grid"}
+
+
+def mixture_tables() -> str:
+  """The mixture study: both laws' MRE (fitted on the small runs, held out on the larger model's
+  runs), the larger model's four mixtures as mean ± std over seeds, and the paired differences with
+  the done-when verdict (the rule of recjax/scaling/seeds.py)."""
+  folder = os.path.join(ROOT, "results", "mixture_study")
+  if not os.path.exists(os.path.join(folder, "comparison.json")):
+    return "_not yet run: scripts/reproduce_mixture_study.sh_"
+  c = json.load(open(os.path.join(folder, "comparison.json")))
+  fit = json.load(open(os.path.join(folder, "fit_small.json")))
+  sd = lambda mean, std, n: f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"
+  held = c["heldout_larger_model"]
+  out = [f"| law | params | fitted MRE ({c['small_runs']} small runs) | held-out MRE (the larger model's "
+         f"{c['heldout_runs']} runs) |", "|---|---|---|---|"]
+  for key, name in (("mixture_law", "mixture law (capacity competition + noise)"),
+                    ("exponential_law", "exponential law (Ye et al., no N or D)")):
+    out.append(f"| {name} | {_count_numbers(fit['params'][key])} | {fit['metrics'][key]['train']['mre']:.2%} | "
+               f"{held[key]['mre']:.2%} |")
+  scale = c["scale"]
+  out += ["", f"The larger model (width {scale['dim']}, {scale['targets']:,} targets, {scale['model_size']:,} "
+          f"parameters) at four mixtures; mean ± sample std over the seeds (the training seed; the drawn targets "
+          f"are the same at every seed):", "",
+          "| mixture (tab0 … tab3) | seeds | tab losses | mean held-out loss | HR@10 |", "|---|---|---|---|---|"]
+  for m in ("predicted", "uniform", "natural", "bestsmall"):
+    if m not in c["comparison"]:
+      continue
+    r = c["comparison"][m]
+    n = len(r["seeds"])
+    w = "" if m == "uniform" else " (" + ", ".join(f"{x:.3f}" for x in r["weights"]) + ")"
+    tabs = ", ".join(f"{mu:.3f}" + ("" if n == 1 else f" ± {s:.3f}")
+                     for mu, s in zip(r["tab_losses"]["mean"], r["tab_losses"]["std"]))
+    out.append(f"| {MIXTURE_LABELS[m]}{w} | {', '.join(map(str, r['seeds']))} | {tabs} | "
+               f"{sd(r['mean_loss']['mean'], r['mean_loss']['std'], n)} | {sd(r['hr@10']['mean'], r['hr@10']['std'], n)} |")
+  out += ["", "Paired by seed (same initial weights and batch order; only the supervised targets differ):", "",
+          "| difference of mean held-out loss | per seed | mean ± std | 95% t-interval | verdict |",
+          "|---|---|---|---|---|"]
+  for k, v in c["paired"].items():
+    per = ", ".join(f"{s}: {d:+.4f}" for s, d in zip(v["seeds"], v["diffs"]))
+    ci = "–" if v["ci"] is None else f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]"
+    out.append(f"| {k.replace('_minus_', ' − ')} | {per} | {v['mean']:+.4f} ± {v['std']:.4f} | {ci} | "
+               f"{v['verdict']} |")
+  dw = c["done_when"]
+  if dw:
+    yes = lambda b: "no worse" if b else "WORSE"
+    out += ["", f"Done-when ({dw['seeds']} seed{'s' if dw['seeds'] != 1 else ''}"
+            f"{', PARTIAL' if dw['partial'] else ''}): predicted vs uniform **{yes(dw['predicted_no_worse_than_uniform'])}** "
+            f"({dw['verdict_vs_uniform']}), vs natural **{yes(dw['predicted_no_worse_than_natural'])}** "
+            f"({dw['verdict_vs_natural']}). Rule: {dw['rule']}."]
+  return "\n".join(out)
+
+
+SECTIONS = {"reproduction": reproduction_table, "ranking": ranking_table, "speed": speed_table,
+            "kunlun_ablation": kunlun_ablation_table,
+            "kunlun_ablation_ml100k": lambda: kunlun_ablation_table("kunlun_rank_ml100k"), "mixture": mixture_tables}
 
 
 def main():

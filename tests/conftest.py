@@ -1,5 +1,7 @@
 """Shared fixtures: small synthetic sequence files (never MovieLens) and the shared-data locator."""
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -15,6 +17,25 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 # the wall time, and each worker holds its own JAX runtime (~1 GB), so a 16-core laptop would only
 # spend memory. PYTEST_XDIST_AUTO_NUM_WORKERS, or an explicit `-n N`, overrides it.
 MAX_AUTO_WORKERS = 4
+
+
+# One persistent XLA compilation cache for the whole test session: the xdist workers and every
+# subprocess a test starts (end-to-end runs, the 8-device mesh workers, the notebook kernel) inherit
+# it through the environment, so a program compiled once (the same tiny model trained by the
+# reference run, the killed run and its resumed run) is not compiled again in the next process.
+# JAX keys each entry by the program, compile options, device set and versions, so a hit is the
+# executable a fresh compile would give; only compiles over JAX's 1 s threshold are stored.
+# It lives in a fresh temporary folder removed at the end, so nothing carries over between sessions.
+# RECJAX_TEST_COMPILATION_CACHE=0, or a JAX_COMPILATION_CACHE_DIR already set, leaves it alone.
+_OWN_COMPILATION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("RECJAX_TEST_COMPILATION_CACHE", "1") != "0":
+  _OWN_COMPILATION_CACHE = tempfile.mkdtemp(prefix="recjax_test_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_COMPILATION_CACHE
+
+
+def pytest_unconfigure(config):
+  if _OWN_COMPILATION_CACHE:   # set only by the process that made it (workers inherit the variable)
+    shutil.rmtree(_OWN_COMPILATION_CACHE, ignore_errors=True)
 
 
 @pytest.hookimpl(optionalhook=True)

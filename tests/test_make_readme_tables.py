@@ -76,3 +76,85 @@ def test_no_oracle_shows_dashes(root):
   _write(root, r)
   row = _rows(tables.ranking_table())["hstu_rank_ml"]
   assert row[6:9] == ["–", "–", "–"]
+
+
+def _kunlun(config, ne_tasks, flops_per_example, best_epoch=3):
+  r = _ranking_result(config, 42, ne_tasks)
+  r["flops"] = [{"flops_per_example": flops_per_example}]
+  r["metrics"]["best_epoch"] = {"epoch": best_epoch}
+  r["config_values"] = {"train": {"num_epochs": 8}}
+  return r
+
+
+def test_kunlun_ablation_table_deltas_flops_noise_and_partial(root):
+  full = _kunlun("kunlun_rank_synthetic", (0.80, 0.90), 30e6, best_epoch=7)        # mean NE 0.85
+  _write(root, full)
+  _write(root, _kunlun("kunlun_rank_synthetic_no_compskip", (0.81, 0.90), 60e6))   # 0.855: +0.005
+  _write(root, _kunlun("kunlun_rank_synthetic_no_window", (0.801, 0.90), 30e6))    # 0.8505: +0.0005
+  for seed, ne in ((42, (0.80, 0.90)), (1, (0.80, 0.904))):    # noise yardstick: mean NE 0.85, 0.852
+    _write(root, {**_ranking_result("dlrm_rank_synthetic", seed, ne),
+                  "config": "dlrm_rank_synthetic" + ("" if seed == 42 else f"_seed{seed}")})
+  table = tables.kunlun_ablation_table()
+  lines = table.splitlines()
+  assert lines[0] == "**PARTIAL**: not yet run: no_hsp, no_moe, no_event_personalisation."
+  rows = {line.split(" | ")[1]: line.split(" | ") for line in lines if line.startswith("| ") and "[" in line}
+  sigma = statistics.stdev([0.85, 0.852])
+  no_cs = rows["[kunlun_rank_synthetic_no_compskip](results/synthetic/kunlun_rank_synthetic_no_compskip.json)"]
+  assert no_cs[2] == "0.8550" and no_cs[3] == f"+0.0050 ({100 * 0.005 / 0.85:+.2f}%)"   # 2σ = 0.0028 < 0.005
+  assert no_cs[7] == "0.0600" and no_cs[8] == "-50.0%" and no_cs[9] == "3 of 8"
+  no_w = rows["[kunlun_rank_synthetic_no_window](results/synthetic/kunlun_rank_synthetic_no_window.json)"]
+  assert no_w[3].endswith("within noise") and no_w[8] == "+0.0%"
+  assert f"2σ = {2 * sigma:.4f}" in table
+  assert rows["[kunlun_rank_synthetic](results/synthetic/kunlun_rank_synthetic.json)"][9] == "7 of 8"
+  # The ablation rows live in their own table; the full model stays in the ranking table.
+  ranking = _rows(tables.ranking_table())
+  assert "kunlun_rank_synthetic" in ranking and "kunlun_rank_synthetic_no_compskip" not in ranking
+
+
+def test_kunlun_ablation_table_on_movielens_reads_its_own_folder(root):
+  """The ML-100K table reads results/ml-100k and has no seed-noise band (no seeded ML-100K runs)."""
+  for config, ne in (("kunlun_rank_ml100k", (0.80, 0.90)), ("kunlun_rank_ml100k_no_hsp", (0.81, 0.90)),
+                     ("kunlun_rank_synthetic_no_hsp", (0.99, 0.99))):   # another dataset's row: not read
+    _write(root, {**_kunlun(config, ne, 30e6), "dataset": "ml-100k" if "ml100k" in config else "synthetic"})
+  table = tables.kunlun_ablation_table("kunlun_rank_ml100k")
+  rows = {line.split(" | ")[1]: line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "[" in line}
+  no_hsp = rows["[kunlun_rank_ml100k_no_hsp](results/ml-100k/kunlun_rank_ml100k_no_hsp.json)"]
+  assert no_hsp[3] == f"+0.0050 ({100 * 0.005 / 0.85:+.2f}%)"          # no "within noise" without a yardstick
+  assert "no seed-noise yardstick on this dataset yet" in table
+  assert table.startswith("**PARTIAL**: not yet run: no_compskip, no_window, no_moe, no_event_personalisation.")
+  assert "kunlun_rank_ml100k_no_hsp" not in _rows(tables.ranking_table())
+
+
+def test_kunlun_ablation_rows_are_the_configs_ablations():
+  from configs import kunlun_rank_synthetic   # pylint: disable=import-outside-toplevel
+  assert [row for row, _, _ in tables.KUNLUN_ABLATIONS] == list(kunlun_rank_synthetic.ABLATIONS)
+
+
+def _mixture_files(root, predicted_offset):
+  """comparison.json (from the study's own seed_comparison) and fit_small.json of a fake mixture study."""
+  from experiments import mixture_study as ms  # pylint: disable=import-outside-toplevel
+  row = lambda base, shift: {"weights": [0.25] * 4, "losses": [base + shift + k for k in range(4)],
+                             "mean_loss": base + shift + 1.5, "hr@10": 0.1}
+  big = {"uniform": {s: row(5.0, 0.01 * i) for i, s in enumerate((1, 2, 42))},
+         "natural": {s: row(5.5, 0.01 * i) for i, s in enumerate((1, 2, 42))},
+         "predicted": {s: row(5.0 + predicted_offset, 0.011 * i) for i, s in enumerate((1, 2))}}
+  seeded = ms.seed_comparison(big, {m: [0.25] * 4 for m in big})
+  folder = os.path.join(root, "results", "mixture_study")
+  os.makedirs(folder)
+  law = {"mre": 0.1}
+  with open(os.path.join(folder, "comparison.json"), "w") as f:
+    json.dump({"scale": {"dim": 64, "targets": 16000, "model_size": 59072}, "small_runs": 16, "heldout_runs": 8,
+               "heldout_larger_model": {"mixture_law": law, "exponential_law": law}, **seeded}, f)
+  with open(os.path.join(folder, "fit_small.json"), "w") as f:
+    json.dump({"params": {"mixture_law": {"H": 1.0, "tab0": {"b": 1, "c": 2}}, "exponential_law": {"c": [1, 2, 3]}},
+               "metrics": {"mixture_law": {"train": law}, "exponential_law": {"train": law}}}, f)
+
+
+def test_mixture_tables_show_seeds_mean_std_and_the_verdict(root):
+  _mixture_files(root, predicted_offset=0.5)     # predicted 0.5 worse at both of its 2 seeds
+  text = tables.mixture_tables()
+  assert "| mixture law (capacity competition + noise) | 3 | 10.00% | 10.00% |" in text   # params counted: H, b, c
+  uniform = next(line for line in text.splitlines() if line.startswith("| uniform |"))
+  assert "| 1, 2, 42 |" in uniform and "6.5100 ± 0.0100" in uniform
+  assert "| predicted − uniform | 1: +0.5000, 2: +0.5010 |" in text
+  assert "Done-when (2 seeds, PARTIAL): predicted vs uniform **WORSE** (worse)" in text

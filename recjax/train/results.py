@@ -68,6 +68,46 @@ def write_results(path: str, record: dict) -> str:
   return path
 
 
+class ResultsOverwriteError(RuntimeError):
+  """A run would replace a results file that another workdir's run wrote."""
+
+
+def _same_dir(a: str, b: str) -> bool:
+  return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+
+def portable_path(path: str) -> str:
+  """`path` relative to the current directory when inside it (a clone elsewhere compares equal), else absolute."""
+  full = os.path.abspath(path)
+  rel = os.path.relpath(full)
+  return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
+def check_results_target(path: str, workdir: str, default_workdir: str) -> None:
+  """Refuses to let a run replace a results file that a run in another workdir wrote.
+
+  A run's default results path follows its config name, not its workdir, so a probe run of a
+  committed config (`--workdir=/tmp/try`) would silently overwrite the committed result. Files
+  record their workdir (relative to the directory the run started in); older files without one were
+  written from the default workdir. Call it before training, so nothing is spent on a run whose
+  results cannot be written.
+  """
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      stored = json.load(f).get("workdir", default_workdir)
+  except (OSError, ValueError, AttributeError):
+    stored = None   # unreadable: it cannot tell where it came from, so it is not replaced silently
+  if stored is not None and _same_dir(stored, workdir):
+    return   # the same run again (a resume, a rerun, a --snapshot of it): its own file
+  origin = ("is not a readable results file" if stored is None else
+            f"was written by a run in workdir {stored!r}, not this run's {workdir!r}")
+  raise ResultsOverwriteError(
+      f"{path} exists and {origin}: pass --results=PATH to write this run's results elsewhere, or "
+      "--overwrite_results to replace it")
+
+
 def base_record(config, config_path: str) -> dict:
   return {
       "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.run"] + sys.argv[1:]),

@@ -247,3 +247,36 @@ def test_quick_configs_run_end_to_end(tmp_path, config):
   assert summary["flops"][0]["flops_per_example"] > 0 and 0 < summary["steps"] <= c.train.max_steps
   with pytest.raises(ValueError, match="unknown config argument"):
     importlib.import_module(f"configs.{config}").get_config("quik")
+
+
+def _resolved_kunlun(arg):
+  """The KunlunConfig the synthetic config's argument `arg` builds (26 user fields)."""
+  from configs import kunlun_rank_synthetic   # pylint: disable=import-outside-toplevel
+  c = kunlun_rank_synthetic.get_config(arg)
+  model = build_model(dict(c.model.to_dict(), num_tasks=8, user_vocab=(2,) * 26), num_items=40)
+  return c, model.kunlun_config(26)
+
+
+def test_ablation_configs_remove_exactly_one_component():
+  # A switch can be shadowed (window by event_windows under personalisation): check the model each
+  # ablation row really builds, against the default with only that component changed.
+  _, full = _resolved_kunlun(None)
+  assert [e.window for e in full.events] == [8, 8, 8] and full.experts == 2
+  shared = dict(width=32, layers=3, window=8, summary_tokens=4)
+  expected = {
+      "no_compskip": dataclasses.replace(full, compskip=False),
+      "no_window": dataclasses.replace(full, events=tuple(dataclasses.replace(e, window=None) for e in full.events)),
+      "no_hsp": dataclasses.replace(full, pooling="pma"),
+      "no_moe": dataclasses.replace(full, experts=1),
+      "no_event_personalisation": dataclasses.replace(
+          full, events=tuple(dataclasses.replace(e, **shared) for e in full.events)),
+  }
+  for arg, want in expected.items():
+    c, got = _resolved_kunlun(arg)
+    assert got == want != full, arg
+    assert c.name == f"kunlun_rank_synthetic_{arg}"
+    quick, _ = _resolved_kunlun(f"{arg},quick")
+    assert quick.name == c.name and quick.train.max_steps == 18
+  for bad in ("no_gdpa", "no_hsp,no_moe"):
+    with pytest.raises(ValueError, match="unknown config argument"):
+      _resolved_kunlun(bad)

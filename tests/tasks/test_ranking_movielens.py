@@ -7,12 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from configs import (din_rank_ml100k, din_rank_ml1m_half, dlrm_rank_ml100k, dlrm_rank_ml1m_half,
-                     hstu_rank_ml100k, hstu_rank_ml1m_half, rank_movielens)
+from configs import (dcnv2_rank_ml100k, din_rank_ml100k, din_rank_ml1m_half, dlrm_rank_ml100k,
+                     dlrm_rank_ml1m_half, hstu_rank_ml100k, hstu_rank_ml1m_half, interformer_lite_rank_ml100k,
+                     kunlun_rank_ml100k, rank_movielens, wukong_rank_ml100k)
 from tests.conftest import shared_data
 
-CONFIGS = (hstu_rank_ml100k, dlrm_rank_ml100k, din_rank_ml100k,
-           hstu_rank_ml1m_half, dlrm_rank_ml1m_half, din_rank_ml1m_half)
+CONFIGS = (hstu_rank_ml100k, dlrm_rank_ml100k, din_rank_ml100k, kunlun_rank_ml100k, interformer_lite_rank_ml100k,
+           wukong_rank_ml100k, dcnv2_rank_ml100k, hstu_rank_ml1m_half, dlrm_rank_ml1m_half, din_rank_ml1m_half)
 
 
 @pytest.mark.parametrize("module", CONFIGS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
@@ -23,6 +24,35 @@ def test_configs_name_their_results_file_and_share_the_protocol(module):
   assert c.dataset_label == ("ml-100k" if "ml100k" in c.name else "ml-1m-users1-2999")
   q = module.get_config("quick")
   assert q.quick and 0 < q.train.max_steps <= 20 and q.ranking.history_len < c.ranking.history_len
+
+
+def test_kunlun_family_reads_movielens_rating_bits_as_event_types():
+  """On MovieLens the action bits are the history's own rating labels (bit 0: >= 4, bit 1: = 5), not
+  KuaiRand's click (0) and long view (6): bit 6 would select no event at all."""
+  for module in (kunlun_rank_ml100k, interformer_lite_rank_ml100k):
+    m = module.get_config().model
+    assert tuple(m.event_bits) == (-1, 0, 1) and len(m.events) == 3, m
+  from configs import interformer_lite_rank_synthetic, kunlun_rank_synthetic
+  for movielens, synthetic in ((kunlun_rank_ml100k, kunlun_rank_synthetic),
+                               (interformer_lite_rank_ml100k, interformer_lite_rank_synthetic)):
+    a, b = movielens.get_config().model.to_dict(), synthetic.get_config().model.to_dict()
+    assert {k: v for k, v in a.items() if k not in ("events", "event_bits")} == \
+           {k: v for k, v in b.items() if k not in ("events", "event_bits")}   # same architecture
+
+
+def test_kunlun_ml100k_ablation_rows_change_one_component_and_name_their_run():
+  from configs import kunlun_rank_synthetic
+  full = kunlun_rank_ml100k.get_config().model.to_dict()
+  for row, overrides in kunlun_rank_synthetic.ABLATIONS.items():
+    c = kunlun_rank_ml100k.get_config(row)
+    assert c.name == f"kunlun_rank_ml100k_{row}"
+    changed = {k for k, v in c.model.to_dict().items() if full[k] != v}
+    assert changed == {k for k, v in overrides.items() if full[k] != v} and changed, (row, changed)
+    assert kunlun_rank_ml100k.get_config(f"{row},quick").quick
+  with pytest.raises(ValueError, match="no_hsp"):
+    rank_movielens.ranking_config("dlrm", "ml100k", "no_hsp")        # ablations are Kunlun's only
+  with pytest.raises(ValueError, match="no_hsp"):
+    kunlun_rank_ml100k.get_config("no_hsp,no_moe")                    # one component at a time
 
 
 def test_unknown_model_dataset_or_argument_is_rejected():

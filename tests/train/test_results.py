@@ -1,13 +1,13 @@
-"""results.git_commit: HEAD's sha, "+dirty" for any change to the source folders (untracked included)."""
+"""results: git_commit (HEAD's sha, "+dirty" for any change to the source folders, untracked included)
+and the guard that keeps a run from replacing a results file another workdir's run wrote."""
+import json
+import os
 import shutil
 import subprocess
 
 import pytest
 
 from recjax.train import results
-
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
-
 
 def _git(repo, *args):
   return subprocess.check_output(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
@@ -16,6 +16,8 @@ def _git(repo, *args):
 
 @pytest.fixture
 def repo(tmp_path):
+  if shutil.which("git") is None:
+    pytest.skip("git not installed")
   _git(tmp_path, "init", "-q")
   for d in results.SOURCE_DIRS:
     (tmp_path / d).mkdir()
@@ -73,3 +75,38 @@ def test_hardware_reports_the_malloc_status():
   assert hw["malloc"] == cpu_allocator.status().to_dict()
   assert hw["malloc"]["applied"] is hw["malloc_tuned"] is False   # this process never tunes
   assert hw["malloc"]["reason"] == "tune() was not called in this process"
+
+
+def _write(path, **fields):
+  path.write_text(json.dumps({"config": "c", **fields}))
+  return str(path)
+
+
+def test_results_guard_refuses_another_workdirs_file(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  results.check_results_target(str(tmp_path / "absent.json"), "/tmp/probe", "workdirs/c")   # nothing to lose
+  committed = _write(tmp_path / "c.json", workdir="workdirs/c")
+  results.check_results_target(committed, "workdirs/c", "workdirs/c")          # a rerun or resume of that run
+  results.check_results_target(committed, str(tmp_path / "workdirs" / "c"), "workdirs/c")   # same dir, absolute
+  with pytest.raises(results.ResultsOverwriteError, match=r"c\.json exists .*'workdirs/c'.*'/tmp/probe'.*--results="):
+    results.check_results_target(committed, "/tmp/probe", "workdirs/c")
+
+
+def test_results_guard_reads_files_older_than_the_workdir_field(tmp_path, monkeypatch):
+  """Files written before runs recorded their workdir came from the default one (workdirs/<name>)."""
+  monkeypatch.chdir(tmp_path)
+  legacy = _write(tmp_path / "c.json")
+  results.check_results_target(legacy, os.path.join("workdirs", "c"), os.path.join("workdirs", "c"))
+  with pytest.raises(results.ResultsOverwriteError):
+    results.check_results_target(legacy, "elsewhere", os.path.join("workdirs", "c"))
+  garbled = tmp_path / "g.json"
+  garbled.write_text("{not json")
+  with pytest.raises(results.ResultsOverwriteError, match="not a readable results file"):   # unreadable: never replaced silently
+    results.check_results_target(str(garbled), "workdirs/c", "workdirs/c")
+
+
+def test_results_record_the_workdir_portably(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert results.portable_path("workdirs/c") == os.path.join("workdirs", "c")
+  assert results.portable_path(str(tmp_path / "workdirs" / "c")) == os.path.join("workdirs", "c")
+  assert results.portable_path("/elsewhere/w") == "/elsewhere/w"   # outside the run's directory: absolute

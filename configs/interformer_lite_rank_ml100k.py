@@ -1,0 +1,18 @@
+"""interformer_lite as a two-task rating ranker on MovieLens-100K (issue 20: Kunlun and its baselines on real data).
+
+Data: ../shared/data/ml-100k (943 users, 1,682 items, 100,000 ratings with timestamps; demographics,
+genres and release year as context). Protocol, tasks (rating >= 4, rating = 5), loss, 6 epochs and
+selection: configs/rank_movielens.py, the same as {hstu,dlrm,din}_rank_ml100k.py.
+Model: InterFormer-lite (configs/interformer_lite_rank_synthetic.py: Kunlun with PMA, full attention, no
+CompSkip, uniform event capacity, one expert) with MovieLens's event types (all, liked, loved).
+
+Command:   python -m experiments.run --config=configs/interformer_lite_rank_ml100k.py --workdir=workdirs/interformer_lite_rank_ml100k
+Quick:     python -m experiments.run --config=configs/interformer_lite_rank_ml100k.py:quick
+Hardware:  2-core x86 CPU; minutes.
+Result:    results/ml-100k/interformer_lite_rank_ml100k.json (README ranking table).
+"""
+from configs import rank_movielens
+
+
+def get_config(arg: str | None = None):
+  return rank_movielens.ranking_config("interformer_lite", "ml100k", arg)
