@@ -15,16 +15,20 @@ gathered `[chunk, N, D]` negative embeddings stay in cache instead of materialis
 ≈ 0.5 s and ≈ 0.15 s per step. `sampled_softmax_loss_reference` is the plain formula; tests check
 that both give the same loss and gradients. On CPU, `impl="auto"` uses the fused C++ kernel of
 `recjax.native` instead (one pass computing the loss and both gradients: ≈ 35 ms against ≈ 135 ms
-for the scan at the ML-1M shape on 2 cores), with the scan as the fallback.
+for the scan at the ML-1M shape on 2 cores), with the scan as the fallback. On a mesh whose
+item table is row-sharded, `impl="shard_map"` scores each candidate on the device that holds its
+row and combines the softmax denominators across devices (`recjax/sharded_losses.py`).
 """
 from __future__ import annotations
 
 import functools
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 
-from recjax import counter_rng, native
+from recjax import counter_rng, native, sharded_losses
+from recjax.layers import sharded_embedding
 
 REMOVED_LOGIT = -5e4  # what the reference code assigns to a negative that equals the positive
 NORM_EPS = 1e-6
@@ -123,11 +127,12 @@ def _native_bwd(temperature, residuals, g):
 
 _native_sampled_softmax_sum.defvjp(_native_fwd, _native_bwd)
 
-SAMPLED_SOFTMAX_IMPLS = ("auto", "xla", "native")
+SAMPLED_SOFTMAX_IMPLS = ("auto", "xla", "native", "shard_map")
 
 
 def resolve_impl(impl: str) -> str:
-  """"auto" -> "native" on a CPU backend where the C++ kernel builds, else "xla"."""
+  """"auto" -> "native" on a CPU backend where the C++ kernel builds, else "xla" (on a mesh the
+  trainer picks the impl first: `train/mesh.resolve_fast_paths`)."""
   if impl not in SAMPLED_SOFTMAX_IMPLS:
     raise ValueError(f"loss.impl: sampled-softmax impl must be one of {SAMPLED_SOFTMAX_IMPLS}, got {impl!r}")
   if impl == "auto":
@@ -137,7 +142,8 @@ def resolve_impl(impl: str) -> str:
 
 def sampled_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_ids_T: jax.Array,
                          neg_ids_TN: jax.Array, weights_T: jax.Array, *, temperature: float,
-                         chunk: int = 256, normalize: bool = True, impl: str = "auto") -> jax.Array:
+                         chunk: int = 256, normalize: bool = True, impl: str = "auto",
+                         mesh: jax.sharding.Mesh | None = None) -> jax.Array:
   """Weighted mean sampled-softmax loss over tokens.
 
   Args:
@@ -150,17 +156,35 @@ def sampled_softmax_loss(user_emb_TD: jax.Array, item_table_VD: jax.Array, pos_i
     chunk: tokens per scan step; T is padded up to a multiple of it.
     normalize: L2-normalise user and item vectors first (HSTU protocol).
     impl: "xla" (the chunked scan above), "native" (the fused C++ kernel of `recjax.native`, CPU
-      only) or "auto" (native where available). Same loss and gradients (tests/test_losses.py).
+      only), "auto" (native where available) or "shard_map" (`mesh` needed: the table row-sharded
+      by `sharded_embedding.row_axes`, each candidate scored where its row lives,
+      `sharded_losses`; a table no mesh axis divides runs "xla"). Same loss and gradients
+      (tests/test_losses.py, tests/train/test_mesh.py).
+    mesh: the device mesh, for impl="shard_map" only.
   Returns:
     scalar: sum_t w_t * loss_t / max(sum_t w_t, 1).
   """
   if user_emb_TD.ndim != 2 or neg_ids_TN.ndim != 2 or neg_ids_TN.shape[0] != user_emb_TD.shape[0]:
     raise ValueError(f"expected user_emb [T, D] and neg_ids [T, N], got {user_emb_TD.shape} "
                      f"and {neg_ids_TN.shape}")
+  impl = resolve_impl(impl)
+  if impl == "shard_map":
+    if mesh is None:
+      raise ValueError("loss.impl='shard_map' needs a device mesh (config.mesh of more than one device)")
+    axes = sharded_embedding.row_axes(dict(mesh.shape), item_table_VD.shape[0])
+    if axes is not None:   # normalised inside, only the rows each device reads
+      ids_TK = jnp.concatenate([pos_ids_T[:, None], neg_ids_TN], axis=1)
+      return sharded_losses.sampled_softmax_loss_sharded(
+          user_emb_TD, item_table_VD, ids_TK, weights_T, mesh=mesh, axes=axes, temperature=temperature,
+          chunk=chunk, normalize=normalize)
+    # The table is replicated (no mesh axis divides its rows; the trainer notes it): nothing to shard.
+    logging.info("loss.impl='shard_map': %d table rows divide over no axis of mesh %s; running 'xla'",
+                 item_table_VD.shape[0], dict(mesh.shape))
+    impl = "xla"
   if normalize:
     user_emb_TD, item_table_VD = l2_normalize(user_emb_TD), l2_normalize(item_table_VD)
   ids_TK = jnp.concatenate([pos_ids_T[:, None], neg_ids_TN], axis=1).astype(jnp.int32)
-  if resolve_impl(impl) == "native":
+  if impl == "native":
     weights_T = weights_T.astype(user_emb_TD.dtype)
     total = _native_sampled_softmax_sum(user_emb_TD, item_table_VD, ids_TK, weights_T, temperature)
     return total / jnp.maximum(jnp.sum(weights_T), 1.0)

@@ -1,4 +1,5 @@
-"""Weak scaling of the sharded train step on host devices (1, 2, 4, 8), and the two row-sharded lookups.
+"""Weak scaling of the sharded train step on host devices (1, 2, 4, 8), the two row-sharded lookups
+and the two sampled softmaxes over a row-sharded table.
 
     python scripts/bench_scaling.py [--devices 8] [--per_device_batch 16] [--steps 10]
                                     [--parts steps,lookups] [--out results/bench/scaling_cpu.json]
@@ -6,12 +7,16 @@
 
 A small HSTU on synthetic sequences; the batch grows with the mesh (per-device batch fixed, mesh
 `n x 1`, table row-sharded over all devices, dense parameters replicated). Every row runs the same
-step (`train/mesh.py`: XLA sampled softmax, no attention tiling) so the rows differ only in the mesh;
+step (`train/mesh.py`, with the SPMD sampled softmax `loss.impl="xla"` and no attention tiling) so
+the rows differ only in the mesh;
 the "1 (fast paths)" row is the 1-device step with the C++ loss kernel and tiled attention.
 Host devices are XLA:CPU devices splitting this machine's cores, so the numbers test the sharded
 path and its overhead, not a speed-up: ideal weak scaling would keep steps/s flat, here n devices
 share the same cores. It also times `layers/sharded_embedding.py`'s SPMD gather against its
-all-to-all (forward + gradient) on the full mesh, in alternating rounds (`bench_lookups`).
+all-to-all (forward + gradient) on the full mesh, in alternating rounds (`bench_lookups`), and the
+same way the sampled-softmax loss over a row-sharded table: the SPMD path (`loss.impl="xla"`,
+GSPMD partitions the gathers) against the shard_map loss that scores each candidate where its row
+lives (`loss.impl="shard_map"`, `recjax/sharded_losses.py`) (`bench_sampled_softmax`).
 The machine's load average before and after goes into the JSON: on a shared machine it says how
 far the absolute times are from an idle one's (the lookups' paired ratio is the robust number).
 """
@@ -37,7 +42,8 @@ def parse_args():
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--lookup_repeats", type=int, default=15, help="timed rounds per lookup (after --warmup calls)")
-  p.add_argument("--lookup_rows", default="65536,1048576", help="table sizes for the lookup comparison")
+  p.add_argument("--lookup_rows", default="65536,1048576", help="table sizes for the lookup and loss comparisons")
+  p.add_argument("--loss_tokens_per_device", type=int, default=512, help="sampled softmax: supervised tokens per device")
   p.add_argument("--parts", default="steps,lookups", help="what to time: steps (weak scaling), lookups")
   p.add_argument("--out", default="results/bench/scaling_cpu.json")
   return p.parse_args()
@@ -49,6 +55,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
                              f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
 
 from recjax import cpu_allocator  # noqa: E402
+from recjax import losses  # noqa: E402
 
 cpu_allocator.tune()
 
@@ -138,6 +145,30 @@ def spread(times: list[float]) -> dict:
           "max_s": float(max(times)), "repeats": len(times)}
 
 
+def paired(times: dict, a: str, b: str) -> dict:
+  """Per-round ratio times[a] / times[b]: quartiles, extremes, and which is faster (only when the
+  whole interquartile range lies on one side of 1)."""
+  ratios = [x / y for x, y in zip(times[a], times[b])]
+  q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+  return {"median": float(med), "q1": float(q1), "q3": float(q3), "min": float(min(ratios)), "max": float(max(ratios)),
+          "faster": a if q3 < 1 else b if q1 > 1 else "tie (interquartile ratio spans 1)"}
+
+
+def alternating_rounds(fns: dict, *args) -> dict:
+  """{name: [seconds per call]}: `--warmup` calls each, then `--lookup_repeats` rounds calling every
+  function once, the order reversed every other round, so a slow phase of the machine hits all."""
+  for f in fns.values():
+    for _ in range(ARGS.warmup):
+      jax.block_until_ready(f(*args))
+  times = {name: [] for name in fns}
+  for r in range(ARGS.lookup_repeats):
+    for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fns[name](*args))
+      times[name].append(time.perf_counter() - t0)
+  return times
+
+
 def bench_lookups(n: int, rows: int, dim: int = 64, ids_per_device: int = 4096) -> dict:
   """Forward + gradient of a lookup in a [rows, dim] table row-sharded over n devices, the SPMD
   gather against the all-to-all, timed in alternating rounds (`--lookup_repeats` after
@@ -147,26 +178,40 @@ def bench_lookups(n: int, rows: int, dim: int = 64, ids_per_device: int = 4096) 
   table = jax.random.normal(jax.random.key(0), (rows, dim))
   ids = jax.random.randint(jax.random.key(1), (n * ids_per_device,), 0, rows)
   w = jax.random.normal(jax.random.key(2), (n * ids_per_device, dim))
-  fns = {}
-  for name, f in [("spmd", sharded_embedding.lookup_spmd), ("all_to_all", sharded_embedding.lookup_all_to_all)]:
-    fns[name] = jax.jit(jax.value_and_grad(lambda t, i, f=f: jnp.sum(f(t, i, mesh, ("data",)) * w)))
-    for _ in range(ARGS.warmup):
-      jax.block_until_ready(fns[name](table, ids))
-  times = {name: [] for name in fns}
-  for r in range(ARGS.lookup_repeats):
-    for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fns[name](table, ids))
-      times[name].append(time.perf_counter() - t0)
-  ratios = [a / s for a, s in zip(times["all_to_all"], times["spmd"])]
+  fns = {name: jax.jit(jax.value_and_grad(lambda t, i, f=f: jnp.sum(f(t, i, mesh, ("data",)) * w)))
+         for name, f in [("spmd", sharded_embedding.lookup_spmd), ("all_to_all", sharded_embedding.lookup_all_to_all)]}
+  times = alternating_rounds(fns, table, ids)
   out = {"devices": n, "table": [rows, dim], "ids": n * ids_per_device}
   for name in fns:
     out[name] = {**spread(times[name]), "times_s": [round(t, 5) for t in times[name]]}
-  q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-  out["paired_ratio_all_to_all_over_spmd"] = {"median": float(med), "q1": float(q1), "q3": float(q3),
-                                              "min": float(min(ratios)), "max": float(max(ratios))}
-  # Faster only when the whole interquartile range of the per-round ratio lies on one side of 1.
-  out["faster"] = "all_to_all" if q3 < 1 else "spmd" if q1 > 1 else "tie (interquartile ratio spans 1)"
+  out["paired_ratio_all_to_all_over_spmd"] = paired(times, "all_to_all", "spmd")
+  out["faster"] = out["paired_ratio_all_to_all_over_spmd"]["faster"]
+  return out
+
+
+def bench_sampled_softmax(n: int, rows: int, dim: int = 64, negatives: int = 128) -> dict:
+  """Loss + gradients (users and table) of the sampled softmax with a [rows, dim] table row-sharded
+  over n devices: `loss.impl="xla"` (the SPMD path) against `"shard_map"`, in alternating rounds.
+  `--loss_tokens_per_device` x n tokens (all replicated, as the packed tokens of the step are), each
+  with one positive and `negatives` uniform negatives, the chunk of the trainer's default (128)."""
+  mesh = mesh_lib.make_mesh(mesh_lib.mesh_spec({"shape": (n, 1)}))
+  axes = sharded_embedding.row_axes(dict(mesh.shape), rows)
+  table = jax.device_put(jax.random.normal(jax.random.key(0), (rows, dim)),
+                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes, None)))
+  t = n * ARGS.loss_tokens_per_device
+  user = jax.random.normal(jax.random.key(1), (t, dim))
+  pos = jax.random.randint(jax.random.key(2), (t,), 1, rows)
+  neg = jax.random.randint(jax.random.key(3), (t, negatives), 1, rows)
+  w = jnp.ones((t,), jnp.float32)
+  fns = {impl: jax.jit(jax.value_and_grad(lambda u, e, impl=impl: losses.sampled_softmax_loss(
+      u, e, pos, neg, w, temperature=0.05, chunk=128, impl=impl, mesh=mesh), argnums=(0, 1)))
+         for impl in ("xla", "shard_map")}
+  times = alternating_rounds(fns, user, table)
+  out = {"devices": n, "table": [rows, dim], "row_axes": list(axes), "tokens": t, "negatives": negatives}
+  for name in fns:
+    out[name] = {**spread(times[name]), "times_s": [round(x, 5) for x in times[name]]}
+  out["paired_ratio_shard_map_over_xla"] = paired(times, "shard_map", "xla")
+  out["faster"] = out["paired_ratio_shard_map_over_xla"]["faster"]
   return out
 
 
@@ -178,7 +223,7 @@ def main():
   c = config()
   n_max = jax.device_count()
   counts = [n for n in (1, 2, 4, 8, 16) if n <= n_max]
-  rows, lookups = [], []
+  rows, lookups, softmaxes = [], [], []
   if "steps" in parts:
     ex = synthetic_examples(ARGS.per_device_batch * counts[-1] * 4)
     rows = [bench_mesh(c, 1, True, ex)] + [bench_mesh(c, n, False, ex) for n in counts]
@@ -187,6 +232,7 @@ def main():
       r["weak_scaling_efficiency"] = r["steps_per_s"] / base_sps
   if "lookups" in parts:
     lookups = [bench_lookups(counts[-1], int(v)) for v in ARGS.lookup_rows.split(",")]
+    softmaxes = [bench_sampled_softmax(counts[-1], int(v)) for v in ARGS.lookup_rows.split(",")]
   record = {
       "kind": "bench_scaling", "parts": sorted(parts), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "commit": results.git_commit(),
@@ -195,6 +241,7 @@ def main():
       "model": {k: c.model[k] for k in ("dim", "num_blocks", "num_heads", "dqk", "dv")} | {
           "table_rows": NUM_ROWS, "max_len": MAX_LEN, "num_negatives": c.loss.num_negatives},
       "per_device_batch": ARGS.per_device_batch, "steps": ARGS.steps, "rows": rows, "lookups": lookups,
+      "sampled_softmax": softmaxes, "loss_tokens_per_device": ARGS.loss_tokens_per_device,
       "lookup_repeats": ARGS.lookup_repeats, "warmup": ARGS.warmup,
       "load_average_1_5_15min": {"before": list(load_before), "after": list(os.getloadavg())},
       "note": ("host devices share this machine's CPU cores: the table measures the sharded path's "
@@ -220,6 +267,16 @@ def main():
     ratio = lk["paired_ratio_all_to_all_over_spmd"]
     print(f"{'x'.join(map(str, lk['table'])):>14s} {lk['ids']:7d} {cells[0]:>30s} {cells[1]:>30s} "
           f"{ratio['median']:6.2f} [{ratio['q1']:.2f}, {ratio['q3']:.2f}] {lk['faster']}")
+  if softmaxes:
+    print(f"sampled softmax loss + gradients on {counts[-1]} devices, {ARGS.lookup_repeats} alternating rounds "
+          f"(ms: median [q1, q3] min-max)")
+    print(f"{'table':>14s} {'tokens':>7s} {'SPMD (xla)':>30s} {'shard_map':>30s} {'shard_map/SPMD per round':>24s} faster")
+  for sm in softmaxes:
+    cells = [f"{sm[k]['median_s']*1e3:6.1f} [{sm[k]['q1_s']*1e3:.1f}, {sm[k]['q3_s']*1e3:.1f}] "
+             f"{sm[k]['min_s']*1e3:.0f}-{sm[k]['max_s']*1e3:.0f}" for k in ("xla", "shard_map")]
+    ratio = sm["paired_ratio_shard_map_over_xla"]
+    print(f"{'x'.join(map(str, sm['table'])):>14s} {sm['tokens']:7d} {cells[0]:>30s} {cells[1]:>30s} "
+          f"{ratio['median']:6.2f} [{ratio['q1']:.2f}, {ratio['q3']:.2f}]       {sm['faster']}")
   os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
   with open(ARGS.out, "w") as f:
     json.dump(record, f, indent=2)

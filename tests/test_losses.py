@@ -1,4 +1,6 @@
-"""The chunked sampled-softmax kernel equals the plain formula (loss and gradients)."""
+"""The chunked sampled-softmax kernel equals the plain formula (loss and gradients); so does the
+row-sharded `shard_map` loss (`recjax/sharded_losses.py`) on a one-device mesh (its 8-device
+equality with the SPMD path: tests/train/test_mesh.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +30,35 @@ def test_sampled_softmax_matches_reference(chunk):
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   np.testing.assert_allclose(du1, du2, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(de1, de2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [3, 1000])
+def test_sharded_sampled_softmax_matches_reference_on_one_device(chunk):
+  """The shard_map loss's own arithmetic (owned-entry compaction, its loop over `chunk` x K entries,
+  removed duplicates, normalisation of the rows it reads, hand-written backward) on a 1-device mesh;
+  a table row shorter than eps among the candidates takes the eps branch of the normalisation."""
+  from recjax import sharded_losses   # pylint: disable=import-outside-toplevel
+  from recjax.train import mesh as mesh_lib   # pylint: disable=import-outside-toplevel
+  mesh = mesh_lib.make_mesh(mesh_lib.mesh_spec({"shape": (1, 1)}, num_devices=1))
+  user, table, pos, neg, w = _inputs(3, t=50)
+  table = table.at[5].multiply(1e-8)
+  neg = neg.at[:, 1].set(5)
+  ids = jnp.concatenate([pos[:, None], neg], axis=1)
+  f = lambda u, e: sharded_losses.sampled_softmax_loss_sharded(u, e, ids, w, mesh=mesh, axes=("data",),
+                                                                temperature=0.05, chunk=chunk)
+  g = lambda u, e: losses.sampled_softmax_loss_reference(u, e, pos, neg, w, temperature=0.05)
+  (l1, (du1, de1)) = jax.jit(jax.value_and_grad(f, (0, 1)))(user, table)
+  (l2, (du2, de2)) = jax.value_and_grad(g, (0, 1))(user, table)
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  np.testing.assert_allclose(du1, du2, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(de1, de2, rtol=1e-4, atol=1e-6)
+  assert float(jnp.abs(de2[5]).max()) > 1e3   # the short row's gradient is d / eps: large, and checked
+
+
+def test_shard_map_impl_needs_a_mesh():
+  user, table, pos, neg, w = _inputs(4, t=8)
+  with pytest.raises(ValueError, match=r"loss.impl='shard_map' needs a device mesh"):
+    losses.sampled_softmax_loss(user, table, pos, neg, w, temperature=0.05, impl="shard_map")
 
 
 def test_sampled_softmax_by_hand():

@@ -12,15 +12,32 @@ The table `[V, D]` is split by rows over mesh axes `axes` (shard s holds rows
   traffic when ids are spread evenly.
 
 `lookup_reference` is the plain `jnp.take`; tests check both against it, values and gradients.
+`row_axes` is the rule that picks the mesh axes a table's rows are split over (the trainer's
+placement, `train/mesh.py`, and the row-sharded sampled softmax, `recjax/sharded_losses.py`, both
+read it, so a table is laid out where the loss expects it).
 """
 from __future__ import annotations
 
 import functools
 import math
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def row_axes(axis_sizes: Mapping[str, int], num_rows: int) -> tuple[str, ...] | None:
+  """The mesh axes ({name: size}, in mesh order) a table of `num_rows` rows is split over: all
+  axes, else `data`, else any other single axis, whichever first divides the rows (None: the
+  table stays replicated)."""
+  names = tuple(axis_sizes)
+  candidates = [names] + [("data",)] * ("data" in names) + [(a,) for a in names if a != "data"]
+  for axes in candidates:
+    size = math.prod(axis_sizes[a] for a in axes)
+    if size > 1 and num_rows % size == 0:
+      return axes
+  return None
 
 
 def _axes_size(mesh: Mesh, axes: tuple[str, ...]) -> int:

@@ -92,8 +92,10 @@ class Task(abc.ABC):
     """Training batches per epoch."""
 
   @abc.abstractmethod
-  def loss_fn(self, model):
-    """-> loss(params, batch, key) -> scalar, differentiable in params; `key` is this step's key."""
+  def loss_fn(self, model, mesh=None):
+    """-> loss(params, batch, key) -> scalar, differentiable in params; `key` is this step's key.
+    `mesh`: the run's `jax.sharding.Mesh` when it has more than one device (else None), for a loss
+    that places its own collectives (`shard_map`); GSPMD partitions everything else."""
 
   @abc.abstractmethod
   def evaluator(self, model):

@@ -161,7 +161,7 @@ class GenerativeTask(Task):
   def steps_per_epoch(self, batch_size: int) -> int:
     return -(-len(self.train_ex) // batch_size)
 
-  def loss_fn(self, model):
+  def loss_fn(self, model, mesh=None):   # the sharded step's GSPMD partitions it: no mesh needed
     def loss(params, batch, key):
       return loss_fn(params, model, batch, key)
     return loss

@@ -165,7 +165,7 @@ class RankingTask(Task):
       return pipeline.bucketed_steps(ex.length_bucket(), batch_size)
     return -(-len(ex) // batch_size)
 
-  def loss_fn(self, model):
+  def loss_fn(self, model, mesh=None):   # the sharded step's GSPMD partitions it: no mesh needed
     task_weights, watch_weight = self.task_weights, self.watch_weight
 
     def loss(params, batch, key):

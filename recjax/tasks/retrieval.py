@@ -60,8 +60,9 @@ def packed_outputs(out_BLD, labels_BL, token_index_T):
   return out_BLD.reshape(-1, d)[token_index_T], labels_BL.reshape(-1)[token_index_T]
 
 
-def loss_fn(params, model, batch, key, loss_cfg, catalogue):
-  """The retrieval loss of one batch (schema above) under `key` (dropout and negatives)."""
+def loss_fn(params, model, batch, key, loss_cfg, catalogue, mesh=None):
+  """The retrieval loss of one batch (schema above) under `key` (dropout and negatives); `mesh`: the
+  run's device mesh (None on one device), for `loss.impl="shard_map"`."""
   dropout_key, negatives_key = jax.random.split(key)
   out_BLD, table_VD = model.apply({"params": params}, batch, train=True, rngs={"dropout": dropout_key})
   user_TD, pos_T = packed_outputs(out_BLD, batch["labels"], batch["token_index"])
@@ -70,7 +71,7 @@ def loss_fn(params, model, batch, key, loss_cfg, catalogue):
     neg_TN = losses.sample_negatives(negatives_key, user_TD.shape[0], loss_cfg.num_negatives, catalogue)
     return losses.sampled_softmax_loss(user_TD, table_VD, pos_T, neg_TN, weight_T,
                                        temperature=loss_cfg.temperature, chunk=loss_cfg.chunk,
-                                       impl=loss_cfg.get("impl", "auto"))
+                                       impl=loss_cfg.get("impl", "auto"), mesh=mesh)
   if loss_cfg.kind == "full_softmax":
     return losses.full_softmax_loss(user_TD, table_VD, pos_T, weight_T, temperature=loss_cfg.temperature,
                                     catalogue=catalogue, item_chunk=loss_cfg.item_chunk)
@@ -260,11 +261,11 @@ class RetrievalTask(Task):
   def steps_per_epoch(self, batch_size: int) -> int:
     return pipeline.steps_per_epoch(self.train_ex, batch_size)
 
-  def loss_fn(self, model):
+  def loss_fn(self, model, mesh=None):
     loss_cfg, catalogue = self.config.loss, jnp.asarray(self.train_catalogue, jnp.int32)
 
     def loss(params, batch, key):
-      return loss_fn(params, model, batch, key, loss_cfg, catalogue)
+      return loss_fn(params, model, batch, key, loss_cfg, catalogue, mesh)
     return loss
 
   def evaluator(self, model):

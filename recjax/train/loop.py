@@ -174,7 +174,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   segments.append({"start_step": start_step, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
   if config_changes:   # what this segment runs differently from the checkpoint's config
     segments[-1]["config_changes"] = {k: list(v) for k, v in config_changes.items()}
-  train_step = make_step(task.loss_fn(model), tx, step_key)
+  train_step = make_step(task.loss_fn(model, mesh=mesh), tx, step_key)
   place_batch = lambda b: b   # noqa: E731  (one device: the batch goes to the jitted step as it is)
   if mesh is not None:
     train_step = mesh_lib.make_sharded_train_step(train_step, mesh, state_sh, batch_sh)

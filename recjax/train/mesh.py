@@ -21,7 +21,9 @@ donated, so the sharded and the 1-device step run the same function and GSPMD in
 communication (for a row-sharded table, the gather is the SPMD gather of
 `layers/sharded_embedding.py`). The fast CPU paths do not partition: the C++ loss kernel is an
 opaque custom call, and the tiled attention sorts the whole batch by length; on a mesh of more than
-one device `resolve_fast_paths` turns them off with a logged note.
+one device `resolve_fast_paths` turns them off with a logged note, the sampled softmax running as
+`loss.impl="shard_map"` (`recjax/sharded_losses.py`: each candidate scored on the device that
+holds its row; the step passes the mesh to the task's loss) unless the config asks for "xla".
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from recjax.data import pipeline
+from recjax.layers import sharded_embedding
 
 DEFAULT_AXES = ("data", "model")
 DENSE_MODES = ("replicate", "fsdp")
@@ -127,13 +130,9 @@ def _leaf_name(path) -> str:
 
 
 def row_axes(spec: MeshSpec, num_rows: int) -> tuple[str, ...] | None:
-  """The mesh axes a table of `num_rows` rows is split over: all axes, else `data`, else any other
-  single axis, whichever first divides the rows (None: replicated)."""
-  candidates = [spec.axes, ("data",)] + [(a,) for a in spec.axes if a != "data"]
-  for axes in candidates:
-    if spec.size(axes) > 1 and num_rows % spec.size(axes) == 0:
-      return axes
-  return None
+  """The mesh axes a table of `num_rows` rows is split over (`sharded_embedding.row_axes`: all axes,
+  else `data`, else any other single axis, whichever first divides the rows; None: replicated)."""
+  return sharded_embedding.row_axes(dict(zip(spec.axes, spec.shape)), num_rows)
 
 
 def param_spec(path, shape: tuple[int, ...], spec: MeshSpec) -> P:
@@ -239,18 +238,24 @@ def place(tree, shardings):
 # The step
 # ------------------------------------------------------------------------------------------------
 
+# The sampled softmax on a mesh when loss.impl is "auto" (or "native"): the row-sharded shard_map
+# loss, faster than the SPMD gather on 8 host devices (README, Scale out; bench_scaling.py).
+# loss.impl="xla" asks for the SPMD path explicitly.
+MESH_SAMPLED_SOFTMAX = "shard_map"
+
+
 def resolve_fast_paths(loss_cfg, model_cfg: dict, spec: MeshSpec) -> tuple[Any, dict, list[str]]:
-  """(loss config, model settings) with the paths that cannot partition turned off on a mesh of
+  """(loss config, model settings) with the paths that cannot partition replaced on a mesh of
   more than one device -> (loss_cfg, model_cfg, notes). One device: unchanged."""
   notes = []
   if spec.num_devices <= 1:
     return loss_cfg, model_cfg, notes
-  if loss_cfg.get("kind") == "sampled_softmax" and loss_cfg.get("impl", "auto") != "xla":
+  if loss_cfg.get("kind") == "sampled_softmax" and loss_cfg.get("impl", "auto") in ("auto", "native"):
     loss_cfg = loss_cfg.copy_and_resolve_references() if hasattr(loss_cfg, "copy_and_resolve_references") \
         else dict(loss_cfg)
-    loss_cfg["impl"] = "xla"
-    notes.append(f"loss.impl -> 'xla' on a {spec.num_devices}-device mesh: the C++ kernel is an "
-                 "unpartitionable custom call")
+    loss_cfg["impl"] = MESH_SAMPLED_SOFTMAX
+    notes.append(f"loss.impl -> '{MESH_SAMPLED_SOFTMAX}' on a {spec.num_devices}-device mesh: the C++ kernel "
+                 "is an unpartitionable custom call; each candidate is scored on the device holding its row")
   if "attention_tiling" in model_cfg and model_cfg["attention_tiling"] not in (False, None, "off"):
     model_cfg = {**model_cfg, "attention_tiling": False}
     notes.append(f"model.attention_tiling -> False on a {spec.num_devices}-device mesh: its global "

@@ -36,10 +36,12 @@ def make_step(loss, tx: optax.GradientTransformation, base_key):
   return step
 
 
-def make_train_step(model, tx: optax.GradientTransformation, loss_cfg, catalogue: np.ndarray, base_key):
-  """The retrieval step: step(state, batch) -> (state, loss) with `tasks.retrieval.loss_fn`."""
+def make_train_step(model, tx: optax.GradientTransformation, loss_cfg, catalogue: np.ndarray, base_key,
+                    mesh=None):
+  """The retrieval step: step(state, batch) -> (state, loss) with `tasks.retrieval.loss_fn`
+  (`mesh`: the device mesh of a sharded step, for `loss.impl="shard_map"`)."""
   catalogue = jnp.asarray(catalogue, jnp.int32)
 
   def loss(params, batch, key):
-    return loss_fn(params, model, batch, key, loss_cfg, catalogue)
+    return loss_fn(params, model, batch, key, loss_cfg, catalogue, mesh)
   return make_step(loss, tx, base_key)

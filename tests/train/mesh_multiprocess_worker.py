@@ -126,4 +126,4 @@ def main(root, names):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2:] or list(rw.CONFIGS))
+  main(sys.argv[1], sys.argv[2:] or list(MESHES))   # the tasks with a 2-process mesh here (not generative)

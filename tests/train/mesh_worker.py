@@ -74,7 +74,7 @@ def run(config, seqs, batches, model_cfg, mesh_shape=None, dense="replicate"):
     state_sh = mesh_lib.tree_shardings(state, mesh, spec)
     batch_sh = mesh_lib.batch_shardings(batches[0], mesh)
     state = mesh_lib.place(state, state_sh)
-    step = mesh_lib.make_sharded_train_step(make_train_step(model, tx, loss_cfg, catalogue, key), mesh,
+    step = mesh_lib.make_sharded_train_step(make_train_step(model, tx, loss_cfg, catalogue, key, mesh), mesh,
                                             state_sh, batch_sh)
     place_batch = lambda b: mesh_lib.place_batch(b, batch_sh)   # noqa: E731
     table = state.params["item_embedding"]["table"]
