@@ -290,7 +290,8 @@ def test_mesh_change_is_a_resumable_config_change():
 # 1e-8) turns into 0.62 vs 0.57 of a learning-rate step; without it 2.5e-8, and with SGD 9.4e-9. strict:
 # a change that meets the bound turns this into a failure, so the marker cannot outlive the miss.
 _RANKING_PARITY_MISS = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="known miss: one parameter's Adam step on a ~1e-8 gradient (see the comment above)")
+    strict=True, raises=AssertionError,
+    reason="known miss: one parameter's Adam step on a ~1e-8 gradient (see the comment above)")
 
 
 @pytest.mark.slow
