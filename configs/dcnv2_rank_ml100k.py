@@ -8,7 +8,9 @@ Model: DCNv2 baseline, configs/dcnv2_rank_synthetic.py's model.
 Command:   python -m experiments.run --config=configs/dcnv2_rank_ml100k.py --workdir=workdirs/dcnv2_rank_ml100k
 Quick:     python -m experiments.run --config=configs/dcnv2_rank_ml100k.py:quick
 Hardware:  2-core x86 CPU; minutes.
-Result:    results/ml-100k/dcnv2_rank_ml100k.json (README ranking table).
+Result:    results/ml-100k/dcnv2_rank_ml100k.json, seed 42 (one seed), from 137dc17: best validation epoch
+           3 of 6; test mean NE 0.8437, AUC 0.7672, GAUC 0.6927; 1 min of training
+           on the shared, loaded 2-core box.
 """
 from configs import rank_movielens
 

@@ -9,7 +9,9 @@ CompSkip, uniform event capacity, one expert) with MovieLens's event types (all,
 Command:   python -m experiments.run --config=configs/interformer_lite_rank_ml100k.py --workdir=workdirs/interformer_lite_rank_ml100k
 Quick:     python -m experiments.run --config=configs/interformer_lite_rank_ml100k.py:quick
 Hardware:  2-core x86 CPU; minutes.
-Result:    results/ml-100k/interformer_lite_rank_ml100k.json (README ranking table).
+Result:    results/ml-100k/interformer_lite_rank_ml100k.json, seed 42 (one seed), from 137dc17: best validation epoch
+           4 of 6; test mean NE 0.8324, AUC 0.7765, GAUC 0.6919; 7 min of training
+           on the shared, loaded 2-core box.
 """
 from configs import rank_movielens
 

@@ -11,7 +11,9 @@ Quick:     python -m experiments.run --config=configs/kunlun_rank_ml100k.py:quic
 Ablation:  python -m experiments.run --config=configs/kunlun_rank_ml100k.py:no_hsp (one component removed per
            run, the rows of configs/kunlun_rank_synthetic.py's ABLATIONS; run kunlun_rank_ml100k_no_<component>)
 Hardware:  2-core x86 CPU; minutes.
-Result:    results/ml-100k/kunlun_rank_ml100k.json (README ranking table).
+Result:    results/ml-100k/kunlun_rank_ml100k.json, seed 42 (one seed), from 137dc17: best validation epoch
+           2 of 6; test mean NE 0.8277, AUC 0.7766, GAUC 0.6893; 27 min of training
+           on the shared, loaded 2-core box.
 """
 from configs import rank_movielens
 

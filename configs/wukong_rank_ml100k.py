@@ -8,7 +8,9 @@ Model: Wukong baseline, configs/wukong_rank_synthetic.py's model.
 Command:   python -m experiments.run --config=configs/wukong_rank_ml100k.py --workdir=workdirs/wukong_rank_ml100k
 Quick:     python -m experiments.run --config=configs/wukong_rank_ml100k.py:quick
 Hardware:  2-core x86 CPU; minutes.
-Result:    results/ml-100k/wukong_rank_ml100k.json (README ranking table).
+Result:    results/ml-100k/wukong_rank_ml100k.json, seed 42 (one seed), from 137dc17: best validation epoch
+           3 of 6; test mean NE 0.8431, AUC 0.7700, GAUC 0.6907; 2 min of training
+           on the shared, loaded 2-core box.
 """
 from configs import rank_movielens
 
