@@ -24,7 +24,7 @@ if [ "${1:-}" = "--quick" ]; then
   out=${OUT:-/tmp/recjax_mixture_study_quick}; work=${WORK:-/tmp/recjax_mixture_study_quick_work}
   extra=(--quick); niter=1; restarts=2; BIG_SEEDS=${BIG_SEEDS:-42}
 else
-  out=results/mixture_study; work=workdirs/mixture_study; extra=(); niter=3; restarts=8; BIG_SEEDS=${BIG_SEEDS:-42,1,2}
+  out=results/mixture_study; work=workdirs/mixture_study; extra=(); niter=3; restarts=8; BIG_SEEDS=${BIG_SEEDS:-42,1,2,3,4,5,6,7,8,9}
 fi
 study() { "$PY" -m experiments.mixture_study --out="$out" --workdirs="$work" "${extra[@]}" "$@"; }
 start=$(date +%s)
