@@ -215,6 +215,20 @@ def bench_sampled_softmax(n: int, rows: int, dim: int = 64, negatives: int = 128
   return out
 
 
+
+def _print_paired(cases, title, size_key, base, other, ratio_key, ratio_title):
+  """One table of two implementations timed in alternating rounds: (key, column title) for each."""
+  if not cases:
+    return
+  print(f"{title}, {ARGS.lookup_repeats} alternating rounds (ms: median [q1, q3] min-max)")
+  print(f"{'table':>14s} {size_key:>7s} {base[1]:>30s} {other[1]:>30s} {ratio_title:>24s} faster")
+  for case in cases:
+    cells = [f"{case[k]['median_s']*1e3:6.1f} [{case[k]['q1_s']*1e3:.1f}, {case[k]['q3_s']*1e3:.1f}] "
+             f"{case[k]['min_s']*1e3:.0f}-{case[k]['max_s']*1e3:.0f}" for k in (base[0], other[0])]
+    ratio = case[ratio_key]
+    print(f"{'x'.join(map(str, case['table'])):>14s} {case[size_key]:7d} {cells[0]:>30s} {cells[1]:>30s} "
+          f"{ratio['median']:6.2f} [{ratio['q1']:.2f}, {ratio['q3']:.2f}]       {case['faster']}")
+
 def main():
   parts = set(ARGS.parts.split(","))
   if not parts or parts - {"steps", "lookups"}:
@@ -257,26 +271,11 @@ def main():
     iqr = f"[{r['step_s']['q1_s']*1e3:.0f}, {r['step_s']['q3_s']*1e3:.0f}]"
     print(f"{label:>14s} {r['batch_size']:6d} {r['step_s_median']*1e3:8.1f} {iqr:>14s} {r['steps_per_s']:8.2f} "
           f"{r['examples_per_s']:8.0f} {r['weak_scaling_efficiency']:10.2f}")
-  if lookups:
-    print(f"lookup forward + gradient on {counts[-1]} devices, {ARGS.lookup_repeats} alternating rounds "
-          f"(ms: median [q1, q3] min-max)")
-    print(f"{'table':>14s} {'ids':>7s} {'SPMD gather':>30s} {'all-to-all':>30s} {'a2a/SPMD per round':>20s} faster")
-  for lk in lookups:
-    cells = [f"{lk[k]['median_s']*1e3:6.1f} [{lk[k]['q1_s']*1e3:.1f}, {lk[k]['q3_s']*1e3:.1f}] "
-             f"{lk[k]['min_s']*1e3:.0f}-{lk[k]['max_s']*1e3:.0f}" for k in ("spmd", "all_to_all")]
-    ratio = lk["paired_ratio_all_to_all_over_spmd"]
-    print(f"{'x'.join(map(str, lk['table'])):>14s} {lk['ids']:7d} {cells[0]:>30s} {cells[1]:>30s} "
-          f"{ratio['median']:6.2f} [{ratio['q1']:.2f}, {ratio['q3']:.2f}] {lk['faster']}")
-  if softmaxes:
-    print(f"sampled softmax loss + gradients on {counts[-1]} devices, {ARGS.lookup_repeats} alternating rounds "
-          f"(ms: median [q1, q3] min-max)")
-    print(f"{'table':>14s} {'tokens':>7s} {'SPMD (xla)':>30s} {'shard_map':>30s} {'shard_map/SPMD per round':>24s} faster")
-  for sm in softmaxes:
-    cells = [f"{sm[k]['median_s']*1e3:6.1f} [{sm[k]['q1_s']*1e3:.1f}, {sm[k]['q3_s']*1e3:.1f}] "
-             f"{sm[k]['min_s']*1e3:.0f}-{sm[k]['max_s']*1e3:.0f}" for k in ("xla", "shard_map")]
-    ratio = sm["paired_ratio_shard_map_over_xla"]
-    print(f"{'x'.join(map(str, sm['table'])):>14s} {sm['tokens']:7d} {cells[0]:>30s} {cells[1]:>30s} "
-          f"{ratio['median']:6.2f} [{ratio['q1']:.2f}, {ratio['q3']:.2f}]       {sm['faster']}")
+  _print_paired(lookups, f"lookup forward + gradient on {counts[-1]} devices", "ids", ("spmd", "SPMD gather"),
+                ("all_to_all", "all-to-all"), "paired_ratio_all_to_all_over_spmd", "a2a/SPMD per round")
+  _print_paired(softmaxes, f"sampled softmax loss + gradients on {counts[-1]} devices", "tokens",
+                ("xla", "SPMD (xla)"), ("shard_map", "shard_map"), "paired_ratio_shard_map_over_xla",
+                "shard_map/SPMD per round")
   os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
   with open(ARGS.out, "w") as f:
     json.dump(record, f, indent=2)
