@@ -244,7 +244,7 @@ KUNLUN_ABLATIONS = (   # (row, what is removed, the paper's numbers for the comp
 KUNLUN_ABLATION_DATASETS = {   # full config -> (results folder, seed-noise yardstick config or None)
     # The synthetic yardstick: the synthetic ranking config with the most seeds at the time (DLRM, 4).
     "kunlun_rank_synthetic": ("synthetic", "dlrm_rank_synthetic"),
-    "kunlun_rank_ml100k": ("ml-100k", None),   # no seeded ML-100K ranking runs yet
+    "kunlun_rank_ml100k": ("ml-100k", "kunlun_rank_ml100k"),   # Kunlun's own seeds (42, 1, 2) on ML-100K
 }
 KUNLUN_ABLATION_CONFIGS = {f"{full}_{row}" for full in KUNLUN_ABLATION_DATASETS for row, _, _ in KUNLUN_ABLATIONS}
 NOISE_CONFIG = KUNLUN_ABLATION_DATASETS[KUNLUN_FULL][1]
