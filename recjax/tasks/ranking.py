@@ -28,13 +28,14 @@ stopping), `metrics.final_test` that of the last step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 from absl import logging
 import jax
 import numpy as np
 
-from recjax import losses
+from recjax import compile_options, losses
 from recjax.data import pipeline, registry
 from recjax.data import ranking as rk
 from recjax.metrics.ranking import multitask_metrics
@@ -184,7 +185,7 @@ class RankingTask(Task):
     batch_size = self.config.eval.batch_size
     watch_head = self.watch_weight > 0
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compile_options.step_options())   # compile_options.py
     def predict(params, batch):
       out = model.apply({"params": params}, batch, train=False)
       return jax.nn.sigmoid(out["logits"]), (out["watch_ratio"] if watch_head else None)
