@@ -40,7 +40,6 @@ from recjax.models import init_params
 from recjax.tasks.base import flatten, is_better, lookup
 from recjax.tasks.retrieval import evaluate, make_eval_step, resolve_model_config  # noqa: F401  (re-exports)
 from recjax.train import config_check
-from recjax.train import dispatch
 from recjax.train import mesh as mesh_lib
 from recjax.train.checkpoint import Checkpointer
 from recjax.train.progress import Progress
@@ -208,15 +207,11 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
   step = start_step
   losses_since_log = []
-  # At most 2 steps in flight, none while a new batch shape compiles: the heap's peak (dispatch.py).
-  queue = dispatch.StepQueue()
   while step < total_steps:
     batch = place_batch(next(it))
-    queue.before_dispatch(batch)
     if flop_meter is not None:
       flop_meter.before_step(state, batch)   # before the step: its state buffers are donated
     state, loss = train_step(state, batch)
-    queue.dispatched(loss)
     step += 1
     losses_since_log.append(loss)
     epoch_done = step % steps_per_epoch == 0
@@ -232,7 +227,6 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         progress.scalars(step, flop_meter.at_log_point())
     epoch = step // steps_per_epoch
     if epoch_done and eval_every > 0 and (epoch % eval_every == 0 or step == total_steps):
-      queue.drain()   # the evaluation compiles on its first call: no step's block alive then
       m = evaluate_split(state.params, eval_split)
       entry = {"epoch": epoch, "step": step, "split": eval_split, **m}
       progress.scalars(step, flatten(m, f"{eval_split}/"))
@@ -245,7 +239,6 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     if step % tc.checkpoint_every_steps == 0 or epoch_done or step == total_steps:
       ckpt.save(step, state, meta(step))
 
-  queue.drain()
   test = evaluate_split(state.params, "test")
   progress.scalars(step, flatten(test, "final_test/"))
   progress.close()
