@@ -35,7 +35,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from recjax import compile_options, losses
+from recjax import compile_options, cpu_allocator, losses
 from recjax.data import pipeline, registry
 from recjax.data import ranking as rk
 from recjax.metrics.ranking import multitask_metrics
@@ -194,7 +194,8 @@ class RankingTask(Task):
       ex = self.examples[split]
       # Rows by history-length bucket (ragged layout; the identity when padded): few widths compile.
       order = np.argsort(ex.length_bucket(), kind="stable")
-      preds = [predict(params, make_batch(ex, order[s:s + batch_size], batch_size))
+      # Each batch copied in first: the step runs inline and frees its scratch on return (cpu_allocator.py).
+      preds = [predict(params, cpu_allocator.on_device(make_batch(ex, order[s:s + batch_size], batch_size)))
                for s in range(0, len(ex), batch_size)]
       p_NCT = np.empty((len(ex),) + preds[0][0].shape[1:], np.float32)
       p_NCT[order] = np.concatenate([np.asarray(p) for p, _ in preds])[:len(ex)]

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax import compile_options, losses
+from recjax import compile_options, cpu_allocator, losses
 from recjax.data import domains, pipeline, registry, splits
 from recjax.metrics.retrieval import catalogue_chunks, catalogue_nll, catalogue_ranks, metrics_from_ranks
 from recjax.models import build_model, model_class
@@ -101,7 +101,8 @@ def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history
                            batch["ids"] if exclude_history else None, item_transform=losses.l2_normalize)
 
   def ranks(params, batch):
-    return _ranks(params, batch, ids_NK, valid_NK)
+    # Inputs ready first: the step then runs inline and frees its scratch on return (cpu_allocator.py).
+    return _ranks(params, cpu_allocator.on_device(batch), ids_NK, valid_NK)
 
   return ranks
 
@@ -123,7 +124,7 @@ def make_eval_nll_step(model, catalogue: np.ndarray, num_items: int, temperature
                          item_transform=losses.l2_normalize)
 
   def nll(params, batch):
-    return _nll(params, batch, ids_NK, valid_NK)
+    return _nll(params, cpu_allocator.on_device(batch), ids_NK, valid_NK)
   return nll
 
 
