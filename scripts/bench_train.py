@@ -78,6 +78,8 @@ from recjax.train import results  # noqa: E402
 from recjax.train.loop import resolve_model_config  # noqa: E402
 from recjax.train.state import TrainState, make_optimizer  # noqa: E402
 from recjax.train.step import loss_fn, make_step, make_train_step  # noqa: E402
+from recjax import compile_options  # noqa: E402
+
 
 # Row name -> (config module, model overrides). HSTU rows come in pairs: packed (the config's
 # default) and `_unpacked`.
@@ -148,14 +150,16 @@ class Worker:
   def _timed_functions(self, loss, tx, key, params) -> None:
     """fwd / fwd_bwd / update / step for `loss(params, batch, key)` (the ranking rows)."""
     self.key, self.params = key, params
-    self.fwd = jax.jit(loss)
-    self.fwd_bwd = jax.jit(jax.value_and_grad(loss))
+    # Every timed part compiled as the training step is (recjax/compile_options.py).
+    opts = compile_options.step_options()
+    self.fwd = jax.jit(loss, compiler_options=opts)
+    self.fwd_bwd = jax.jit(jax.value_and_grad(loss), compiler_options=opts)
 
     def update(grads, opt_state, params):
       updates, opt_state = tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
 
-    self.update = jax.jit(update)
+    self.update = jax.jit(update, compiler_options=opts)
     self.step = make_step(loss, tx, key)
     self.opt_state = tx.init(params)
     # The step donates its state: give it its own copy of the parameters.
@@ -171,6 +175,7 @@ class Worker:
     t0 = time.perf_counter()
     batches = [ds[i] for i in range(warmup + steps)]
     self.input_s = (time.perf_counter() - t0) / len(batches)
+    batches = [cpu_allocator.on_device(b) for b in batches]   # copied in once, as the loop does per step
     self.warm, self.measured = batches[:warmup], batches[warmup:]
     key = jax.random.key(0, impl=tc.prng_impl)
     tx = make_optimizer(tc)
@@ -207,19 +212,23 @@ class Worker:
     t0 = time.perf_counter()
     batches = [ds[i] for i in range(warmup + steps)]
     self.input_s = (time.perf_counter() - t0) / len(batches)
+    batches = [cpu_allocator.on_device(b) for b in batches]   # copied in once, as the loop does per step
     self.warm, self.measured = batches[:warmup], batches[warmup:]
     key = jax.random.key(0, impl=tc.prng_impl)
     self.key = key
     self.params = init_params(model, key, batches[0])
     catalogue = jnp.asarray(seqs.catalogue(), jnp.int32)
-    self.fwd = jax.jit(lambda p, b, k: loss_fn(p, model, b, k, config.loss, catalogue))
-    self.fwd_bwd = jax.jit(lambda p, b, k: jax.value_and_grad(loss_fn)(p, model, b, k, config.loss, catalogue))
+    # Every timed part compiled as the training step is (recjax/compile_options.py).
+    opts = compile_options.step_options()
+    self.fwd = jax.jit(lambda p, b, k: loss_fn(p, model, b, k, config.loss, catalogue), compiler_options=opts)
+    self.fwd_bwd = jax.jit(lambda p, b, k: jax.value_and_grad(loss_fn)(p, model, b, k, config.loss, catalogue),
+                           compiler_options=opts)
 
     def update(grads, opt_state, params):
       updates, opt_state = tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
 
-    self.update = jax.jit(update)
+    self.update = jax.jit(update, compiler_options=opts)
     self.step = make_train_step(model, tx, config.loss, seqs.catalogue(), key)
     self.opt_state = tx.init(self.params)
     # The step donates its state: give it its own copy of the parameters.

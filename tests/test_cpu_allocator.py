@@ -1,7 +1,8 @@
-"""When the malloc settings apply (the rule, as a pure function) and that they take effect.
+"""When the malloc settings apply (the rule, as a pure function) and that they take effect: large
+blocks stay in the heap, and consecutive jitted steps reuse one scratch block (synchronous dispatch).
 
-The effect is measured in a child process: mallopt cannot be undone, and the pytest process's
-malloc must stay as it was for every other test.
+The effects are measured in child processes: mallopt and JAX's dispatch mode cannot be undone, and
+the pytest process must stay as it was for every other test.
 """
 import json
 import os
@@ -48,7 +49,7 @@ def test_tune_keeps_large_blocks_in_the_heap_and_opt_out_does_not():
   if not tuned["status"]["applied"] and "not glibc" in tuned["status"]["reason"]:
     pytest.skip("not glibc")
   assert tuned["status"] == {"applied": True, "reason": "CPU backend (JAX_PLATFORMS=cpu)",
-                             "settings": cpu_allocator.SETTINGS}
+                             "settings": {**cpu_allocator.SETTINGS, **cpu_allocator.JAX_SETTINGS}}
   # Mapped afresh, every 4 KB page faults on first touch (16,384 here); reused, almost none do.
   assert tuned["faults"] < 1000, f"{tuned['faults']} page faults: the freed block was mapped again"
   untouched = _child(JAX_PLATFORMS="cpu", RECJAX_TUNE_MALLOC="0")
@@ -57,10 +58,67 @@ def test_tune_keeps_large_blocks_in_the_heap_and_opt_out_does_not():
   assert untouched["faults"] > 10_000   # glibc's default: the 64 MB block is unmapped and mapped again
 
 
+_STEPS_CHILD = r"""
+import ctypes, functools, json, time
+from recjax import cpu_allocator
+status = cpu_allocator.tune()
+import jax, jax.numpy as jnp
+libc = ctypes.CDLL("libc.so.6")
+class MallInfo2(ctypes.Structure):
+  _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                              "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def step(w, x):   # twelve [768, 768] activations stacked: one ~28 MB scratch block per call
+  acts = []
+  for i in range(12):
+    x = jnp.tanh(x @ w + i)
+    acts.append(x)
+  s = jnp.cumsum(jnp.stack(acts), axis=0)
+  return w + 1e-6 * jnp.sum(s[-1] * s[0]), jnp.sum(s[5])
+
+w, x = jnp.full((768, 768), 1e-3), jnp.ones((768, 768))
+temp = step.lower(w, x).compile().memory_analysis().temp_size_in_bytes
+for _ in range(2):
+  w, _ = step(w, cpu_allocator.on_device(x))
+jax.block_until_ready(w)
+in_use = libc.mallinfo2().uordblks
+held, arenas = [], []   # per call: bytes still allocated beyond the start once it returned; heap size
+for _ in range(12):
+  w, out = step(w, cpu_allocator.on_device(x))
+  time.sleep(0.02)   # an asynchronous step would have started (and taken its block) by now
+  held.append(libc.mallinfo2().uordblks - in_use)
+  arenas.append(libc.mallinfo2().arena)
+print(json.dumps({"status": status.to_dict(), "temp": temp, "held": max(held), "growth": arenas[-1] - arenas[0],
+                  "inline": jax.config.read("jax_cpu_enable_async_dispatch") is False}))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="glibc malloc settings are Linux-only")
+def test_tuned_steps_run_inline_and_reuse_one_scratch_block():
+  """With asynchronous dispatch the next step could take its block before the last one is freed
+  (the heap then grows by a block; how often depends on timing); run inline, it never does."""
+  env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", cpu_allocator.ENV_VAR, "GLIBC_TUNABLES")}
+  out = subprocess.run([sys.executable, "-c", _STEPS_CHILD], cwd=REPO, env={**env, "JAX_PLATFORMS": "cpu"},
+                       capture_output=True, text=True, timeout=300, check=True)
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  if not got["status"]["applied"]:
+    pytest.skip(f"malloc not tuned here: {got['status']['reason']}")
+  assert got["inline"] and got["status"]["settings"]["jax_cpu_enable_async_dispatch"] is False
+  assert got["temp"] > 20 << 20
+  # Each call returned with its block freed (asynchronous, the running step would still hold it), and
+  # every later call reused the block the first one took: the heap did not grow after it.
+  assert got["held"] < got["temp"] // 2, got
+  assert got["growth"] < got["temp"] // 2, got
+
+
 def test_tune_never_ran_in_the_test_process():
   # The pytest process keeps glibc's defaults: nothing here may call tune().
   assert not cpu_allocator.is_tuned()
   assert cpu_allocator.status().reason == "tune() was not called in this process"
+  batch = {"ids": [[1, 2]]}
+  assert cpu_allocator.on_device(batch) is batch   # untuned: batches go to the step as they are
 
 
 @pytest.mark.parametrize("env,plugins,want,reason", [

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax import losses
+from recjax import cpu_allocator, losses
 from recjax.data import pipeline, registry, splits
 from recjax.metrics import collisions as collision_metrics
 from recjax.metrics.retrieval import metrics_from_ranks
@@ -84,7 +84,7 @@ def make_decoder(model: TIGER, trie, beam_size: int):
     return beams.groups_BW
 
   def groups(params, batch):
-    return _groups(params, batch, next_node)
+    return _groups(params, cpu_allocator.on_device(batch), next_node)   # runs inline: cpu_allocator.py
   return groups
 
 

@@ -28,13 +28,14 @@ stopping), `metrics.final_test` that of the last step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 from absl import logging
 import jax
 import numpy as np
 
-from recjax import losses
+from recjax import compile_options, cpu_allocator, losses
 from recjax.data import pipeline, registry
 from recjax.data import ranking as rk
 from recjax.metrics.ranking import multitask_metrics
@@ -184,7 +185,7 @@ class RankingTask(Task):
     batch_size = self.config.eval.batch_size
     watch_head = self.watch_weight > 0
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compile_options.step_options())   # compile_options.py
     def predict(params, batch):
       out = model.apply({"params": params}, batch, train=False)
       return jax.nn.sigmoid(out["logits"]), (out["watch_ratio"] if watch_head else None)
@@ -193,7 +194,8 @@ class RankingTask(Task):
       ex = self.examples[split]
       # Rows by history-length bucket (ragged layout; the identity when padded): few widths compile.
       order = np.argsort(ex.length_bucket(), kind="stable")
-      preds = [predict(params, make_batch(ex, order[s:s + batch_size], batch_size))
+      # Each batch copied in first: the step runs inline and frees its scratch on return (cpu_allocator.py).
+      preds = [predict(params, cpu_allocator.on_device(make_batch(ex, order[s:s + batch_size], batch_size)))
                for s in range(0, len(ex), batch_size)]
       p_NCT = np.empty((len(ex),) + preds[0][0].shape[1:], np.float32)
       p_NCT[order] = np.concatenate([np.asarray(p) for p, _ in preds])[:len(ex)]

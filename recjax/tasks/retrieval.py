@@ -30,6 +30,7 @@ of the data-mixture law), and `loss`, the same over all targets.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 from absl import logging
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax import losses
+from recjax import compile_options, cpu_allocator, losses
 from recjax.data import domains, pipeline, registry, splits
 from recjax.metrics.retrieval import catalogue_chunks, catalogue_nll, catalogue_ranks, metrics_from_ranks
 from recjax.models import build_model, model_class
@@ -92,7 +93,7 @@ def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history
   # Arguments, not closed-over constants: a 10M-id catalogue would otherwise be baked into the program.
   ids_NK, valid_NK = jnp.asarray(ids_NK), jnp.asarray(valid_NK)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compile_options.step_options())   # compile_options.py
   def _ranks(params, batch, ids_NK, valid_NK):
     out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
     rows = jnp.arange(out_BLD.shape[0])
@@ -101,7 +102,8 @@ def make_eval_step(model, catalogue: np.ndarray, num_items: int, exclude_history
                            batch["ids"] if exclude_history else None, item_transform=losses.l2_normalize)
 
   def ranks(params, batch):
-    return _ranks(params, batch, ids_NK, valid_NK)
+    # Inputs ready first: the step then runs inline and frees its scratch on return (cpu_allocator.py).
+    return _ranks(params, cpu_allocator.on_device(batch), ids_NK, valid_NK)
 
   return ranks
 
@@ -114,7 +116,7 @@ def make_eval_nll_step(model, catalogue: np.ndarray, num_items: int, temperature
     raise ValueError(f"loss.temperature must be > 0 for the evaluation NLL, got {temperature}")
   ids_NK, valid_NK = (jnp.asarray(a) for a in catalogue_chunks(catalogue, num_items, item_chunk))
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compile_options.step_options())
   def _nll(params, batch, ids_NK, valid_NK):
     out_BLD, table_VD = model.apply({"params": params}, batch, train=False)
     rows = jnp.arange(out_BLD.shape[0])
@@ -123,7 +125,7 @@ def make_eval_nll_step(model, catalogue: np.ndarray, num_items: int, temperature
                          item_transform=losses.l2_normalize)
 
   def nll(params, batch):
-    return _nll(params, batch, ids_NK, valid_NK)
+    return _nll(params, cpu_allocator.on_device(batch), ids_NK, valid_NK)
   return nll
 
 

@@ -35,6 +35,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
+from recjax import cpu_allocator
 from recjax import tasks as tasks_lib
 from recjax.models import init_params
 from recjax.tasks.base import flatten, is_better, lookup
@@ -175,7 +176,9 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   if config_changes:   # what this segment runs differently from the checkpoint's config
     segments[-1]["config_changes"] = {k: list(v) for k, v in config_changes.items()}
   train_step = make_step(task.loss_fn(model, mesh=mesh), tx, step_key)
-  place_batch = lambda b: b   # noqa: E731  (one device: the batch goes to the jitted step as it is)
+  # One device: the batch copied in before the call, so the step runs inline and frees its scratch
+  # before it returns where tune() made dispatch synchronous (cpu_allocator.py); else as it is.
+  place_batch = cpu_allocator.on_device
   if mesh is not None:
     train_step = mesh_lib.make_sharded_train_step(train_step, mesh, state_sh, batch_sh)
     # Several processes: each holds its rows only (`part`), assembled into the global batch here.

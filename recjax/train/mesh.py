@@ -36,6 +36,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from recjax import compile_options
 from recjax.data import pipeline
 from recjax.layers import sharded_embedding
 
@@ -268,5 +269,7 @@ def resolve_fast_paths(loss_cfg, model_cfg: dict, spec: MeshSpec) -> tuple[Any, 
 def make_sharded_train_step(step_fn, mesh: Mesh, state_shardings, batch_shardings: dict):
   """`step_fn(state, batch) -> (state, loss)` (train/step.py) jitted over `mesh`: state in and out
   with `state_shardings` (donated), the batch with `batch_shardings`, the loss replicated."""
+  # The outer jit's options are the ones compiled (an inner jit's are not): the step's schedule again.
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
-                 out_shardings=(state_shardings, NamedSharding(mesh, P())), donate_argnums=(0,))
+                 out_shardings=(state_shardings, NamedSharding(mesh, P())), donate_argnums=(0,),
+                 compiler_options=compile_options.step_options())

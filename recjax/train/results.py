@@ -33,11 +33,12 @@ def hardware() -> dict:
   except OSError:
     pass
   import jax  # pylint: disable=import-outside-toplevel
-  from recjax import cpu_allocator, native  # pylint: disable=import-outside-toplevel
+  from recjax import compile_options, cpu_allocator, native  # pylint: disable=import-outside-toplevel
   return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
           "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
           "malloc_tuned": cpu_allocator.is_tuned(), "malloc": cpu_allocator.status().to_dict(),
           "native_kernels": native.available(),
+          "xla_compile_options": compile_options.step_options(),   # of the train and eval steps
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 

@@ -75,6 +75,8 @@ def test_hardware_reports_the_malloc_status():
   assert hw["malloc"] == cpu_allocator.status().to_dict()
   assert hw["malloc"]["applied"] is hw["malloc_tuned"] is False   # this process never tunes
   assert hw["malloc"]["reason"] == "tune() was not called in this process"
+  from recjax import compile_options
+  assert hw["xla_compile_options"] == compile_options.step_options()
 
 
 def _write(path, **fields):
