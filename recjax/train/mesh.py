@@ -269,7 +269,9 @@ def resolve_fast_paths(loss_cfg, model_cfg: dict, spec: MeshSpec) -> tuple[Any, 
 def make_sharded_train_step(step_fn, mesh: Mesh, state_shardings, batch_shardings: dict):
   """`step_fn(state, batch) -> (state, loss)` (train/step.py) jitted over `mesh`: state in and out
   with `state_shardings` (donated), the batch with `batch_shardings`, the loss replicated."""
-  # The outer jit's options are the ones compiled (an inner jit's are not): the step's schedule again.
+  # The outer jit's options are the ones compiled, and jax refuses compiler_options on a nested jit:
+  # the step's plain function (train/step.py jits it for one device) with the step's schedule again.
+  step_fn = getattr(step_fn, "__wrapped__", step_fn)
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, NamedSharding(mesh, P())), donate_argnums=(0,),
                  compiler_options=compile_options.step_options())
