@@ -19,6 +19,9 @@ tests/models/test_kunlun_ranker.py); each names its run kunlun_rank_synthetic_no
   :no_hsp                     PMA pooling (summary_tokens seeds, no SumKronLinear) instead of HSP
   :no_moe                     1 Wukong expert instead of 2
   :no_event_personalisation   every event type the shared width 32, 3 layers, window 8, 4 tokens
+  :no_gdpa                    the personalised FFN as InterFormer computes it (per-sample matmuls with
+                              the generated weights) instead of GDPA: same function, other computation
+  :no_sumkron                 HSP's seeds compressed by one [S, T] token map instead of SumKronLinear
 Combine with quick as e.g. :no_window,quick.
 
 Command:   python -m experiments.run --config=configs/kunlun_rank_synthetic.py
@@ -47,6 +50,8 @@ ABLATIONS = {
     "no_hsp": dict(pooling="pma"),
     "no_moe": dict(experts=1),
     "no_event_personalisation": dict(event_personalisation=False),
+    "no_gdpa": dict(sequence_ffn="pffn"),
+    "no_sumkron": dict(hsp_compress="token_linear"),
 }
 
 
@@ -62,7 +67,8 @@ def get_config(arg: str | None = None):
       name="kunlun", dim=32, events=("all", "click", "long_view"), event_bits=(-1, 0, 6),
       event_personalisation=True, event_widths=(32, 32, 16), event_layers=(3, 3, 1),
       event_windows=(8, 8, 8), event_summary_tokens=(4, 4, 2), width=32, layers=3, window=8,
-      summary_tokens=4, heads=2, kron_rank=2, compskip=True, pooling="hsp", context_summary_tokens=4,
+      summary_tokens=4, heads=2, kron_rank=2, compskip=True, pooling="hsp", sequence_ffn="gdpa",
+      hsp_compress="sum_kron", context_summary_tokens=4,
       weight_gen_hidden=64, experts=2, expert_hidden=64, head_tokens=4, time_buckets=32, dropout=0.3,
       backend="xla"))
   for name in ablations:

@@ -3,7 +3,7 @@
 # (results/synthetic/kunlun_rank_synthetic.json) against one component removed at a time, seed 42,
 # the same data, protocol and 8 epochs. Each row is a config argument of
 # configs/kunlun_rank_synthetic.py (ABLATIONS: no_window, no_hsp, no_moe, no_event_personalisation,
-# no_compskip) and writes results/synthetic/kunlun_rank_synthetic_<row>.json; then
+# no_compskip, no_gdpa, no_sumkron) and writes results/synthetic/kunlun_rank_synthetic_<row>.json; then
 # scripts/make_readme_tables.py builds the README table, scripts/plot_kunlun_ablation.py the PNG.
 # Runs go one at a time under nice (the box is shared). Resumable: a row whose results file exists
 # is skipped. A run starts only from a tree whose source folders are committed (the results file
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(full no_window no_hsp no_moe no_event_personalisation no_compskip)
+[ ${#rows[@]} -gt 0 ] || rows=(full no_window no_hsp no_moe no_event_personalisation no_compskip no_gdpa no_sumkron)
 for row in "${rows[@]}"; do
   if [ "$row" = full ]; then name=kunlun_rank_synthetic; arg=""; else name=kunlun_rank_synthetic_$row; arg=":$row"; fi
   if [ -f "results/synthetic/$name.json" ]; then echo "skip $name (results exist)"; continue; fi

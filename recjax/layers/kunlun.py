@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec
-from recjax.layers.attention import attention
+from recjax.layers.attention import ACTIVATIONS, attention
 from recjax.layers.norms import layer_norm_no_affine
 
 CROSS = MaskSpec(causal=False)
@@ -71,11 +71,18 @@ class WeightGeneration(nn.Module):
 
 
 class GDPA(nn.Module):
-  """S + GDPA(norm(S), K(X_sum), V(X_sum)): the personalised FFN as short-KV attention."""
+  """S + GDPA(norm(S), K(X_sum), V(X_sum)): the personalised FFN as short-KV attention.
+
+  form="pffn" is the ablation "−GDPA" (issue 20): the same function computed as InterFormer ran it,
+  a per-sample FFN with the two generated weight tensors W1 = K, W2 = V materialised per head and
+  applied by batched matmuls, outside the attention entry point. Same parameters, same numbers
+  (tests check it); what differs is the computation: on a GPU, the memory-bound per-sample matmul
+  the GDPA kernel replaces."""
   heads: int
   tau: float
   activation: str = "gelu"
   backend: str = "xla"
+  form: str = "gdpa"
 
   @nn.compact
   def __call__(self, s_BLD: jax.Array, lengths_B: jax.Array, xsum_BND: jax.Array) -> jax.Array:
@@ -84,10 +91,19 @@ class GDPA(nn.Module):
       raise ValueError(f"GDPA: context summary batch {xsum_BND.shape} != sequence batch {s_BLD.shape}")
     if not self.tau > 0:
       raise ValueError(f"GDPA: tau must be > 0, got {self.tau}")
+    if self.form not in ("gdpa", "pffn"):
+      raise ValueError(f"GDPA: form must be 'gdpa' or 'pffn', got {self.form!r}")
     q_BLHK = _split_heads(layer_norm_no_affine(s_BLD), self.heads)
     k_BNHK = _split_heads(nn.Dense(d, name="key")(xsum_BND), self.heads)
     v_BNHK = _split_heads(nn.Dense(d, name="value")(xsum_BND), self.heads)
     n = xsum_BND.shape[1]
+    if self.form == "pffn":
+      w1_BHKN = jnp.einsum("bnhk->bhkn", k_BNHK)   # per-sample first-layer weights [K -> N hidden]
+      w2_BHNK = jnp.einsum("bnhk->bhnk", v_BNHK)   # per-sample second-layer weights [N -> K]
+      h_BHLN = jnp.einsum("blhk,bhkn->bhln", q_BLHK, w1_BHKN) / self.tau
+      h_BHLN = ACTIVATIONS[self.activation](h_BHLN)
+      o_BLHK = jnp.einsum("bhln,bhnk->blhk", h_BHLN, w2_BHNK)
+      return (s_BLD + o_BLHK.reshape(b, l, d)) * valid_mask(lengths_B, l)
     o_BLHK = attention(q_BLHK, k_BNHK, v_BNHK, lengths_B=lengths_B,
                        kv_lengths_B=jnp.full((b,), n, jnp.int32), mask=CROSS, kind="pointwise",
                        activation=self.activation, alpha=1.0 / self.tau, backend=self.backend)
@@ -128,12 +144,15 @@ class HierarchicalSeedPooling(nn.Module):
   kron_rank: int
   backend: str = "xla"
   compress: bool = True
+  compress_with: str = "sum_kron"   # or "token_linear": the ablation "−SumKronLinear"
 
   @nn.compact
   def __call__(self, s_BLD: jax.Array, lengths_B: jax.Array) -> jax.Array:
     b, _, d = s_BLD.shape
     if self.n_seeds < self.n_tokens:
       raise ValueError(f"HSP seeds must be over-complete: n_seeds={self.n_seeds} < n_tokens={self.n_tokens}")
+    if self.compress_with not in ("sum_kron", "token_linear"):
+      raise ValueError(f"HSP: compress_with must be 'sum_kron' or 'token_linear', got {self.compress_with!r}")
     if not self.compress and self.n_seeds != self.n_tokens:
       raise ValueError(f"PMA (compress=False) needs n_seeds == n_tokens, got {self.n_seeds} != {self.n_tokens}")
     seeds_SD = self.param("seeds_SD", nn.initializers.normal(1.0), (self.n_seeds, d))
@@ -147,6 +166,12 @@ class HierarchicalSeedPooling(nn.Module):
     pooled_BSD = pooled_BSHK.reshape(b, self.n_seeds, d)
     if not self.compress:
       return pooled_BSD
+    if self.compress_with == "token_linear":
+      # −SumKronLinear: one learned [S, T] map over the seed axis and no feature mixing (the
+      # rank-1, W = I member of the family): the simplest compression of S seeds to T tokens.
+      z_ST = self.param("compress_ST", nn.initializers.normal(1.0 / math.sqrt(self.n_seeds)),
+                        (self.n_seeds, self.n_tokens))
+      return jnp.einsum("bsd,st->btd", pooled_BSD, z_ST)
     return SumKronLinear(self.n_tokens, self.kron_rank, name="compress")(pooled_BSD)
 
 

@@ -88,6 +88,8 @@ class KunlunConfig:
   gdpa_activation: str = "gelu"
   compskip: bool = True
   pooling: str = "hsp"           # "hsp" (seeds + SumKronLinear) or "pma" (summary_tokens seeds, no compression)
+  sequence_ffn: str = "gdpa"     # "gdpa", or "pffn": the same personalised FFN as per-sample matmuls (−GDPA)
+  hsp_compress: str = "sum_kron"  # HSP's seed compression; "token_linear" = one [S, T] map (−SumKronLinear)
   time_buckets: int = 32
   backend: str = "xla"
 
@@ -97,6 +99,10 @@ class KunlunConfig:
       raise ValueError(f"Kunlun needs at least one event type with unique names, got {names}")
     if self.pooling not in ("hsp", "pma"):
       raise ValueError(f"pooling must be 'hsp' or 'pma', got {self.pooling!r}")
+    if self.sequence_ffn not in ("gdpa", "pffn"):
+      raise ValueError(f"sequence_ffn must be 'gdpa' or 'pffn', got {self.sequence_ffn!r}")
+    if self.hsp_compress not in ("sum_kron", "token_linear"):
+      raise ValueError(f"hsp_compress must be 'sum_kron' or 'token_linear', got {self.hsp_compress!r}")
     for what, n in (("context_fields", self.context_fields), ("head_tokens", self.head_tokens)):
       if n % self.experts:
         raise ValueError(f"{what}={n} must be divisible by experts={self.experts}")
@@ -161,14 +167,14 @@ def context_tower(mdl: nn.Module, cfg: KunlunConfig, x_BFD: jax.Array, seqs: dic
       fresh = not cfg.compskip or layer % 2 == 0
       if fresh:
         tau = e.tau if e.tau is not None else float(s.shape[1])
-        s = GDPA(e.heads, tau, cfg.gdpa_activation, cfg.backend, name=f"{e.name}_gdpa_{layer}")(
+        s = GDPA(e.heads, tau, cfg.gdpa_activation, cfg.backend, form=cfg.sequence_ffn, name=f"{e.name}_gdpa_{layer}")(
             s, lengths_B, nn.Dense(e.width, name=f"{e.name}_ctx_{layer}")(xsum_BND))
       if not cfg.compskip or layer % 2 == 1:
         s = WindowAttention(e.heads, e.window, cfg.backend, name=f"{e.name}_window_{layer}")(s, lengths_B)
       if fresh:
         pma = cfg.pooling == "pma"
         h = HierarchicalSeedPooling(e.summary_tokens if pma else e.num_seeds, e.summary_tokens, e.heads,
-                                    e.kron_rank, cfg.backend, compress=not pma,
+                                    e.kron_rank, cfg.backend, compress=not pma, compress_with=cfg.hsp_compress,
                                     name=f"{e.name}_hsp_{layer}")(s, lengths_B)
         summaries[e.name] = nn.Dense(d, name=f"{e.name}_summary_proj_{layer}")(h)
       mdl.sow("intermediates", f"{e.name}_summary_{layer}", summaries[e.name])

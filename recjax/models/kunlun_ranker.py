@@ -20,7 +20,8 @@ A candidate enters only at the head, so no candidate sees another (tests check i
 through `perturb("candidates")`) and the whole tower is context-only (rank-aware decomposition).
 
 Switches (config overrides, the ablations of issue 20): `compskip`; `window` (None = full self-
-attention); `pooling` "hsp" / "pma"; `experts` (1 vs M); `event_personalisation`: on, event type
+attention); `pooling` "hsp" / "pma"; `sequence_ffn` "gdpa" / "pffn" (−GDPA: the same personalised
+FFN as per-sample matmuls); `hsp_compress` "sum_kron" / "token_linear" (−SumKronLinear); `experts` (1 vs M); `event_personalisation`: on, event type
 i gets `event_widths[i]`, `event_layers[i]`, `event_windows[i]`, `event_summary_tokens[i]` where
 given; off, every type gets the shared `width`, `layers`, `window`, `summary_tokens`.
 """
@@ -68,6 +69,8 @@ class KunlunRanker(nn.Module):
   kron_rank: int = 2
   compskip: bool = True
   pooling: str = "hsp"
+  sequence_ffn: str = "gdpa"
+  hsp_compress: str = "sum_kron"
   context_summary_tokens: int = 4
   weight_gen_hidden: int = 64
   experts: int = 2
@@ -105,7 +108,8 @@ class KunlunRanker(nn.Module):
         context_fields=context_fields, num_tasks=self.num_tasks, width=self.dim,
         context_summary_tokens=self.context_summary_tokens, weight_gen_hidden=self.weight_gen_hidden,
         experts=self.experts, expert_hidden=self.expert_hidden, head_tokens=self.head_tokens,
-        compskip=self.compskip, pooling=self.pooling, time_buckets=self.time_buckets, backend=self.backend)
+        compskip=self.compskip, pooling=self.pooling, sequence_ffn=self.sequence_ffn,
+        hsp_compress=self.hsp_compress, time_buckets=self.time_buckets, backend=self.backend)
 
   @nn.compact
   def __call__(self, batch, *, train: bool = False):

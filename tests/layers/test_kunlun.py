@@ -23,14 +23,15 @@ def np_layer_norm(x):
   return (x - x.mean()) / np.sqrt(x.var() + 1e-6)
 
 
-def test_gdpa_equals_per_sample_ffn_with_generated_weights():
+@pytest.mark.parametrize("form", ["gdpa", "pffn"])   # pffn: the −GDPA ablation's per-sample matmuls
+def test_gdpa_equals_per_sample_ffn_with_generated_weights(form):
   b, l, d, heads, n = 2, 6, 8, 2, 3
   tau = 6.0
   ks = jax.random.split(jax.random.key(0), 2)
   s = jax.random.normal(ks[0], (b, l, d))
   xsum = jax.random.normal(ks[1], (b, n, d))
   lengths = jnp.array([6, 3])
-  layer = GDPA(heads=heads, tau=tau, activation="gelu")
+  layer = GDPA(heads=heads, tau=tau, activation="gelu", form=form)
   params = layer.init(jax.random.key(1), s, lengths, xsum)
   got = np.asarray(jax.jit(layer.apply)(params, s, lengths, xsum))
 
@@ -126,6 +127,25 @@ def test_pma_pooling_is_plain_seed_attention():
   with pytest.raises(ValueError, match="n_seeds == n_tokens"):
     HierarchicalSeedPooling(n_seeds=4, n_tokens=2, heads=1, kron_rank=1, compress=False).init(
         jax.random.key(0), s, jnp.asarray(lengths))
+
+
+def test_token_linear_compression_is_one_token_map_over_the_seeds():
+  """compress_with="token_linear" (the −SumKronLinear row): the uncompressed seed attention output
+  mapped by one [S, T] matrix, features untouched."""
+  b, l, d, seeds, t = 2, 5, 4, 6, 2
+  lengths = jnp.array([5, 3])
+  s = jax.random.normal(jax.random.key(11), (b, l, d))
+  layer = HierarchicalSeedPooling(n_seeds=seeds, n_tokens=t, heads=2, kron_rank=2, compress_with="token_linear")
+  params = layer.init(jax.random.key(12), s, lengths)
+  assert "compress" not in params["params"] and params["params"]["compress_ST"].shape == (seeds, t)
+  got = layer.apply(params, s, lengths)
+  pma = HierarchicalSeedPooling(n_seeds=seeds, n_tokens=seeds, heads=2, kron_rank=2, compress=False)
+  pooled = pma.apply({"params": {k: v for k, v in params["params"].items() if k != "compress_ST"}}, s, lengths)
+  want = np.einsum("bsd,st->btd", np.asarray(pooled), np.asarray(params["params"]["compress_ST"]))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="compress_with"):
+    HierarchicalSeedPooling(n_seeds=seeds, n_tokens=t, heads=2, kron_rank=2, compress_with="dense").init(
+        jax.random.key(0), s, lengths)
 
 
 @pytest.mark.parametrize("window", [1, 3])

@@ -270,6 +270,8 @@ def test_ablation_configs_remove_exactly_one_component():
       "no_moe": dataclasses.replace(full, experts=1),
       "no_event_personalisation": dataclasses.replace(
           full, events=tuple(dataclasses.replace(e, **shared) for e in full.events)),
+      "no_gdpa": dataclasses.replace(full, sequence_ffn="pffn"),
+      "no_sumkron": dataclasses.replace(full, hsp_compress="token_linear"),
   }
   for arg, want in expected.items():
     c, got = _resolved_kunlun(arg)
@@ -277,6 +279,6 @@ def test_ablation_configs_remove_exactly_one_component():
     assert c.name == f"kunlun_rank_synthetic_{arg}"
     quick, _ = _resolved_kunlun(f"{arg},quick")
     assert quick.name == c.name and quick.train.max_steps == 18
-  for bad in ("no_gdpa", "no_hsp,no_moe"):
+  for bad in ("no_attention", "no_hsp,no_moe"):
     with pytest.raises(ValueError, match="unknown config argument"):
       _resolved_kunlun(bad)
