@@ -1,4 +1,5 @@
-"""The compute-scaling study's table, fits and plot from a folder of runs (configs/scaling_ml1m.py).
+"""The compute-scaling study's table, fits and plot from a folder of runs (configs/scaling_ml1m.py,
+configs/kunlun_scaling.py).
 
     python -m experiments.scaling_study --runs_dir=results/scaling/runs --out_stem=results/scaling/ml1m_scaling
         [--runs_workdirs=workdirs/scaling_ml1m] [--a=hstu --b=sasrec] [--num_bootstrap=1000] [--bootstrap_seed=0]
@@ -22,6 +23,14 @@ and writes
   <out>.png   validation NDCG@10 and validation loss against training FLOPs, fits and bands.
 Only the runs at --fit_seed (one per size) enter the fits; other seeds measure seed noise, which
 the intervals over runs and over users do not contain.
+
+Ranking runs (`task: ranking`, configs/kunlun_scaling.py) are read the same way with their own
+columns (RANKING_COLUMNS) and fits: the quality is the mean validation NE over the tasks at the
+epoch the run selected (its early-stopping epoch), fitted log-linear and as a power law with a floor
+against training FLOPs; there are no per-user arrays, so only the intervals over runs (pass
+`--runs_workdirs=`). For every log-linear fit the study also gives the quality gap A − B at the
+geometric-mean compute (`gap_at_compute`, bootstrap over runs): "A's NE at or below B's at equal
+FLOPs" is that gap's interval.
 """
 from __future__ import annotations
 
@@ -57,6 +66,38 @@ COLUMNS = ("model", "size", "dim", "blocks", "seed", "params_total", "params_non
            "test_ndcg@10", "test_hr@10", "epochs", "wall_clock_s", "mfu_measured", "commit", "results_file")
 # (quality column, law) fitted against training FLOPs; NDCG rises with compute (η < 0), the loss falls
 FITS = (("valid_ndcg@10", "log_linear"), ("valid_nll", "log_linear"), ("valid_nll", "power_law"))
+RANKING_COLUMNS = ("model", "size", "dim", "blocks", "seed", "params_total", "train_flops", "examples_seen",
+                   "flops_per_example", "valid_ne", "valid_auc", "test_ne", "test_auc", "test_gauc", "best_epoch",
+                   "epochs", "wall_clock_s", "mfu_measured", "commit", "results_file")
+RANKING_FITS = (("valid_ne", "log_linear"), ("valid_ne", "power_law"))
+
+
+def task_of(rows: list[dict]) -> str:
+  """"ranking" or "retrieval" (the runs' task; a folder mixing them is an error)."""
+  tasks = {r.get("task", "retrieval") for r in rows}
+  if len(tasks) != 1:
+    raise ValueError(f"runs of several tasks in one folder: {sorted(tasks)}; fit each task's runs separately")
+  return tasks.pop()
+
+
+def ranking_row(r: dict, path: str) -> dict:
+  """One finished ranking run -> its CSV row: quality at the epoch the run selected on validation."""
+  model = r["config_values"]["model"]
+  best = r["metrics"]["best_epoch"]
+  test = r["metrics"]["test"]["mean"]
+  train = r["train_flops"]
+  if train["steps"] != r["steps"]:
+    raise ValueError(f"train_flops covers {train['steps']} of {r['steps']} steps")
+  return {
+      "task": "ranking", "dataset": r.get("dataset", ""), "model": model["name"],
+      "size": r["config"].rsplit("_", 1)[-1], "dim": model["dim"], "blocks": model.get("layers", ""),
+      "seed": r["seed"], "params_total": r["num_params"], "train_flops": train["flops"],
+      "examples_seen": train["examples"], "flops_per_example": train["per_example"],
+      "valid_ne": best["mean"]["ne"], "valid_auc": best["mean"]["auc"], "test_ne": test["ne"],
+      "test_auc": test["auc"], "test_gauc": test.get("gauc", float("nan")), "best_epoch": best["epoch"],
+      "epochs": r["epochs"], "wall_clock_s": r["wall_clock_s"],
+      "mfu_measured": (r.get("mfu") or {}).get("mfu_measured", float("nan")), "commit": r["commit"],
+      "results_file": path}
 
 
 def run_row(path: str) -> dict | None:
@@ -66,6 +107,8 @@ def run_row(path: str) -> dict | None:
   if r.get("partial"):
     return None
   try:
+    if r.get("task") == "ranking":
+      return ranking_row(r, path)
     cfg = r["config_values"]
     model = cfg["model"]
     valid = [h for h in r["metrics"]["per_epoch"] if h.get("split") == "valid"][-1]
@@ -87,19 +130,20 @@ def run_row(path: str) -> dict | None:
         "results_file": path}
   except (KeyError, IndexError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: not a finished scaling run ({type(e).__name__}: {e}); made by "
-                     f"configs/scaling_ml1m.py with eval.nll on?") from None
+                     f"configs/scaling_ml1m.py with eval.nll on, or configs/kunlun_scaling.py?") from None
 
 
 def collect(runs_dir: str) -> list[dict]:
   rows = [row for p in sorted(glob.glob(os.path.join(runs_dir, "*.json"))) if (row := run_row(p)) is not None]
   if not rows:
     raise ValueError(f"{runs_dir}: no finished runs (*.json)")
+  task_of(rows)
   return sorted(rows, key=lambda x: (x["model"], x["train_flops"], x["seed"]))
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
   with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=COLUMNS)
+    w = csv.DictWriter(f, fieldnames=RANKING_COLUMNS if task_of(rows) == "ranking" else COLUMNS, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
 
@@ -132,18 +176,23 @@ def _law(law) -> dict:
 
 def seed_spread(rows: list[dict]) -> list[dict]:
   """Per (model, size) with several seeds: mean and sample sd of the fitted qualities."""
+  qualities = (("valid_ne", "test_ne", "test_auc") if task_of(rows) == "ranking"
+               else ("valid_ndcg@10", "valid_nll", "test_ndcg@10"))
   out = []
   for key in sorted({(r["model"], r["size"]) for r in rows}):
     group = [r for r in rows if (r["model"], r["size"]) == key]
     if len(group) > 1:
       out.append({"model": key[0], "size": key[1], "seeds": [r["seed"] for r in group],
                   **{q: {"mean": float(np.mean([r[q] for r in group])), "sd": float(np.std([r[q] for r in group], ddof=1))}
-                     for q in ("valid_ndcg@10", "valid_nll", "test_ndcg@10")}})
+                     for q in qualities}})
   return out
 
 
 def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int, seed: int,
           workdirs: str | None) -> dict:
+  ranking = task_of(rows) == "ranking"
+  if ranking:
+    workdirs = None   # no per-user arrays: intervals over runs only
   fitted = [r for r in rows if r["seed"] == fit_seed]
   fam = {m: [r for r in fitted if r["model"] == m] for m in (a, b)}
   for m, rs in fam.items():
@@ -152,7 +201,7 @@ def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int
   at = float(np.exp(np.mean(np.log([r["train_flops"] for r in fitted]))))
   out = {"fitted_runs": {m: [f"{r['size']}" for r in rs] for m, rs in fam.items()}, "fits": {}, "efficiency": {},
          "at_compute": at, "seed_spread": seed_spread(rows)}
-  for q, law in FITS:
+  for q, law in (RANKING_FITS if ranking else FITS):
     name = f"{q}:{law}"
     if law == "power_law" and min(len(rs) for rs in fam.values()) < 4:
       out["fits"][name] = "skipped: the power law needs runs at ≥ 4 sizes"
@@ -168,6 +217,8 @@ def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int
         for m, f in ((a, eff.fit_a), (b, eff.fit_b))}
     entry = {"slope_ratio": _est(eff.slope_ratio), "iso_compute_ratio": _est(eff.iso_compute_ratio),
              "ci": "bootstrap over runs (each family resampled independently)"}
+    if law == "log_linear":
+      entry["gap_at_compute"] = _est(gap_at_compute(eff, at))
     if workdirs:
       reps = {m: user_replicates(rs, workdirs, num_bootstrap, seed, q) for m, rs in fam.items()}
       rep = fits.replicate_efficiency(*data[a], reps[a], *data[b], reps[b], at_compute=at, law=law)
@@ -190,21 +241,41 @@ def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int
   return out
 
 
+def gap_at_compute(eff, at: float) -> "fits.Estimate":
+  """Quality of A minus quality of B, both fits read at compute `at`, with the bootstrap refits' spread."""
+  value = float(eff.fit_a.law.predict(at) - eff.fit_b.law.predict(at))
+  samples = np.array([float(fa.predict(at) - fb.predict(at)) for fa, fb in zip(eff.fit_a.boot, eff.fit_b.boot)])
+  lo, hi = np.percentile(samples, [100 * (1 - eff.fit_a.level) / 2, 100 * (1 + eff.fit_a.level) / 2])
+  return fits.Estimate(value, float(lo), float(hi), eff.fit_a.level)
+
+
 def plot(path: str, rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int, seed: int) -> None:
   fitted = [r for r in rows if r["seed"] == fit_seed]
+  ranking = task_of(rows) == "ranking"
   panels = []
-  for q, law, label in (("valid_ndcg@10", "log_linear", "validation NDCG@10"),
-                        ("valid_nll", "log_linear", "validation loss (catalogue cross-entropy)")):
+  specs = ((("valid_ne", "log_linear", "validation mean NE (selected epoch)"),) if ranking else
+           (("valid_ndcg@10", "log_linear", "validation NDCG@10"),
+            ("valid_nll", "log_linear", "validation loss (catalogue cross-entropy)")))
+  for q, law, label in specs:
     fams = {m: (np.array([r["train_flops"] for r in fitted if r["model"] == m]),
                 np.array([r[q] for r in fitted if r["model"] == m])) for m in (a, b)}
     panels.append(fits.Panel(fams, law, label))
+  dataset = fitted[0].get("dataset") or "ML-1M"
   fits.plot_panels(path, panels, num_bootstrap=num_bootstrap, seed=seed, xlabel="training FLOPs",
-                   title="ML-1M, {} epochs; {}% bootstrap bands over runs".format(
-                       int(round(np.median([r["epochs"] for r in fitted]))), 95))
+                   title="{}, {} epochs; {}% bootstrap bands over runs".format(
+                       dataset, int(round(np.median([r["epochs"] for r in fitted]))), 95))
 
 
 def markdown_table(rows: list[dict]) -> str:
   """The runs as a README table."""
+  if task_of(rows) == "ranking":
+    lines = ["| model | size | params | training FLOPs | FLOPs / example | valid NE (epoch) | test NE | test AUC | "
+             "seed | wall-clock |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+      lines.append(f"| {r['model']} | {r['size']} | {r['params_total']:,} | {r['train_flops']:.3g} | "
+                   f"{r['flops_per_example']:.3g} | {r['valid_ne']:.4f} ({r['best_epoch']}) | {r['test_ne']:.4f} | "
+                   f"{r['test_auc']:.4f} | {r['seed']} | {r['wall_clock_s'] / 60:.0f} min |")
+    return "\n".join(lines)
   lines = ["| model | size | params (non-emb.) | training FLOPs | valid loss | valid NDCG@10 | valid HR@10 | "
            "test NDCG@10 | seed | wall-clock |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
@@ -224,12 +295,16 @@ def main(argv):
   t0 = time.time()
   fitted = study(rows, a=_A.value, b=_B.value, fit_seed=_FIT_SEED.value, num_bootstrap=_NUM_BOOTSTRAP.value,
                  seed=_SEED.value, workdirs=workdirs)
-  headline = fitted["efficiency"]["valid_ndcg@10:log_linear"]
+  ranking = task_of(rows) == "ranking"
+  q = "valid_ne" if ranking else "valid_ndcg@10"
+  headline = fitted["efficiency"][f"{q}:log_linear"]
   record = {
-      "study": "scaling", "dataset": "ml-1m", "model": f"{_A.value} vs {_B.value}", "config": "configs/scaling_ml1m.py",
+      "study": "scaling", "dataset": rows[0].get("dataset") or "ml-1m", "model": f"{_A.value} vs {_B.value}",
+      "config": "configs/kunlun_scaling.py" if ranking else "configs/scaling_ml1m.py",
       "seed": _SEED.value,
-      "metrics": {"slope_ratio_valid_ndcg@10": headline["slope_ratio"],
-                  **{f"slope_ratio_valid_ndcg@10_{k}": headline[k]["slope_ratio"]
+      "metrics": {f"slope_ratio_{q}": headline["slope_ratio"], f"iso_compute_ratio_{q}": headline["iso_compute_ratio"],
+                  f"gap_{q}_at_compute": headline["gap_at_compute"],
+                  **{f"slope_ratio_{q}_{k}": headline[k]["slope_ratio"]
                      for k in ("over_users", "over_users_and_seeds") if k in headline}},
       "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.scaling_study"] + sys.argv[1:]),
       "commit": results.git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -245,6 +320,9 @@ def main(argv):
   for name, e in record["efficiency"].items():
     s = e["slope_ratio"]
     line = f"{name}: {_A.value}/{_B.value} slope ratio {s['value']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}] (runs)"
+    if "gap_at_compute" in e:
+      g = e["gap_at_compute"]
+      line += f"; {_A.value} − {_B.value} at {record['at_compute']:.3g} FLOPs {g['value']:+.4f} [{g['lo']:+.4f}, {g['hi']:+.4f}]"
     for key, what in (("over_users", "users"), ("over_users_and_seeds", "users + seeds")):
       if key in e:
         u = e[key]["slope_ratio"]

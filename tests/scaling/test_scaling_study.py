@@ -84,3 +84,49 @@ def test_bad_results_file_is_named(tmp_path):
   (tmp_path / "x.json").unlink()
   with pytest.raises(ValueError, match="no finished runs"):
     scaling_study.collect(str(tmp_path))
+
+
+def _write_ranking_run(runs_dir, model, size, seed, flops, ne):
+  best = {"epoch": 3, "split": "valid", "mean": {"ne": ne, "auc": 0.7}}
+  record = {"partial": False, "task": "ranking", "dataset": "synthetic", "config": f"kunlun_scaling_synthetic_{model}_{size}",
+            "seed": seed, "commit": "abc", "num_params": 1000, "steps": 40, "epochs": 4.0, "wall_clock_s": 60.0,
+            "train_flops": {"flops": flops, "examples": 5120, "steps": 40, "per_example": flops / 5120},
+            "config_values": {"model": {"name": model, "dim": int(size[1:]), "layers": 3}},
+            "metrics": {"best_epoch": best, "per_epoch": [best], "test": {"mean": {"ne": ne + 0.01, "auc": 0.7, "gauc": 0.6}}}}
+  (runs_dir / f"{model}_{size}_s{seed}.json").write_text(json.dumps(record))
+
+
+def test_ranking_runs_fit_ne_and_the_gap_at_equal_compute(tmp_path):
+  """NE = 0.95 − η·log10(C / 1e12): Kunlun η = 0.02 at 0.01 lower NE, InterFormer-lite η = 0.01.
+  Slope ratio 2; at the geometric-mean compute C* the gap is −0.01 + (−0.02 + 0.01)·log10(C*/1e12)."""
+  runs_dir = tmp_path / "runs"
+  runs_dir.mkdir()
+  rng = np.random.default_rng(1)
+  flops = {"d8": 1e11, "d16": 4e11, "d32": 1.6e12, "d64": 6.4e12}
+  for size, c in flops.items():
+    x = np.log10(c / 1e12)
+    _write_ranking_run(runs_dir, "kunlun", size, 42, c, 0.94 - 0.02 * x + rng.normal(0, 1e-4))
+    _write_ranking_run(runs_dir, "interformer_lite", size, 42, c * 1.3, 0.95 - 0.01 * np.log10(c * 1.3 / 1e12)
+                       + rng.normal(0, 1e-4))
+  rows = scaling_study.collect(str(runs_dir))
+  assert scaling_study.task_of(rows) == "ranking" and len(rows) == 8
+  scaling_study.write_csv(str(tmp_path / "runs.csv"), rows)
+  with open(tmp_path / "runs.csv") as f:
+    assert tuple(next(csv.reader(f))) == scaling_study.RANKING_COLUMNS
+  assert scaling_study.markdown_table(rows).count("\n") == len(rows) + 1
+  out = scaling_study.study(rows, a="kunlun", b="interformer_lite", fit_seed=42, num_bootstrap=50, seed=0,
+                            workdirs="ignored for ranking")
+  eff = out["efficiency"]["valid_ne:log_linear"]
+  assert eff["slope_ratio"]["value"] == pytest.approx(2.0, rel=0.05)
+  x = np.log10(out["at_compute"] / 1e12)
+  want_gap = (0.94 - 0.02 * x) - (0.95 - 0.01 * x)
+  gap = eff["gap_at_compute"]
+  assert gap["value"] == pytest.approx(want_gap, abs=5e-4) and gap["lo"] <= gap["value"] <= gap["hi"] < 0
+  assert "over_users" not in eff and "valid_ne:power_law" in out["fits"]
+  scaling_study.plot(str(tmp_path / "r.png"), rows, a="kunlun", b="interformer_lite", fit_seed=42,
+                     num_bootstrap=20, seed=0)
+  assert (tmp_path / "r.png").stat().st_size > 10_000
+  # a folder that mixes tasks is refused
+  _write_run(runs_dir, tmp_path / "wd", "hstu", "d8", 42, 1e11, rng)
+  with pytest.raises(ValueError, match="several tasks"):
+    scaling_study.collect(str(runs_dir))
