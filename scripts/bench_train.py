@@ -16,7 +16,8 @@ backward, computed in the same pass), loss + gradients (forward + backward), the
 alone (Adam on the gradients, jitted by itself), and the whole jitted train step. Backward is the
 difference of the first two medians; every other part is timed on its own.
 
-Ranking rows (`hstu_ranker`, `dlrm`, `din`: configs/*_rank_synthetic.py) time the ranking task's
+Ranking rows (`hstu_ranker`, `dlrm`, `din`, `kunlun`, `interformer_lite`: configs/*_rank_synthetic.py;
+`kunlun_<row>`: Kunlun's ablation rows, `--models kunlun_ablation` for all of them) time the ranking task's
 own loss (`tasks/ranking.py`: multi-task BCE over the real candidates) and the trainer's step
 (`train.step.make_step`) on the task's training batches of the default synthetic world, generated
 once by the parent into a temporary folder that the workers share. A ranking batch is
@@ -67,6 +68,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from configs import din_rank_synthetic, dlrm_rank_synthetic, hstu_rank_synthetic  # noqa: E402
+from configs import interformer_lite_rank_synthetic, kunlun_rank_synthetic  # noqa: E402
 from configs import hstu_large_ml1m, hstu_ml1m, sasrec_ml1m  # noqa: E402
 from recjax.data import pipeline, splits  # noqa: E402
 from recjax.data.types import UserSequences  # noqa: E402
@@ -90,8 +92,15 @@ ROWS = {
     "hstu_large": (hstu_large_ml1m, {}),
     "hstu_large_unpacked": (hstu_large_ml1m, {"token_packing": False}),
 }
-# Ranking rows: row name -> config module (the task is config.task = "ranking").
-RANKING_ROWS = {"hstu_ranker": hstu_rank_synthetic, "dlrm": dlrm_rank_synthetic, "din": din_rank_synthetic}
+# Ranking rows: row name -> (config module, config argument); the task is config.task = "ranking".
+# Kunlun's rows are its ablation study's (configs/kunlun_rank_synthetic.py ABLATIONS, one component
+# removed each) and InterFormer-lite: `--models kunlun,kunlun_no_gdpa,...` times them side by side
+# (scripts/make_readme_tables.py reads examples/s and utilisation from results/bench/kunlun_ablation_cpu.json).
+RANKING_ROWS = {"hstu_ranker": (hstu_rank_synthetic, None), "dlrm": (dlrm_rank_synthetic, None),
+                "din": (din_rank_synthetic, None), "kunlun": (kunlun_rank_synthetic, None),
+                "interformer_lite": (interformer_lite_rank_synthetic, None),
+                **{f"kunlun_{row}": (kunlun_rank_synthetic, row) for row in kunlun_rank_synthetic.ABLATIONS}}
+KUNLUN_ABLATION_ROWS = ["kunlun", *(f"kunlun_{row}" for row in kunlun_rank_synthetic.ABLATIONS)]
 PEER_RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "shared", "tools", "peer-hstu", "run.sh")
 TUNED_ALLOCATOR = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
@@ -167,7 +176,8 @@ class Worker:
 
   def _build_ranking(self, name: str, steps: int, warmup: int, data_dir: str) -> list[dict]:
     """The ranking task's loss and step on its own training batches (configs/<name>_rank_synthetic)."""
-    config = RANKING_ROWS[name].get_config()
+    module, arg = RANKING_ROWS[name]
+    config = module.get_config(arg)
     task = tasks.make_task(config, data_dir)
     model, _, _ = task.build_model()
     tc = config.train
@@ -404,7 +414,8 @@ def main():
   ap.add_argument("--steps", type=int, default=5, help="batches timed per round (the same in every row)")
   ap.add_argument("--rounds", type=int, default=4, help="timing rounds, rows alternating within each")
   ap.add_argument("--warmup", type=int, default=3)
-  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked,hstu_ranker,dlrm,din")
+  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked,hstu_ranker,dlrm,din",
+                  help="rows, comma-separated; 'kunlun_ablation' = Kunlun and each of its ablation rows")
   ap.add_argument("--out", default="results/bench/train_cpu.json")
   ap.add_argument("--peer_json", default=None, help="peer-hstu result JSON measured on this machine")
   ap.add_argument("--run_peer", action="store_true", help="time the PyTorch reference first (peer-hstu)")
@@ -414,7 +425,7 @@ def main():
   if args.worker:
     worker_main(args.worker, args.steps, args.warmup, args.data_dir)
     return
-  names = args.models.split(",")
+  names = KUNLUN_ABLATION_ROWS if args.models == "kunlun_ablation" else args.models.split(",")
   unknown = sorted(set(names) - set(ROWS) - set(RANKING_ROWS))
   if unknown:
     ap.error(f"unknown --models {unknown}; known: {sorted(ROWS) + sorted(RANKING_ROWS)}")

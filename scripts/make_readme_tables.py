@@ -301,8 +301,24 @@ def kunlun_ablation_rows(full_config: str = KUNLUN_FULL) -> tuple[dict | None, l
   return full, rows, missing
 
 
+KUNLUN_ABLATION_BENCH = os.path.join("results", "bench", "kunlun_ablation_cpu.json")
+
+
+def kunlun_ablation_bench() -> dict:
+  """Bench row name (`kunlun`, `kunlun_<row>`) -> (requests/s, utilisation of the measured matmul peak)
+  from `python scripts/bench_train.py --models kunlun_ablation --out results/bench/kunlun_ablation_cpu.json`:
+  every row's training step timed in one invocation, rounds alternating; {} before it has run."""
+  path = os.path.join(ROOT, KUNLUN_ABLATION_BENCH)
+  if not os.path.exists(path):
+    return {}
+  rows = json.load(open(path))["rows"]
+  return {r["model"]: (r["examples_per_s"], r["utilisation_vs_matmul_peak"]) for r in rows}
+
+
 def kunlun_ablation_table(full_config: str = KUNLUN_FULL) -> str:
   full, rows, missing = kunlun_ablation_rows(full_config)
+  # The step throughput bench runs on the synthetic world: its columns belong to that table only.
+  bench = kunlun_ablation_bench() if full_config == KUNLUN_FULL else {}
   if full is None and not rows:
     return "_no Kunlun ablation runs yet: scripts/reproduce_kunlun_ablation.sh_"
   folder, noise_config = KUNLUN_ABLATION_DATASETS[full_config]
@@ -313,8 +329,9 @@ def kunlun_ablation_table(full_config: str = KUNLUN_FULL) -> str:
   if missing or full is None:
     out += [f"**PARTIAL**: not yet run: {', '.join(([] if full else [full_config]) + missing)}.", ""]
   out += ["| component removed | run | test mean NE | ΔNE vs full (relative) | AUC | GAUC | share of gap closed | "
-          "train GFLOPs / request | the component's FLOPs change | best epoch | paper, for the component |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "train GFLOPs / request | the component's FLOPs change | best epoch | requests / s (bench) | "
+          "MFU (bench) | paper, for the component |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in ([full] if full else []) + rows:
     link = f"[{r['run']}]({r['path']})" + (" (PARTIAL)" if r["partial"] else "")
     if r is full:
@@ -325,15 +342,22 @@ def kunlun_ablation_table(full_config: str = KUNLUN_FULL) -> str:
       fc = "–" if r["flops_change"] is None else f"{100 * r['flops_change']:+.1f}%"
     gf = "–" if r["gflops"] is None else f"{r['gflops']:.4f}"
     best = "–" if r["best_epoch"] is None else f"{r['best_epoch']} of {r['epochs']}"
+    b = bench.get("kunlun" if r is full else "kunlun_" + r["run"][len(full_config) + 1:])
+    ex, util = ("–", "–") if b is None else (f"{b[0]:.0f}", f"{100 * b[1]:.1f}%")
     out.append(f"| {r['removed']} | {link} | {f4(r['ne'])} | {d} | {f4(r['auc'])} | {f4(r['gauc'])} | "
-               f"{f4(r['share'])} | {gf} | {fc} | {best} | {r['paper'] or '–'} |")
+               f"{f4(r['share'])} | {gf} | {fc} | {best} | {ex} | {util} | {r['paper'] or '–'} |")
   noise = (f"{noise_config}'s test mean NE std over its {n_seeds} seeds is {std:.4f}, so |ΔNE| < 2σ = {band:.4f} "
            f"is marked within noise" if std is not None else "no seed-noise yardstick on this dataset yet")
   out += ["", f"One seed (42) per row: same data, protocol and epochs; test split at the epoch chosen on validation "
           f"NE. ΔNE = row − full (positive: removing the component hurts); relative = ΔNE / full NE. Seed noise: "
           f"{noise}. FLOPs: XLA's count of one training step / 128 requests; the component's FLOPs change = "
-          f"full / row − 1 (negative: the component saves), the sign of the paper's numbers. Paper: papers.md "
-          f"§1.10, from secondary sources; its NE numbers are relative, a positive NE gain is better."]
+          f"full / row − 1 (negative: the component saves), the sign of the paper's numbers. "
+          + (f"Requests / s and MFU: every row's training step timed side by side in one invocation of "
+             f"`scripts/bench_train.py --models kunlun_ablation` ({KUNLUN_ABLATION_BENCH}; 128 requests per step, "
+             f"MFU = XLA-counted FLOPs / step time / the matmul peak measured in the same run). "
+             if bench else ("Requests / s and MFU: measured on the synthetic world only (its table). "
+                            if full_config != KUNLUN_FULL else "Requests / s and MFU: the bench has not run yet. "))
+          + "Paper: papers.md §1.10, from secondary sources; its NE numbers are relative, a positive NE gain is better."]
   return "\n".join(out)
 
 

@@ -94,9 +94,15 @@ def test_kunlun_ablation_table_deltas_flops_noise_and_partial(root):
   for seed, ne in ((42, (0.80, 0.90)), (1, (0.80, 0.904))):    # noise yardstick: mean NE 0.85, 0.852
     _write(root, {**_ranking_result("dlrm_rank_synthetic", seed, ne),
                   "config": "dlrm_rank_synthetic" + ("" if seed == 42 else f"_seed{seed}")})
+  bench = os.path.join(root, "results", "bench", "kunlun_ablation_cpu.json")   # the step-throughput bench's rows
+  os.makedirs(os.path.dirname(bench), exist_ok=True)
+  with open(bench, "w") as f:
+    f.write(json.dumps({"rows": [{"model": "kunlun", "examples_per_s": 300.0, "utilisation_vs_matmul_peak": 0.09},
+                                 {"model": "kunlun_no_compskip", "examples_per_s": 200.4,
+                                  "utilisation_vs_matmul_peak": 0.1}]}))
   table = tables.kunlun_ablation_table()
   lines = table.splitlines()
-  assert lines[0] == "**PARTIAL**: not yet run: no_hsp, no_moe, no_event_personalisation."
+  assert lines[0] == "**PARTIAL**: not yet run: no_hsp, no_moe, no_event_personalisation, no_gdpa, no_sumkron."
   rows = {line.split(" | ")[1]: line.split(" | ") for line in lines if line.startswith("| ") and "[" in line}
   sigma = statistics.stdev([0.85, 0.852])
   no_cs = rows["[kunlun_rank_synthetic_no_compskip](results/synthetic/kunlun_rank_synthetic_no_compskip.json)"]
@@ -104,6 +110,7 @@ def test_kunlun_ablation_table_deltas_flops_noise_and_partial(root):
   assert no_cs[7] == "0.0600" and no_cs[8] == "-50.0%" and no_cs[9] == "3 of 8"
   no_w = rows["[kunlun_rank_synthetic_no_window](results/synthetic/kunlun_rank_synthetic_no_window.json)"]
   assert no_w[3].endswith("within noise") and no_w[8] == "+0.0%"
+  assert (no_cs[10], no_cs[11]) == ("200", "10.0%") and (no_w[10], no_w[11]) == ("–", "–")   # bench columns
   assert f"2σ = {2 * sigma:.4f}" in table
   assert rows["[kunlun_rank_synthetic](results/synthetic/kunlun_rank_synthetic.json)"][9] == "7 of 8"
   # The ablation rows live in their own table; the full model stays in the ranking table.
@@ -121,7 +128,7 @@ def test_kunlun_ablation_table_on_movielens_reads_its_own_folder(root):
   no_hsp = rows["[kunlun_rank_ml100k_no_hsp](results/ml-100k/kunlun_rank_ml100k_no_hsp.json)"]
   assert no_hsp[3] == f"+0.0050 ({100 * 0.005 / 0.85:+.2f}%)"          # no "within noise" without a yardstick
   assert "no seed-noise yardstick on this dataset yet" in table
-  assert table.startswith("**PARTIAL**: not yet run: no_compskip, no_window, no_moe, no_event_personalisation.")
+  assert table.startswith("**PARTIAL**: not yet run: no_compskip, no_window, no_moe, no_event_personalisation, no_gdpa, no_sumkron.")
   assert "kunlun_rank_ml100k_no_hsp" not in _rows(tables.ranking_table())
 
 
