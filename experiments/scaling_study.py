@@ -88,8 +88,13 @@ def ranking_row(r: dict, path: str) -> dict:
   train = r["train_flops"]
   if train["steps"] != r["steps"]:
     raise ValueError(f"train_flops covers {train['steps']} of {r['steps']} steps")
+  # The family: InterFormer-lite is a Kunlun config (model.name "kunlun"), so it is read from the run's
+  # name, which configs/kunlun_scaling.py makes kunlun_scaling_<dataset>_<model>_<size>.
+  name = r["config"]
+  family = (name[len("kunlun_scaling_"):].split("_", 1)[1].rsplit("_", 1)[0] if name.startswith("kunlun_scaling_")
+            else model["name"])
   return {
-      "task": "ranking", "dataset": r.get("dataset", ""), "model": model["name"],
+      "task": "ranking", "dataset": r.get("dataset", ""), "model": family,
       "size": r["config"].rsplit("_", 1)[-1], "dim": model["dim"], "blocks": model.get("layers", ""),
       "seed": r["seed"], "params_total": r["num_params"], "train_flops": train["flops"],
       "examples_seen": train["examples"], "flops_per_example": train["per_example"],

@@ -91,7 +91,7 @@ def _write_ranking_run(runs_dir, model, size, seed, flops, ne):
   record = {"partial": False, "task": "ranking", "dataset": "synthetic", "config": f"kunlun_scaling_synthetic_{model}_{size}",
             "seed": seed, "commit": "abc", "num_params": 1000, "steps": 40, "epochs": 4.0, "wall_clock_s": 60.0,
             "train_flops": {"flops": flops, "examples": 5120, "steps": 40, "per_example": flops / 5120},
-            "config_values": {"model": {"name": model, "dim": int(size[1:]), "layers": 3}},
+            "config_values": {"model": {"name": "kunlun", "dim": int(size[1:]), "layers": 3}},   # both: a Kunlun config
             "metrics": {"best_epoch": best, "per_epoch": [best], "test": {"mean": {"ne": ne + 0.01, "auc": 0.7, "gauc": 0.6}}}}
   (runs_dir / f"{model}_{size}_s{seed}.json").write_text(json.dumps(record))
 
@@ -110,6 +110,7 @@ def test_ranking_runs_fit_ne_and_the_gap_at_equal_compute(tmp_path):
                        + rng.normal(0, 1e-4))
   rows = scaling_study.collect(str(runs_dir))
   assert scaling_study.task_of(rows) == "ranking" and len(rows) == 8
+  assert {r["model"] for r in rows} == {"kunlun", "interformer_lite"}   # the family from the run's name
   scaling_study.write_csv(str(tmp_path / "runs.csv"), rows)
   with open(tmp_path / "runs.csv") as f:
     assert tuple(next(csv.reader(f))) == scaling_study.RANKING_COLUMNS
