@@ -89,7 +89,8 @@ class KunlunRanker(nn.Module):
     per = {"event_widths": self.event_widths, "event_layers": self.event_layers,
            "event_windows": self.event_windows, "event_summary_tokens": self.event_summary_tokens}
     for name, values in per.items():
-      if values and len(values) != len(self.events):
+      # Without personalisation the per-type lists are ignored, so their lengths do not matter.
+      if self.event_personalisation and values and len(values) != len(self.events):
         raise ValueError(f"{name} has {len(values)} entries, events {self.events} need {len(self.events)} or none")
     out = []
     for i, name in enumerate(self.events):
@@ -122,7 +123,8 @@ class KunlunRanker(nn.Module):
                            self.num_tabs, self.num_watch_buckets, name="inputs")
     hist_NHD, valid_NH = inputs.history(batch)
     user_NFD = inputs.user(batch)
-    x_NFD = user_NFD + self.param("field_embed", nn.initializers.normal(0.02), (fu, self.dim))
+    # No field embedding without user features: a zero-size parameter cannot be checkpointed.
+    x_NFD = user_NFD + self.param("field_embed", nn.initializers.normal(0.02), (fu, self.dim)) if fu else user_NFD
     if fill:
       filler = self.param("context_filler", nn.initializers.normal(0.02), (fill, self.dim))
       x_NFD = jnp.concatenate([x_NFD, jnp.broadcast_to(filler[None], (n, fill, self.dim))], axis=1)

@@ -234,6 +234,20 @@ def test_bad_kunlun_settings_name_the_field():
     _model("kunlun", pooling="mean").init(jax.random.key(0), batch)
 
 
+def test_shared_capacity_ignores_per_type_lists_and_no_user_features_makes_no_empty_parameter():
+  batch = ranking_batch()
+  # Personalisation off: the per-type lists (3 entries) do not have to match a single event type.
+  one_type = _model("kunlun", events=("all",), event_bits=(-1,), event_personalisation=False,
+                    event_widths=(8, 8, 8), event_layers=(1, 1, 1))
+  # eval_shape: the parameter tree without compiling anything (only shapes are checked here)
+  assert "all_in" in jax.eval_shape(one_type.init, jax.random.key(0), batch)["params"]
+  # No user features (ranking.context off): no zero-size field embedding, which orbax cannot save.
+  no_ctx = build_model(dict(TINY["kunlun"], num_tasks=T, user_vocab=(), item_vocab=ITEM_VOCAB), 40)
+  params = jax.eval_shape(no_ctx.init, jax.random.key(0), dict(batch, user_feats=batch["user_feats"][:, :0]))["params"]
+  assert "field_embed" not in params
+  assert all(np.prod(x.shape) > 0 for x in jax.tree.leaves(params))
+
+
 @pytest.mark.slow   # ≈ 1 minute each on the shared box
 @pytest.mark.parametrize("config", ["kunlun_rank_synthetic", "dcnv2_rank_synthetic", "wukong_rank_synthetic",
                                     "interformer_lite_rank_synthetic"])
