@@ -244,8 +244,7 @@ KUNLUN_ABLATIONS = (   # (row, what is removed, the paper's numbers for the comp
 )
 # The same ablation rows on real data: MovieLens-100K's rating ranker (configs/kunlun_rank_ml100k.py).
 KUNLUN_ABLATION_DATASETS = {   # full config -> (results folder, seed-noise yardstick config or None)
-    # The synthetic yardstick: the synthetic ranking config with the most seeds at the time (DLRM, 4).
-    "kunlun_rank_synthetic": ("synthetic", "dlrm_rank_synthetic"),
+    "kunlun_rank_synthetic": ("synthetic", "kunlun_rank_synthetic"),   # Kunlun's own seeds (42, 1, 2)
     "kunlun_rank_ml100k": ("ml-100k", "kunlun_rank_ml100k"),   # Kunlun's own seeds (42, 1, 2) on ML-100K
 }
 KUNLUN_ABLATION_CONFIGS = {f"{full}_{row}" for full in KUNLUN_ABLATION_DATASETS for row, _, _ in KUNLUN_ABLATIONS}
