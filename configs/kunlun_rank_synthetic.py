@@ -36,6 +36,8 @@ Result (results/synthetic/kunlun_rank_synthetic.json, seed 42, one seed): best v
 Ablation (scripts/reproduce_kunlun_ablation.sh, seed 42, one seed per row; 4-7 min each on the box):
            test mean NE :no_window 0.9585, :no_event_personalisation 0.9577 (both within noise),
            :no_moe 0.9629, :no_compskip 0.9637 (1.6x the FLOPs), :no_hsp 0.9658; README table.
+           From 69fe50c: :no_gdpa 0.9588 (the same function computed another way: equal up to
+           float rounding), :no_sumkron 0.9676.
 """
 import ml_collections
 
