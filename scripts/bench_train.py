@@ -425,7 +425,7 @@ def main():
   if args.worker:
     worker_main(args.worker, args.steps, args.warmup, args.data_dir)
     return
-  names = KUNLUN_ABLATION_ROWS if args.models == "kunlun_ablation" else args.models.split(",")
+  names = [n for m in args.models.split(",") for n in (KUNLUN_ABLATION_ROWS if m == "kunlun_ablation" else [m])]
   unknown = sorted(set(names) - set(ROWS) - set(RANKING_ROWS))
   if unknown:
     ap.error(f"unknown --models {unknown}; known: {sorted(ROWS) + sorted(RANKING_ROWS)}")
