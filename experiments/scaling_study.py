@@ -271,22 +271,28 @@ def plot(path: str, rows: list[dict], *, a: str, b: str, fit_seed: int, num_boot
                        dataset, int(round(np.median([r["epochs"] for r in fitted]))), 95))
 
 
+# Per task: the README table's column titles and one run's cells.
+_TABLE = {
+    "ranking": (("model", "size", "params", "training FLOPs", "FLOPs / example", "valid NE (epoch)", "test NE",
+                 "test AUC", "seed", "wall-clock"),
+                lambda r: (r["model"], r["size"], f"{r['params_total']:,}", f"{r['train_flops']:.3g}",
+                           f"{r['flops_per_example']:.3g}", f"{r['valid_ne']:.4f} ({r['best_epoch']})",
+                           f"{r['test_ne']:.4f}", f"{r['test_auc']:.4f}", r["seed"],
+                           f"{r['wall_clock_s'] / 60:.0f} min")),
+    "retrieval": (("model", "size", "params (non-emb.)", "training FLOPs", "valid loss", "valid NDCG@10",
+                   "valid HR@10", "test NDCG@10", "seed", "wall-clock"),
+                  lambda r: (r["model"], r["size"], f"{r['params_total']:,} ({r['params_non_embedding']:,})",
+                             f"{r['train_flops']:.3g}", f"{r['valid_nll']:.4f}", f"{r['valid_ndcg@10']:.4f}",
+                             f"{r['valid_hr@10']:.4f}", f"{r['test_ndcg@10']:.4f}", r["seed"],
+                             f"{r['wall_clock_s'] / 60:.0f} min")),
+}
+
+
 def markdown_table(rows: list[dict]) -> str:
   """The runs as a README table."""
-  if task_of(rows) == "ranking":
-    lines = ["| model | size | params | training FLOPs | FLOPs / example | valid NE (epoch) | test NE | test AUC | "
-             "seed | wall-clock |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-      lines.append(f"| {r['model']} | {r['size']} | {r['params_total']:,} | {r['train_flops']:.3g} | "
-                   f"{r['flops_per_example']:.3g} | {r['valid_ne']:.4f} ({r['best_epoch']}) | {r['test_ne']:.4f} | "
-                   f"{r['test_auc']:.4f} | {r['seed']} | {r['wall_clock_s'] / 60:.0f} min |")
-    return "\n".join(lines)
-  lines = ["| model | size | params (non-emb.) | training FLOPs | valid loss | valid NDCG@10 | valid HR@10 | "
-           "test NDCG@10 | seed | wall-clock |", "|---|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(f"| {r['model']} | {r['size']} | {r['params_total']:,} ({r['params_non_embedding']:,}) | "
-                 f"{r['train_flops']:.3g} | {r['valid_nll']:.4f} | {r['valid_ndcg@10']:.4f} | {r['valid_hr@10']:.4f} | "
-                 f"{r['test_ndcg@10']:.4f} | {r['seed']} | {r['wall_clock_s'] / 60:.0f} min |")
+  titles, cells = _TABLE[task_of(rows)]
+  lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+  lines += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
   return "\n".join(lines)
 
 
