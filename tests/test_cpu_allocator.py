@@ -85,7 +85,7 @@ for _ in range(2):
 jax.block_until_ready(w)
 in_use = libc.mallinfo2().uordblks
 held, arenas = [], []   # per call: bytes still allocated beyond the start once it returned; heap size
-for _ in range(12):
+for _ in range(24):
   w, out = step(w, cpu_allocator.on_device(x))
   time.sleep(0.02)   # an asynchronous step would have started (and taken its block) by now
   held.append(libc.mallinfo2().uordblks - in_use)
@@ -107,10 +107,12 @@ def test_tuned_steps_run_inline_and_reuse_one_scratch_block():
     pytest.skip(f"malloc not tuned here: {got['status']['reason']}")
   assert got["inline"] and got["status"]["settings"]["jax_cpu_enable_async_dispatch"] is False
   assert got["temp"] > 20 << 20
-  # Each call returned with its block freed (asynchronous, the running step would still hold it), and
-  # every later call reused the block the first one took: the heap did not grow after it.
+  # Each call returned with its block freed (asynchronous, the running step would still hold it).
   assert got["held"] < got["temp"] // 2, got
-  assert got["growth"] < got["temp"] // 2, got
+  # Later calls reuse freed blocks: a step that never did would grow the heap by a block on each of the
+  # 24 calls. It may still grow a few times early on: other threads share the one arena, and their small
+  # allocations can land in a freed block before the next step asks for it (seen: 0-3 blocks, by timing).
+  assert got["growth"] < 6 * got["temp"], got
 
 
 def test_tune_never_ran_in_the_test_process():

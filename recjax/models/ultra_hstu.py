@@ -39,6 +39,15 @@ Per request and per stream s (a "transducer" of the mixture), one sequence
 * `remat`: every block under `jax.checkpoint` (`nn.remat`, policy `remat_policy`): activations are
   recomputed in the backward pass; values and gradients are unchanged.
 
+* GACT temporal folding (papers.md §4.2, `layers/gact.py`; `history_fold` f > 1): each stream's
+  history tokens (built and selected as above) are folded f at a time along the feature axis
+  (`gact.fold_time`, oldest first, no learned pooling) and mapped f·D -> D by one Dense, so the
+  stack runs on C + ⌈n/f⌉ + T tokens instead of C + n + T. GACT's global query tokens are the
+  ones this layout already has: the user-context prefix every token sees and the candidates
+  (which carry the request time through the time-gap embedding), each reading the whole folded
+  history. f = 1 is the unfolded model, parameter for parameter. Folding keeps the history
+  causal-at-fold-granularity, which is harmless here: every history event precedes every candidate.
+
 No relative attention bias: the blocked SLA path takes none, and a slot-index position bias
 would make candidates non-exchangeable; order and time enter through the recency and time-gap
 embeddings instead. Stochastic length (and its load-balanced variant) is not implemented here.
@@ -54,6 +63,7 @@ import jax.numpy as jnp
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import truncated_normal
+from recjax.layers.gact import fold_time
 from recjax.layers.norms import layer_norm_no_affine
 from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs
 from recjax.layers.relative_bias import time_buckets
@@ -114,6 +124,7 @@ class UltraHSTU(nn.Module):
   sla_block: int = 64            # query rows per block of the blocked path; 0 = dense [L, L] mask
   full_layers: int = 1           # N1
   truncated_len: int = 0         # L' (0: no truncation)
+  history_fold: int = 1          # GACT fold f: f history events per token (1: off)
   stream_select: tuple[int, ...] = (0,)      # per stream: events with action & select != 0 (0: all)
   stream_encode: tuple[int, ...] = (255,)    # per stream: the action bits its tokens encode
   fusion: str = "sum"
@@ -136,6 +147,8 @@ class UltraHSTU(nn.Module):
     if self.local_window < 0 or self.global_window < 0 or self.sla_block < 0:
       raise ValueError(f"model.local_window, global_window and sla_block must be >= 0, got "
                        f"{self.local_window}, {self.global_window}, {self.sla_block}")
+    if self.history_fold < 1:
+      raise ValueError(f"model.history_fold must be >= 1, got {self.history_fold}")
     if self.truncated_len < 0 or not 0 <= self.full_layers <= self.num_blocks:
       raise ValueError(f"model.truncated_len must be >= 0 and 0 <= model.full_layers <= num_blocks "
                        f"({self.num_blocks}), got {self.truncated_len}, {self.full_layers}")
@@ -179,6 +192,10 @@ class UltraHSTU(nn.Module):
       keep = valid_NH if select == 0 else valid_NH & ((batch["hist_actions"] & select) != 0)
       len_s, (hist_x,) = compact_events(keep, hist_x)
       hist_x = jnp.where((jnp.arange(h)[None, :] < len_s[:, None])[..., None], hist_x, 0.0)
+      if self.history_fold > 1:   # GACT: [N, H, D] -> [N, ⌈H/f⌉, f·D] -> [N, ⌈H/f⌉, D]
+        hist_x, len_s = fold_time(hist_x, len_s, self.history_fold)
+        hist_x = nn.Dense(self.dim, name=f"stream_{s}_fold_proj")(hist_x)
+        hist_x = jnp.where((jnp.arange(hist_x.shape[1])[None, :] < len_s[:, None])[..., None], hist_x, 0.0)
       outs.append(self._stream(s, ctx_x, hist_x, len_s, cand_x, train))
     if len(outs) == 1:
       fused = outs[0]

@@ -211,6 +211,53 @@ def test_remat_gives_equal_loss_and_gradients(variables):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
 
 
+def _every_other_event(batch: dict) -> dict:
+  """The batch whose histories keep only events 0, 2, 4, ... of each row (length ⌈n / 2⌉)."""
+  out = dict(batch)
+  lengths = np.asarray(batch["hist_lengths"])
+  for k in ("hist_ids", "hist_actions", "hist_watch", "hist_tab", "hist_times", "hist_feats"):
+    old = np.asarray(batch[k])
+    new = np.zeros_like(old)
+    for r in range(N):
+      kept = old[r, :lengths[r]:2]
+      new[r, :len(kept)] = kept
+    out[k] = jnp.asarray(new)
+  out["hist_lengths"] = jnp.asarray(-(-lengths // 2), jnp.int32)
+  return out
+
+
+def test_gact_fold_reads_whole_folds_as_one_token(variables):
+  """history_fold=2 with the fold map set to "keep the first event of each pair" (and no recency
+  table, the one per-event input that depends on the count) equals the unfolded model on the
+  history of every other event: the stack runs on ⌈n/2⌉ history tokens, each one fold. With the
+  map's second half switched on, the second events reach the logits too."""
+  batch = _batch(3)
+  plain = _model(stream_select=(0,), stream_encode=(255,))      # SLA on: folding precedes the stack
+  folded = _model(stream_select=(0,), stream_encode=(255,), history_fold=2)
+  params = jax.tree.map(lambda x: x, variables["params"])
+  params["recency_embedding"] = {"embedding": jnp.zeros_like(params["recency_embedding"]["embedding"])}
+  d = 16
+  first = {"kernel": jnp.concatenate([jnp.eye(d), jnp.zeros((d, d))]), "bias": jnp.zeros(d)}
+  pert = variables["perturbations"]
+  want = _logits(plain)({"params": params, "perturbations": pert}, _every_other_event(batch))
+  got = _logits(folded)({"params": dict(params, stream_0_fold_proj=first), "perturbations": pert}, batch)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  both = {"kernel": jnp.concatenate([jnp.eye(d), jnp.eye(d)]), "bias": jnp.zeros(d)}
+  moved = _logits(folded)({"params": dict(params, stream_0_fold_proj=both), "perturbations": pert}, batch)
+  assert not np.allclose(moved[:2], want[:2], atol=1e-4)       # rows with history: the second events count
+
+
+def test_gact_fold_one_is_the_unfolded_model():
+  """f = 1 adds nothing (the same parameter tree as the plain model); f = 4 adds one f·D -> D map."""
+  init = lambda m: jax.eval_shape(lambda b: m.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, b),
+                                  _batch())["params"]
+  shapes = lambda t: jax.tree.map(lambda x: x.shape, t)
+  assert shapes(init(_model(**FULL, history_fold=1))) == shapes(init(_model(**FULL)))
+  assert init(_model(**FULL, history_fold=4))["stream_0_fold_proj"]["kernel"].shape == (4 * 16, 16)
+  with pytest.raises(ValueError, match="history_fold"):
+    _model(history_fold=0).check()
+
+
 def test_k1_k2_map_onto_the_mask_spec():
   """K2 global history columns after the C context tokens; K1 = 0 keeps only the diagonal (as the
   paper's K1 = 0); sla=False is the plain causal mask with context prefix and isolated targets."""
