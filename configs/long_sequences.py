@@ -56,9 +56,22 @@ Commands:  python -m experiments.run --config=configs/long_sequences.py:<arm>[,c
            experiments/long_sequences.py: table, plots and issue 18's three verdicts).
 Quick:     python -m experiments.run --config=configs/long_sequences.py:ultra,quick
 FLOPs:     the results files' training FLOPs per example are XLA's counts of the compiled step
-           (recjax/scaling/flops.py: tile conditionals of the HSTU ranker's tiled causal attention are
-           costed statically, so hstu_full counts close to dense attention).
-Expected runtime: EXPECTED_RUNTIME below (measured on the shared 2-core CPU box).
+           (recjax/scaling/flops.py), averaged over the run's batches of every width. Both rankers
+           run attention without tiling, so hstu_full computes (and is counted at) dense attention.
+Expected runtime (measured for hstu_full,cpu only, nice'd on the shared 2-core CPU box at load
+           average 5-7, i.e. with a fraction of the two cores): 1,512 steps per epoch (6,048 for the
+           4 epochs); the first 25 steps took 222 s (world generation is seconds; compiling the step
+           and its FLOP count for each new history width), then 0.15 steps/s steady (steps 25-75:
+           169 s and 165 s per 25 steps; XLA counts 6.9e10-7.5e10 FLOPs per step over the width mix,
+           1.1e10 FLOP/s achieved), so ~2.8 h of training per epoch, ~11 h for 4 epochs, plus ~7 min
+           of evaluation per epoch (valid + test: 192 forward batches, estimated at a third of a
+           step each): ~12 h per seed for hstu_full.
+           The run was stopped after 11 minutes (75 steps), so this rests on 50 steady steps.
+           The other arms were not timed. Expected, not measured: hstu_newest256 and trunc_f4/f8
+           (at most 256-1,024 events) well below that, ultra*, gact_f* and trunc_f2 in between,
+           ultra_mot (two block stacks) possibly near hstu_full; idle cores faster. Budget: the whole
+           study (13 arms x SEEDS) takes days on this box; run it on an accelerator, or fewer arms
+           and seeds (scripts/reproduce_long_sequences.sh takes arms as arguments).
 Result:    not run yet.
 """
 import ml_collections
@@ -71,7 +84,6 @@ ARMS = ("hstu_full", "hstu_newest256", "ultra", "ultra_k1_0", "ultra_k2_0", "ult
 EXTRAS = ("cpu", "quick")
 # (K1, K2, SLA block, L') of the ultra arms at the full history and at `quick`.
 SLA_FULL, SLA_QUICK = (256, 32, 128, 512), (64, 8, 32, 128)
-EXPECTED_RUNTIME = "not measured yet"
 
 
 def parse(arg: str | None) -> tuple[str, set[str]]:

@@ -19,6 +19,8 @@ Newest 256: python -m experiments.run --config=configs/long_sequences_hstu_rank.
            the planted signal is measured against)
 Quick:     python -m experiments.run --config=configs/long_sequences_hstu_rank.py:quick  (32 users,
            histories 300-1,200, history 512, a few steps)
+Study:     configs/long_sequences.py builds issue 18's arms on this config (its `hstu_full` and
+           `hstu_newest256` arms are this config and `newest256` on the chosen world).
 Hardware:  meant for an accelerator; on the 2-core CPU box a 4k-history step of full-attention HSTU
            is seconds per request batch (issue 18's table), so the full run is hours there.
 Result:    not run yet (the study is a later phase of issue 18). The generator's own measure of what

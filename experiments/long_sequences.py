@@ -70,14 +70,20 @@ def run_row(path: str, preset: str, quick: bool) -> dict | None:
   if (r.get("partial") or study.get("name") != "long_sequences" or study.get("preset") != preset
       or bool(r["config_values"].get("quick")) != quick):
     return None
-  row = scaling_study.ranking_row(r, path)   # seed, FLOPs, test / valid NE, best epoch, wall-clock
-  test = r["metrics"]["test"]
-  planted = test.get("planted") or {}
-  pm = planted.get("mean", {})
-  row.update(arm=study["arm"], preset=preset, config=r["config"], test_gap_closed=test["mean"].get("gap_closed", np.nan),
-             test_oracle_ne=test["mean"].get("oracle_ne", np.nan), planted_candidates=planted.get("candidates", 0),
-             planted_ne=pm.get("ne", np.nan), planted_oracle_ne=pm.get("oracle_ne", np.nan),
-             planted_gap_closed=pm.get("gap_closed", np.nan))
+  try:
+    if "best_epoch" not in r["metrics"]:   # no per-epoch evaluation (quick runs): the final test, no valid NE
+      r["metrics"]["best_epoch"] = {"epoch": None, "mean": {"ne": np.nan, "auc": np.nan}}
+    row = scaling_study.ranking_row(r, path)   # seed, FLOPs, test / valid NE, best epoch, wall-clock
+    test = r["metrics"]["test"]
+    planted = test.get("planted") or {}
+    pm = planted.get("mean", {})
+    row.update(arm=study["arm"], preset=preset, config=r["config"],
+               test_gap_closed=test["mean"].get("gap_closed", np.nan),
+               test_oracle_ne=test["mean"].get("oracle_ne", np.nan), planted_candidates=planted.get("candidates", 0),
+               planted_ne=pm.get("ne", np.nan), planted_oracle_ne=pm.get("oracle_ne", np.nan),
+               planted_gap_closed=pm.get("gap_closed", np.nan))
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{path}: not a finished configs/long_sequences.py run ({type(e).__name__}: {e})") from None
   return row
 
 

@@ -23,6 +23,8 @@ def _fabricated_run(folder, arm, seed, *, test_ne, planted_ne, flops, preset="cp
                             "gap_closed": (1 - test_ne) / 0.15},
                    "planted": {"candidates": 1233, "mean": {"ne": planted_ne, "oracle_ne": 0.84,
                                                            "gap_closed": (1 - planted_ne) / 0.16}}}}}
+  if quick:   # quick runs evaluate only at the end: no selected epoch
+    del record["metrics"]["best_epoch"]
   (folder / f"{name}.json").write_text(json.dumps(record))
 
 
@@ -78,4 +80,9 @@ def test_verdicts_fail_where_the_fabricated_numbers_miss(runs):
   assert found["ultra"]["verdict"] is False and found["ultra"]["flops_ratio"] == pytest.approx(0.6)
   assert found["gact_f4"]["verdict"] is False and found["gact_f4"]["paired"]["seeds"] == [1, 2]
   assert study.collect(str(runs), "world")[0]["arm"] == "gact_f4"
-  assert study.collect(str(runs), "cpu", quick=True)[0]["config"] == "q"
+  quick = study.collect(str(runs), "cpu", quick=True)
+  assert len(quick) == 1 and quick[0]["config"] == "q" and quick[0]["test_ne"] == 0.90
+  (runs / "broken.json").write_text(json.dumps({"partial": False, "config_values": {
+      "quick": False, "study": {"name": "long_sequences", "arm": "ultra", "preset": "cpu"}}, "metrics": {}}))
+  with pytest.raises(ValueError, match="broken.json: not a finished"):
+    study.collect(str(runs), "cpu")
