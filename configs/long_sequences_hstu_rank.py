@@ -19,6 +19,8 @@ Newest 256: python -m experiments.run --config=configs/long_sequences_hstu_rank.
            the planted signal is measured against)
 Quick:     python -m experiments.run --config=configs/long_sequences_hstu_rank.py:quick  (32 users,
            histories 300-1,200, history 512, a few steps)
+Study:     configs/long_sequences.py builds issue 18's arms on this config (its `hstu_full` and
+           `hstu_newest256` arms are this config and `newest256` on the chosen world).
 Hardware:  meant for an accelerator; on the 2-core CPU box a 4k-history step of full-attention HSTU
            is seconds per request batch (issue 18's table), so the full run is hours there.
 Result:    not run yet (the study is a later phase of issue 18). The generator's own measure of what
@@ -44,21 +46,32 @@ def get_config(arg: str | None = None):
       user_context="tokens"))
   if arg == "newest256":
     c.name += "_newest256"
-    c.ranking.history_len = 256
-    c.ranking.bucket_min = 64
-    c.model.max_history = 256
-    c.model.attn_norm_len = 272
+    cut_history(c, 256)
   elif arg == "quick":
-    hstu_rank_synthetic.apply_quick(c)
-    c.data.world = dict(long_world.QUICK_WORLD)
-    c.ranking.update(dict(history_len=512, request_size=8, test_k=8, valid_k=8, min_history=8,
-                          bucket_min=64))
-    c.train.batch_size = 8
-    c.train.max_steps = 6
-    c.train.log_every_steps = 3
-    c.eval.batch_size = 16
-    c.model.max_history = 512
-    c.model.attn_norm_len = 520
+    apply_quick(c)
   elif arg:
     raise ValueError(f"unknown config argument {arg!r}: use 'quick' or 'newest256'")
+  return c
+
+
+def cut_history(c: ml_collections.ConfigDict, n: int) -> ml_collections.ConfigDict:
+  """Histories cut to the newest `n` events: the split's history_len, the ragged buckets (no wider than
+  n / 4 to start), the model's recency table and its attention normaliser (n + the candidates)."""
+  c.ranking.history_len = n
+  c.ranking.bucket_min = min(c.ranking.bucket_min, max(n // 4, 1))
+  c.model.max_history = n
+  c.model.attn_norm_len = n + c.ranking.request_size
+  return c
+
+
+def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """QUICK_WORLD (32 users, histories 300-1,200), history 512, requests of 8, a few steps."""
+  hstu_rank_synthetic.apply_quick(c)
+  c.data.world = dict(long_world.QUICK_WORLD)
+  c.ranking.update(dict(request_size=8, test_k=8, valid_k=8, min_history=8, bucket_min=64))
+  cut_history(c, 512)
+  c.train.batch_size = 8
+  c.train.max_steps = 6
+  c.train.log_every_steps = 3
+  c.eval.batch_size = 16
   return c

@@ -1,6 +1,7 @@
 """The long-history synthetic world (issue 18, papers.md §2): presets for `data.world`.
 
-Not a runnable config itself: `configs/long_sequences_hstu_rank.py` uses these. The world is the
+Not a runnable config itself: `configs/long_sequences_hstu_rank.py` and the study's arms
+(`configs/long_sequences.py`) use these. The world is the
 KuaiRand-format generator (recjax/data/synthetic.py) with long histories and planted long-range
 structure (`WorldConfig.dormant_*`, generator version 3): per user one dormant topic, seen in the
 first 30% of the history (10% of its events), absent for the next 60% (thousands of events at
@@ -29,3 +30,22 @@ WORLD = dict(seed=0, variant="long", num_users=256, num_items=2000, num_topics=2
 # The quick-test world: the same structure at 32 users and histories of 300-1,200 events.
 QUICK_WORLD = dict(WORLD, num_users=32, num_items=200, num_topics=8, mean_seq_len=600.0,
                    seq_len_sigma=0.3, min_seq_len=300, max_seq_len=1200)
+
+# The CPU-sized world of the study (configs/long_sequences.py `cpu`): the same structure and rates at
+# 384 users, histories 512-4,096 (mean ~1.2k). The dormant gap (30%-90% of a history) is still
+# ~300-2,400 events, so the early phase lies far beyond the newest 256 events when the topic returns.
+# Measured as WORLD (build_world + synthetic_signal, nice'd on the loaded 2-core box: 0.6 s to build,
+# 3.5 s for the signal, 0.8 GB peak RSS): 459,995 events (457,531 in the standard logs), per-user
+# standard history min 504 / median 1,001 / mean 1,192 / max 4,077; 16,205 planted events (2,339 of
+# the return phase). Expected NE (mean of the 8 feedbacks), oracle / full history / newest 256 /
+# no history: on the 7,422 planted events past position 256 (both phases) 0.8497 / 0.8547 / 0.8716 /
+# 0.9658; on the 2,339 return-phase events 0.8469 / 0.8516 / 0.8991 / 0.9637; on the 1,233
+# return-phase events among the test split's candidates (each user's last 64 events: what the
+# ranking task's `planted.` metrics cover) 0.8424 / 0.8480 / 0.8920 / 0.9605; over all 359,227
+# events past position 256: 0.85042 / 0.85052 / 0.85085. (WORLD for comparison, same measure:
+# return phase 0.8526 / 0.8540 / 0.8817 / 0.9667 on 4,968 events; test-split return phase 0.8591 /
+# 0.8613 / 0.8779 / 0.9724 on 796.) The newest 256 events know less here than in WORLD because the
+# return phase (the last 10% of a history) is shorter: fewer returned events precede a target inside
+# the window, and no early one does in either world.
+CPU_WORLD = dict(WORLD, num_users=384, mean_seq_len=1200.0, seq_len_sigma=0.6, min_seq_len=512,
+                 max_seq_len=4096)

@@ -363,9 +363,17 @@ def candidate_values(per_event: dict[str, np.ndarray], examples: RankingExamples
   missing = [t for t in examples.task_names if t not in per_event]
   if missing:
     raise ValueError(f"per-event values lack the task(s) {missing}")
-  ev = examples.arrays["cand_event"]
   values = np.stack([np.asarray(per_event[t], np.float64) for t in examples.task_names], axis=1)
-  return np.where((ev >= 0)[..., None], values[np.maximum(ev, 0)], 0.0)
+  return candidate_field(values, examples)
+
+
+def candidate_field(values_E: np.ndarray, examples: RankingExamples) -> np.ndarray:
+  """One per-event array [E, ...] (any dtype, e.g. `load_oracle`'s planted_phase) at the candidates
+  -> [N, C, ...] (0 on padding candidates)."""
+  ev = examples.arrays["cand_event"]
+  values_E = np.asarray(values_E)
+  got = values_E[np.maximum(ev, 0)]
+  return np.where((ev >= 0).reshape(ev.shape + (1,) * (values_E.ndim - 1)), got, np.zeros((), values_E.dtype))
 
 
 def event_splits(seqs: UserSequences, cfg: RankingSplit) -> tuple[np.ndarray, tuple[int, int] | None]:

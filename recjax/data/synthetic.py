@@ -66,6 +66,8 @@ FEEDBACK_MODEL = {"is_like": (0.03, 1.0), "is_follow": (0.004, 0.8), "is_comment
 WATCH_MEDIAN, WATCH_SLOPE, WATCH_SIGMA = 0.35, 0.5, 0.7
 CLICK_SECONDS, LONG_VIEW_SECONDS = 7, 18
 ORACLE_FILE = "world_oracle.npz"
+# world_truth.npz's planted_phase of long-range worlds (`_plant_dormant_topics`): 0 = not planted.
+PLANTED_EARLY, PLANTED_RETURN = 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -519,7 +521,7 @@ def _plant_dormant_topics(cfg: WorldConfig, cat: _Catalogue, theta: tuple[np.nda
   followed[planted] = False
   ev.is_noise[planted] = False
   log_aff[planted] = old_aff[u]
-  phase = np.where(planted & early, 1, np.where(planted, 2, 0)).astype(np.int8)
+  phase = np.where(planted & early, PLANTED_EARLY, np.where(planted, PLANTED_RETURN, 0)).astype(np.int8)
   return {"dormant_topic": dormant, "old_affinity": old_aff, "planted_phase": phase}
 
 
@@ -689,7 +691,9 @@ def load_oracle(out_dir: str | os.PathLike, seqs, logs: str = "standard") -> dic
   world order. The alignment is checked event by event (user and item) and a mismatch raises.
 
   Returns:
-    {kuairand.ACTION_BITS name: float64 [E]} in the order of seqs.items.
+    {kuairand.ACTION_BITS name: float64 [E]} in the order of seqs.items; on a world with planted
+    long-range structure also "planted_phase": int8 [E] (0 not planted, 1 early, 2 return), from
+    world_truth.npz (same event order as the oracle file). Other worlds have no such key.
   """
   path = os.path.join(os.fspath(out_dir), ORACLE_FILE)
   if not os.path.exists(path):
@@ -710,7 +714,17 @@ def load_oracle(out_dir: str | os.PathLike, seqs, logs: str = "standard") -> dic
     raise DataError(path, f"event {i} of logs={logs!r} is (user {data['user_id'][keep][i]}, video "
                     f"{data['video_id'][keep][i]}) but the sequences hold (user {users[i]}, item "
                     f"{seqs.items[i]} = video + 1): not the world these sequences came from", field="video_id")
-  return {name: data[f"p_{name}"][keep] for name in kuairand.ACTION_BITS}
+  out = {name: data[f"p_{name}"][keep] for name in kuairand.ACTION_BITS}
+  truth = os.path.join(os.fspath(out_dir), "world_truth.npz")
+  if os.path.exists(truth):
+    with np.load(truth) as z:
+      if "planted_phase" in z.files:
+        phase = z["planted_phase"]
+        if len(phase) != len(keep):
+          raise DataError(truth, f"has {len(phase)} events, {ORACLE_FILE} {len(keep)}: not the same world",
+                          field="planted_phase")
+        out["planted_phase"] = phase[keep]
+  return out
 
 
 def generate_world(cfg: WorldConfig, out_dir: str | os.PathLike) -> str:

@@ -20,7 +20,10 @@ Loss: `losses.multitask_bce_loss` over the real candidates, per-task weights `ra
 Evaluation: sigmoid of the logits of every real candidate -> `metrics.ranking.multitask_metrics`
 (per task and averaged; GAUC grouped by user); with the watch head, its MSE, the MSE of the
 split's mean and R² under `watch_ratio`; on synthetic worlds also the oracle's NE / AUC on
-the same candidates (`synthetic.load_oracle`) and the share of the gap closed. The best epoch is
+the same candidates (`synthetic.load_oracle`) and the share of the gap closed; on long-range worlds
+(planted dormant topics, `WorldConfig.dormant_*`) the same metrics again under `planted` on the
+candidates that are planted return-phase events alone (`planted.candidates`: how many), where the
+signal beyond the newest events lives (configs/long_world.py). The best epoch is
 the lowest mean NE on the validation split (the test split when there is none); the test split is
 evaluated at every evaluation too, and `metrics.test` is the test of the selected epoch (early
 stopping), `metrics.final_test` that of the last step.
@@ -132,11 +135,17 @@ class RankingTask(Task):
     self.task_weights = np.asarray(weights, np.float32)
     self.watch_weight = float(rc.watch_weight)
     self.oracle = None
+    self.planted = None   # long-range worlds: {split: bool [N, C]} the candidates of the return phase
     if config.data.kind == "synthetic":
       from recjax.data import synthetic  # pylint: disable=import-outside-toplevel
       per_event = synthetic.load_oracle(_world_dir(config, workdir), seqs, config.data.get("logs", "standard"))
       self.oracle = {s: rk.candidate_values(per_event, ex) for s, ex in self.examples.items()}
+      if "planted_phase" in per_event:
+        returned = per_event["planted_phase"] == synthetic.PLANTED_RETURN
+        self.planted = {s: rk.candidate_field(returned, ex) for s, ex in self.examples.items()}
     self.test_headline = self.epoch_headline + (("mean.oracle_ne", "mean.gap_closed") if self.oracle else ())
+    if self.planted is not None and self.planted["test"].any():
+      self.test_headline += ("planted.mean.ne", "planted.mean.oracle_ne", "planted.mean.gap_closed")
 
   def build_model(self):
     model_cfg = dict(self.config.model.copy_and_resolve_references())
@@ -204,6 +213,13 @@ class RankingTask(Task):
       oracle = self.oracle[split][real] if self.oracle else None
       metrics = multitask_metrics(p_NCT[real], ex.arrays["cand_labels"][real], self.task_names,
                                   user_N=users[real], oracle_NT=oracle)
+      if self.planted is not None:   # the same metrics on the planted return-phase candidates alone
+        sel = self.planted[split][real]
+        metrics["planted"] = {"candidates": int(sel.sum())}
+        if sel.any():
+          metrics["planted"].update(multitask_metrics(
+              p_NCT[real][sel], ex.arrays["cand_labels"][real][sel], self.task_names,
+              user_N=users[real][sel], oracle_NT=oracle[sel]))
       if watch_head:
         w_NC = np.empty((len(ex),) + preds[0][1].shape[1:], np.float32)
         w_NC[order] = np.concatenate([np.asarray(w) for _, w in preds])[:len(ex)]
@@ -228,6 +244,9 @@ class RankingTask(Task):
     if self.oracle:
       parts.append("oracle: the synthetic world's true feedback probabilities at the same candidates; "
                    "gap_closed = (1 - NE_model) / (1 - NE_oracle)")
+    if self.planted is not None:
+      parts.append("planted: the same metrics on the candidates that are planted dormant-topic events of the "
+                   "return phase (world_truth.npz planted_phase == 2)")
     return "; ".join(parts)
 
   def examples_in(self, batch: dict) -> int:

@@ -117,8 +117,14 @@ def test_written_world_carries_the_truth_and_signal(tmp_path):
   with np.load(tmp_path / "w" / "world_truth.npz") as z:
     assert {"dormant_topic", "old_affinity", "planted_phase"} <= set(z.files)
   assert json.loads((tmp_path / "w" / sy.SIGNAL_FILE).read_text())["window"] == 256
+  # load_oracle carries the planted phase of the reader's events (long-range worlds only).
+  seqs = kuairand.load_kuairand(out, variant="lr", logs="standard")
+  world = sy.build_world(cfg)
+  np.testing.assert_array_equal(sy.load_oracle(out, seqs)["planted_phase"],
+                                world.long_range["planted_phase"][world.log["is_rand"] == 0])
   plain = sy.generate_world(TINY, tmp_path / "d")
   assert not (tmp_path / "d" / sy.SIGNAL_FILE).exists()
+  assert "planted_phase" not in sy.load_oracle(plain, kuairand.load_kuairand(plain, variant="synth", logs="all"), "all")
   assert "dormant_return_rate" not in json.loads((tmp_path / "d" / "world.json").read_text())["config"]
   assert sy.load_world_config(plain) == TINY
 

@@ -103,6 +103,9 @@ def test_ranking_evaluation_matches_the_metrics_of_the_models_predictions(rankin
     assert got[name]["oracle_ne"] == pytest.approx(
         rm.normalized_entropy(task.oracle["test"][real][:, t], y), rel=1e-9, nan_ok=True)
   assert got["mean"]["ne"] == pytest.approx(np.nanmean([got[n]["ne"] for n in task.task_names]))
+  # A world without planted long-range structure: no planted subset, the metrics exactly as before.
+  assert task.planted is None and set(got) == set(task.task_names) | {"mean"}
+  assert not any(k.startswith("planted.") for k in task.test_headline)
 
 
 def test_ranking_task_weights_must_match_the_tasks(tmp_path):

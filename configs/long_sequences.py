@@ -1,0 +1,150 @@
+"""Issue 18's long-sequence quality study: one arm per run, on the long-history world (papers.md §2, §4.2).
+
+Argument: `<arm>[,cpu][,quick]` (comma-separated; order of the extras free), e.g. `ultra,cpu`.
+  arm     one of ARMS (below).
+  cpu     the CPU-sized world `long_world.CPU_WORLD` (384 users, histories 512-4,096, mean ~1.2k)
+          instead of `long_world.WORLD` (256 users, 1k-16k, mean ~3.9k; meant for an accelerator).
+  quick   `long_world.QUICK_WORLD`, history 512, a few steps (configs/long_sequences_hstu_rank.py
+          `apply_quick`): a smoke test of the arm, no result.
+Runs are named long_sequences[_cpu]_<arm> (experiments/run.py adds _quick) and write
+results/long_sequences/<name>.json; `config.study` records the arm and the preset, which is what
+experiments/long_sequences.py groups by.
+
+Shared by every arm (configs/long_sequences_hstu_rank.py, reused as is): data, protocol, loss,
+training and evaluation. The world is generated from its seed and read through the KuaiRand
+reader; per user the last 64 events are test, the 64 before validation, requests of 16 candidates
+sharing the <= H = 4,096 events before them (H covers every history of the `cpu` world, the newest
+4,096 of WORLD's); histories cut per batch (`history_layout="ragged"`, widths 256 ... 4,096);
+multi-task BCE on the 8 feedbacks; batch 16, 4 epochs, AdamW 1e-3, weight decay 0.1, dropout 0.3;
+the epoch with the lowest validation NE selects (early stopping). The task also reports the
+metrics on the planted return-phase candidates alone (`planted.`): where the signal beyond the
+newest 256 events lives (long_world.py: on the `cpu` world's test-split return-phase events the
+Bayes predictor's NE is 0.8480 with the full history vs 0.8920 with the newest 256).
+
+Widths are the same in every arm (D = 64, 2 blocks, 2 heads, dqk = dv = 32), so training FLOPs
+differ only by what each arm attends to. The arms:
+  hstu_full        HSTU ranker (recjax/models/hstu_ranker.py), the whole history up to H, full causal
+                   attention with the time bias, user features as prefix tokens (the study's reference).
+  hstu_newest256   the same model, histories cut to the newest 256 events (= long_sequences_hstu_rank.py
+                   `newest256`): the baseline the planted signal is measured against.
+  ultra            ULTRA-HSTU (recjax/models/ultra_hstu.py; summed item + action tokens, recency and
+                   time-gap embeddings, no relative bias): SLA K1 = 256 local keys, K2 = 32 global
+                   history columns, blocks of 128 query rows; attention truncation: block 1 of 2 on the
+                   whole sequence, block 2 on the newest L' = 512 history tokens; one stream. The paper's
+                   shape at our length: K1 + K2 = 288 keys per query of up to 4,096, L' = H / 8.
+  ultra_k1_0       ultra with K1 = 0 (the diagonal only: global columns + context), the paper's
+                   "global only" ablation.
+  ultra_k2_0       ultra with K2 = 0 (context + local band), "local only".
+  ultra_no_trunc   ultra without attention truncation (both blocks on the whole sequence).
+  ultra_mot        ultra with a mixture of two transducers: every event with all 8 feedback bits, and
+                   the engagement events (like / follow / comment / forward / hate / profile, bits 190)
+                   with those bits, fused by concat + Dense (as configs/ultra_hstu_rank_synthetic.py).
+                   Two block stacks: about twice ultra's FLOPs, as in the paper.
+  gact_f2/4/8      ULTRA-HSTU with plain causal attention (sla=False), no truncation, one stream, and
+                   GACT temporal folding f (`history_fold`: f events -> one token, layers/gact.py) over
+                   the whole history: H / f history tokens.
+  trunc_f2/4/8     the same model without folding, histories cut to the newest H / f events: GACT f's
+                   token budget spent on recent events instead of on the whole history folded.
+Choices where the study is silent: every ULTRA-HSTU arm divides attention by N = its largest token
+count (history tokens + 16 candidates: H + 16 for ultra*, H / f + 16 for gact_f / trunc_f), as the
+HSTU ranker does (H + 16); K2 counts history columns after the context (the context tokens are
+always global); at `quick` (history 512) SLA and truncation shrink by 4 (K1 64, K2 8, blocks of 32,
+L' 128) so that they still cut something.
+
+Commands:  python -m experiments.run --config=configs/long_sequences.py:<arm>[,cpu] [--config.seed=S]
+           scripts/reproduce_long_sequences.sh (every arm at SEEDS, resumable, then the gatherer
+           experiments/long_sequences.py: table, plots and issue 18's three verdicts).
+Quick:     python -m experiments.run --config=configs/long_sequences.py:ultra,quick
+FLOPs:     the results files' training FLOPs per example are XLA's counts of the compiled step
+           (recjax/scaling/flops.py), averaged over the run's batches of every width. Both rankers
+           run attention without tiling, so hstu_full computes (and is counted at) dense attention.
+Expected runtime (measured for hstu_full,cpu only, nice'd on the shared 2-core CPU box at load
+           average 5-7, i.e. with a fraction of the two cores): 1,512 steps per epoch (6,048 for the
+           4 epochs); the first 25 steps took 222 s (world generation is seconds; compiling the step
+           and its FLOP count for each new history width), then 0.15 steps/s steady (steps 25-75:
+           169 s and 165 s per 25 steps; XLA counts 6.9e10-7.5e10 FLOPs per step over the width mix,
+           1.1e10 FLOP/s achieved), so ~2.8 h of training per epoch, ~11 h for 4 epochs, plus ~7 min
+           of evaluation per epoch (valid + test: 192 forward batches, estimated at a third of a
+           step each): ~12 h per seed for hstu_full.
+           The run was stopped after 11 minutes (75 steps), so this rests on 50 steady steps.
+           The other arms were not timed. Expected, not measured: hstu_newest256 and trunc_f4/f8
+           (at most 256-1,024 events) well below that, ultra*, gact_f* and trunc_f2 in between,
+           ultra_mot (two block stacks) possibly near hstu_full; idle cores faster. Budget: the whole
+           study (13 arms x SEEDS) takes days on this box; run it on an accelerator, or fewer arms
+           and seeds (scripts/reproduce_long_sequences.sh takes arms as arguments).
+Result:    not run yet.
+"""
+import ml_collections
+
+from configs import long_sequences_hstu_rank, long_world
+from configs.ultra_hstu_rank_synthetic import ENGAGEMENT_BITS
+
+ARMS = ("hstu_full", "hstu_newest256", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
+        "gact_f2", "gact_f4", "gact_f8", "trunc_f2", "trunc_f4", "trunc_f8")
+EXTRAS = ("cpu", "quick")
+# (K1, K2, SLA block, L') of the ultra arms at the full history and at `quick`.
+SLA_FULL, SLA_QUICK = (256, 32, 128, 512), (64, 8, 32, 128)
+
+
+def parse(arg: str | None) -> tuple[str, set[str]]:
+  """`<arm>[,cpu][,quick]` -> (arm, extras); unknown parts raise naming the known ones."""
+  parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+  if not parts or parts[0] not in ARMS:
+    raise ValueError(f"long_sequences: the argument must start with an arm, one of {ARMS}; got {arg!r}")
+  extras = set(parts[1:])
+  if extras - set(EXTRAS) or len(extras) != len(parts) - 1:
+    raise ValueError(f"long_sequences: after the arm only {EXTRAS} (each once); got {arg!r}")
+  return parts[0], extras
+
+
+def _ultra_model(c: ml_collections.ConfigDict, quick: bool) -> ml_collections.ConfigDict:
+  """The ULTRA-HSTU arms' shared model (the `ultra` arm), widths as the HSTU ranker's."""
+  k1, k2, block, trunc = SLA_QUICK if quick else SLA_FULL
+  h = c.ranking.history_len
+  return ml_collections.ConfigDict(dict(
+      name="ultra_hstu", dim=64, num_blocks=2, num_heads=2, dqk=32, dv=32, max_history=h,
+      attn_norm_len=h + c.ranking.request_size, dropout=0.3, num_time_buckets=129,
+      sla=True, local_window=k1, global_window=k2, sla_block=block, full_layers=1, truncated_len=trunc,
+      history_fold=1, stream_select=(0,), stream_encode=(255,), fusion="sum",
+      remat=False, remat_policy="nothing", backend="xla"))
+
+
+def get_config(arg: str | None = None):
+  arm, extras = parse(arg)
+  c = long_sequences_hstu_rank.get_config(None)
+  preset = "cpu" if "cpu" in extras else "world"
+  if preset == "cpu":
+    c.data.world = dict(long_world.CPU_WORLD)
+  if "quick" in extras:
+    long_sequences_hstu_rank.apply_quick(c)   # QUICK_WORLD whatever the preset: a smoke test
+  c.name = "long_sequences" + ("_cpu" if preset == "cpu" else "") + f"_{arm}"
+  c.dataset_label = "long_sequences"
+  c.study = ml_collections.ConfigDict(dict(name="long_sequences", arm=arm, preset=preset))
+  h = c.ranking.history_len
+  if arm == "hstu_full":
+    pass
+  elif arm == "hstu_newest256":
+    long_sequences_hstu_rank.cut_history(c, 256)
+  else:
+    c.model = _ultra_model(c, "quick" in extras)
+    m = c.model
+    if arm == "ultra_k1_0":
+      m.local_window = 0
+    elif arm == "ultra_k2_0":
+      m.global_window = 0
+    elif arm == "ultra_no_trunc":
+      m.truncated_len = 0
+    elif arm == "ultra_mot":
+      m.stream_select = (0, ENGAGEMENT_BITS)
+      m.stream_encode = (255, ENGAGEMENT_BITS)
+      m.fusion = "concat_mlp"
+    elif arm.startswith(("gact_f", "trunc_f")):
+      f = int(arm.rsplit("_f", 1)[1])
+      m.sla = False
+      m.truncated_len = 0
+      if arm.startswith("gact_f"):
+        m.history_fold = f
+        m.attn_norm_len = h // f + c.ranking.request_size
+      else:
+        long_sequences_hstu_rank.cut_history(c, h // f)
+  return c

@@ -1,0 +1,275 @@
+"""Issue 18's long-sequence study from its runs' results files: table, plots and the three verdicts.
+
+    python -m experiments.long_sequences [--results_dir=results/long_sequences] [--preset=cpu]
+        [--study_out=results/long_sequences/summary/<preset>] [--quick_runs]
+
+Reads every results file of `--results_dir` written by a configs/long_sequences.py arm at
+`--preset` ("cpu" or "world"; partial runs and the other preset's runs skipped; quick runs only
+with `--quick_runs`, and then only they, to smoke-test the pipeline) and writes
+  <out>.md                 the table: per arm, the seeds, test NE (mean over the 8 feedbacks; mean
+                           ± sample std over seeds where several), ΔNE vs hstu_full (relative), NE
+                           and gap closed on the planted return-phase candidates (`planted.`, the
+                           ranking task), the overall gap closed, training FLOPs per example and
+                           their ratio to hstu_full; then the verdicts;
+  <out>.json               the same rows, per-run rows and the verdicts with their numbers;
+  <out>_ne_vs_flops.png    test NE against training FLOPs per example, one point per arm;
+  <out>_planted_ne.png     planted NE per arm, the oracle's NE on the same candidates beside.
+Every number is the test split at the epoch each run selected on validation (`metrics.test`).
+Training FLOPs per example are the run's own count (`train_flops.per_example`: every step at its
+batch's width, over all steps), not one entry of the per-shape `flops` list: ragged batches come
+in several widths, and the arms differ in how often each width occurs.
+
+The verdicts (each true, false or "not run" when an arm it needs has no finished run):
+  1. "full-history HSTU beats newest-256 (planted NE)": hstu_full vs hstu_newest256 on planted NE.
+  2. "ULTRA-HSTU within 0.5% NE of full HSTU at <= 50% of its training FLOPs": ultra's mean test NE
+     at most 1.005 x hstu_full's, and its training FLOPs per example at most 0.5 x hstu_full's.
+  3. "GACT f=4 beats truncation to the same token budget": gact_f4 vs trunc_f4 on test NE.
+"A beats B" is the paired rule of recjax/scaling/seeds.py on A − B over the seeds both have (lower
+NE is better): true when the 95% t-interval lies below 0; with one common seed, the sign alone
+(flagged "one seed: sign only"). The numbers beside each verdict say which case it was.
+"""
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+import numpy as np
+
+from configs import long_sequences as ls_config
+from experiments import scaling_study
+from recjax.scaling import seeds as seeds_lib
+from recjax.train import results
+
+# Flag names are process-global in absl: none of scaling_study's or mixture_study's.
+_RESULTS_DIR = flags.DEFINE_string("results_dir", "results/long_sequences", "folder of the arms' results JSON")
+_PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "world"], "which world's runs to gather")
+_STUDY_OUT = flags.DEFINE_string("study_out", None, "output path without extension "
+                                 "(default <results_dir>/summary/<preset>[_quick])")
+_QUICK_RUNS = flags.DEFINE_bool("quick_runs", False, "gather the quick runs (a smoke test of the pipeline) instead")
+
+REFERENCE = "hstu_full"
+NE_TOLERANCE, FLOPS_BUDGET = 0.005, 0.5     # verdict 2: within 0.5% NE at <= 50% of the FLOPs
+VERDICTS = (
+    ("full-history HSTU beats newest-256 (planted NE)", "beats", "hstu_full", "hstu_newest256", "planted_ne"),
+    ("ULTRA-HSTU within 0.5% NE of full HSTU at <= 50% of its training FLOPs", "within", "ultra", "hstu_full",
+     "test_ne"),
+    ("GACT f=4 beats truncation to the same token budget", "beats", "gact_f4", "trunc_f4", "test_ne"),
+)
+
+
+def run_row(path: str, preset: str, quick: bool) -> dict | None:
+  """One results file -> its row, or None when it is not a finished run of this study at `preset`."""
+  with open(path) as f:
+    r = json.load(f)
+  study = (r.get("config_values") or {}).get("study") or {}
+  if (r.get("partial") or study.get("name") != "long_sequences" or study.get("preset") != preset
+      or bool(r["config_values"].get("quick")) != quick):
+    return None
+  try:
+    if "best_epoch" not in r["metrics"]:   # no per-epoch evaluation (quick runs): the final test, no valid NE
+      r["metrics"]["best_epoch"] = {"epoch": None, "mean": {"ne": np.nan, "auc": np.nan}}
+    row = scaling_study.ranking_row(r, path)   # seed, FLOPs, test / valid NE, best epoch, wall-clock
+    test = r["metrics"]["test"]
+    planted = test.get("planted") or {}
+    pm = planted.get("mean", {})
+    row.update(arm=study["arm"], preset=preset, config=r["config"],
+               test_gap_closed=test["mean"].get("gap_closed", np.nan),
+               test_oracle_ne=test["mean"].get("oracle_ne", np.nan), planted_candidates=planted.get("candidates", 0),
+               planted_ne=pm.get("ne", np.nan), planted_oracle_ne=pm.get("oracle_ne", np.nan),
+               planted_gap_closed=pm.get("gap_closed", np.nan))
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{path}: not a finished configs/long_sequences.py run ({type(e).__name__}: {e})") from None
+  return row
+
+
+def collect(results_dir: str, preset: str, quick: bool = False) -> list[dict]:
+  """This study's finished runs at `preset` (one row per run), sorted by arm and seed."""
+  rows = [row for p in sorted(glob.glob(os.path.join(results_dir, "*.json")))
+          if (row := run_row(p, preset, quick)) is not None]
+  return sorted(rows, key=lambda x: (x["arm"], x["seed"]))
+
+
+def _mean_std(values) -> dict:
+  s = seeds_lib.summarise([float(v) for v in values]) if all(np.isfinite(values)) else None
+  return {"mean": s.mean, "std": s.std, "n": s.n} if s else {"mean": float("nan"), "std": float("nan"), "n": len(values)}
+
+
+def arm_summaries(rows: list[dict]) -> dict[str, dict]:
+  """Per arm: seeds, the qualities' mean ± std over seeds, FLOPs per example, and the ratios to hstu_full."""
+  order = {a: i for i, a in enumerate(ls_config.ARMS)}
+  out = {}
+  for arm in sorted({r["arm"] for r in rows}, key=lambda a: order.get(a, len(order))):
+    group = [r for r in rows if r["arm"] == arm]
+    out[arm] = {"seeds": [r["seed"] for r in group],
+                **{q: _mean_std([r[q] for r in group]) for q in
+                   ("test_ne", "test_auc", "test_gap_closed", "planted_ne", "planted_oracle_ne",
+                    "planted_gap_closed", "flops_per_example", "valid_ne")},
+                "planted_candidates": group[0]["planted_candidates"]}
+  ref = out.get(REFERENCE)
+  for s in out.values():
+    s["delta_ne_vs_ref"] = (s["test_ne"]["mean"] / ref["test_ne"]["mean"] - 1.0) if ref else float("nan")
+    s["flops_vs_ref"] = (s["flops_per_example"]["mean"] / ref["flops_per_example"]["mean"]) if ref else float("nan")
+  return out
+
+
+def _by_seed(rows: list[dict], arm: str, quality: str) -> dict[int, float]:
+  return {r["seed"]: r[quality] for r in rows if r["arm"] == arm}
+
+
+def verdicts(rows: list[dict], arms: dict[str, dict]) -> list[dict]:
+  """The three claims of issue 18 (module docstring) -> [{claim, verdict: true/false/"not run", numbers}]."""
+  out = []
+  for claim, kind, a, b, quality in VERDICTS:
+    entry = {"claim": claim, "a": a, "b": b, "quality": quality}
+    missing = [x for x in (a, b) if x not in arms]
+    if missing:
+      out.append({**entry, "verdict": "not run", "numbers": f"no finished run of {', '.join(missing)}"})
+      continue
+    qa, qb = arms[a][quality]["mean"], arms[b][quality]["mean"]
+    if not (np.isfinite(qa) and np.isfinite(qb)):
+      out.append({**entry, "verdict": "not run", "numbers": f"{quality} missing ({a} {qa}, {b} {qb})"})
+      continue
+    if kind == "beats":
+      common = set(_by_seed(rows, a, quality)) & set(_by_seed(rows, b, quality))
+      if not common:
+        out.append({**entry, "verdict": "not run", "numbers": f"{a} and {b} share no seed"})
+        continue
+      d = seeds_lib.paired_difference(_by_seed(rows, a, quality), _by_seed(rows, b, quality))
+      ok = d["verdict"] == "better" or (d["n"] == 1 and d["mean"] < 0)
+      ci = "" if d["ci"] is None else f", 95% CI [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+      numbers = (f"{quality} {a} {qa:.4f} vs {b} {qb:.4f}; paired {a} − {b} over seeds {d['seeds']}: "
+                 f"{d['mean']:+.4f}{ci} ({d['verdict']})")
+      out.append({**entry, "verdict": bool(ok), "paired": d, "numbers": numbers})
+    else:
+      rel = qa / qb - 1.0
+      ratio = arms[a]["flops_vs_ref"] if b == REFERENCE else (
+          arms[a]["flops_per_example"]["mean"] / arms[b]["flops_per_example"]["mean"])
+      ok = rel <= NE_TOLERANCE and ratio <= FLOPS_BUDGET
+      numbers = (f"test NE {a} {qa:.4f} vs {b} {qb:.4f} ({100 * rel:+.2f}%, limit +{100 * NE_TOLERANCE:.1f}%); "
+                 f"training FLOPs per example {ratio:.2f}x (limit {FLOPS_BUDGET:.2f}x); seeds {arms[a]['seeds']} "
+                 f"vs {arms[b]['seeds']} (means)")
+      out.append({**entry, "verdict": bool(ok), "relative_ne": rel, "flops_ratio": ratio, "numbers": numbers})
+  return out
+
+
+def _pm(s: dict, fmt: str = ".4f") -> str:
+  if not np.isfinite(s["mean"]):
+    return "–"
+  return f"{s['mean']:{fmt}} ± {s['std']:{fmt}}" if s["n"] > 1 else f"{s['mean']:{fmt}}"
+
+
+def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
+  """The table and the verdicts as markdown."""
+  titles = ("arm", "seeds", "test NE", "ΔNE vs hstu_full", "planted NE (oracle)", "planted gap closed",
+            "gap closed", "train FLOPs / example", "FLOPs vs hstu_full")
+  lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+  for arm, s in arms.items():
+    oracle = s["planted_oracle_ne"]["mean"]
+    lines.append("| " + " | ".join((
+        arm, ",".join(str(x) for x in s["seeds"]), _pm(s["test_ne"]),
+        "–" if not np.isfinite(s["delta_ne_vs_ref"]) else f"{100 * s['delta_ne_vs_ref']:+.2f}%",
+        _pm(s["planted_ne"]) + ("" if not np.isfinite(oracle) else f" ({oracle:.4f})"),
+        _pm(s["planted_gap_closed"], ".3f"), _pm(s["test_gap_closed"], ".3f"),
+        f"{s['flops_per_example']['mean']:.3g}",
+        "–" if not np.isfinite(s["flops_vs_ref"]) else f"{s['flops_vs_ref']:.2f}x")) + " |")
+  counts = sorted({s["planted_candidates"] for s in arms.values()})
+  lines += ["", f"Preset `{preset}`; test split at each run's selected epoch; NE = mean over the 8 feedbacks "
+            f"(± sample std over seeds); planted = the {'/'.join(map(str, counts))} test candidates that are "
+            "planted return-phase events.", "", "Verdicts:", ""]
+  for v in found:
+    mark = v["verdict"] if isinstance(v["verdict"], str) else ("true" if v["verdict"] else "false")
+    lines.append(f"- {v['claim']}: **{mark}** ({v['numbers']})")
+  return "\n".join(lines) + "\n"
+
+
+def plot(stem: str, arms: dict[str, dict], preset: str) -> list[str]:
+  """The two PNGs (module docstring) -> their paths."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  names = list(arms)
+  paths = [f"{stem}_ne_vs_flops.png", f"{stem}_planted_ne.png"]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for arm in names:
+    s = arms[arm]
+    x, y = s["flops_per_example"]["mean"], s["test_ne"]["mean"]
+    if np.isfinite(x) and np.isfinite(y):
+      ax.errorbar(x, y, yerr=s["test_ne"]["std"] if s["test_ne"]["n"] > 1 else None, fmt="o", capsize=3)
+      ax.annotate(arm, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+  ax.set_xscale("log")
+  ax.set_xlabel("training FLOPs per example (request)")
+  ax.set_ylabel("test NE (mean over feedbacks)")
+  ax.set_title(f"long-sequence study ({preset}): NE vs training FLOPs")
+  fig.tight_layout()
+  fig.savefig(paths[0], dpi=120)
+  plt.close(fig)
+  fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4.5))
+  pos = np.arange(len(names))
+  ne = [arms[a]["planted_ne"]["mean"] for a in names]
+  err = [arms[a]["planted_ne"]["std"] if arms[a]["planted_ne"]["n"] > 1 else 0.0 for a in names]
+  ax.bar(pos, ne, yerr=err, capsize=3, color="tab:blue", label="model")
+  ax.scatter(pos, [arms[a]["planted_oracle_ne"]["mean"] for a in names], color="black", marker="_", s=300,
+             label="oracle (same candidates)", zorder=3)
+  finite = [v for v in ne + [arms[a]["planted_oracle_ne"]["mean"] for a in names] if np.isfinite(v)]
+  if finite:
+    ax.set_ylim(min(finite) - 0.02, max(finite) + 0.02)
+  ax.set_xticks(pos)
+  ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+  ax.set_ylabel("test NE on planted return-phase candidates")
+  ax.set_title(f"long-sequence study ({preset}): planted NE per arm")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(paths[1], dpi=120)
+  plt.close(fig)
+  return paths
+
+
+def gather(results_dir: str, preset: str, stem: str, quick: bool = False) -> dict:
+  """collect -> summaries -> verdicts -> <stem>.md, .json and the PNGs; returns the record."""
+  t0 = time.time()
+  rows = collect(results_dir, preset, quick)
+  if not rows:
+    raise ValueError(f"{results_dir}: no finished configs/long_sequences.py runs at preset {preset!r}"
+                     f"{' (quick)' if quick else ''}")
+  arms = arm_summaries(rows)
+  found = verdicts(rows, arms)
+  os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+  table = markdown(arms, found, preset)
+  with open(stem + ".md", "w") as f:
+    f.write(table)
+  pngs = plot(stem, arms, preset)
+  record = {   # the fields every results file carries (results.py), then the study's own
+      "dataset": f"long_sequences ({preset} world)", "model": ", ".join(arms), "config": "configs/long_sequences.py",
+      "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.long_sequences"] + sys.argv[1:]),
+      "commit": results.git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+      "versions": results.versions(), "hardware": results.hardware(),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "seed": sorted({r["seed"] for r in rows}),
+      "metrics": {"verdicts": {v["claim"]: v["verdict"] for v in found},
+                  "test_ne": {a: s["test_ne"] for a, s in arms.items()},
+                  "planted_ne": {a: s["planted_ne"] for a, s in arms.items()}},
+      "study": "long_sequences", "preset": preset, "quick_runs": quick, "results_dir": results_dir,
+      "arms": arms, "verdicts": found, "runs": rows, "table": stem + ".md", "plots": pngs,
+      "wall_clock_s": time.time() - t0,   # the gatherer's; the runs' own are summed below
+      "runs_wall_clock_s": float(sum(r["wall_clock_s"] for r in rows))}
+  results.write_results(stem + ".json", record)
+  return record
+
+
+def main(argv):
+  del argv
+  stem = _STUDY_OUT.value or os.path.join(_RESULTS_DIR.value, "summary",
+                                          _PRESET.value + ("_quick" if _QUICK_RUNS.value else ""))
+  record = gather(_RESULTS_DIR.value, _PRESET.value, stem, _QUICK_RUNS.value)
+  with open(record["table"]) as f:
+    print(f.read())
+  print(f"wrote {stem}.md, {stem}.json, {', '.join(record['plots'])} ({len(record['runs'])} runs)")
+
+
+if __name__ == "__main__":
+  app.run(main)

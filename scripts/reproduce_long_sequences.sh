@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 18's long-sequence quality study (configs/long_sequences.py): every arm at every seed, one run
+# at a time under nice, then the gatherer (experiments/long_sequences.py: the table, the two plots and
+# the three verdicts in results/long_sequences/summary/<preset>.{md,json} and *.png).
+# Each run writes results/long_sequences/<name>.json, name = long_sequences[_cpu]_<arm>_seed<S>, and
+# keeps its checkpoints in workdirs/long_sequences/<name>: a run whose results file exists (and is not
+# a --snapshot's partial one) is skipped, an interrupted one resumes from its checkpoint on the rerun.
+#
+#   usage: SEEDS="1 2 3" PRESET=cpu scripts/reproduce_long_sequences.sh [arm ...]   (default: every arm)
+#   PRESET=cpu (default): long_world.CPU_WORLD, sized for the 2-core CPU box;
+#   PRESET=world: long_world.WORLD (histories to 16k), meant for an accelerator.
+# Hardware: the per-arm time on the 2-core CPU box is the config docstring's "Expected runtime".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+SEEDS=${SEEDS:-"1 2 3"}
+PRESET=${PRESET:-cpu}
+case $PRESET in
+  cpu) extra=",cpu"; prefix="long_sequences_cpu" ;;
+  world) extra=""; prefix="long_sequences" ;;
+  *) echo "PRESET must be cpu or world, got $PRESET" >&2; exit 2 ;;
+esac
+arms=("$@")
+if [ ${#arms[@]} -eq 0 ]; then
+  read -r -a arms <<< "$("$PY" -c "from configs import long_sequences as l; print(' '.join(l.ARMS))")"
+fi
+mkdir -p workdirs/long_sequences
+for arm in "${arms[@]}"; do
+  for s in $SEEDS; do
+    name="${prefix}_${arm}_seed${s}"
+    out="results/long_sequences/$name.json"
+    if [ -f "$out" ] && ! grep -q '"partial": true' "$out"; then echo "skip $name ($out exists)"; continue; fi
+    echo "run $name ($(date -u +%H:%M:%S))"
+    nice -n 10 "$PY" -m experiments.run --config="configs/long_sequences.py:${arm}${extra}" --config.seed="$s" \
+      --config.name="$name" --workdir="workdirs/long_sequences/$name" >> "workdirs/long_sequences/$name.log" 2>&1 \
+      || { echo "FAILED $name: see workdirs/long_sequences/$name.log" >&2; exit 1; }
+  done
+done
+"$PY" -m experiments.long_sequences --preset="$PRESET"

@@ -1,0 +1,88 @@
+"""experiments/long_sequences.py on FABRICATED results files (made up here, not from any run): the
+table, the per-arm summaries over seeds and issue 18's three verdicts; other files skipped."""
+import json
+
+import pytest
+
+from experiments import long_sequences as study
+
+
+def _fabricated_run(folder, arm, seed, *, test_ne, planted_ne, flops, preset="cpu", quick=False, partial=False,
+                    name=None):
+  """A made-up results file with the fields a configs/long_sequences.py ranking run writes."""
+  name = name or f"long_sequences_{preset}_{arm}_seed{seed}"
+  record = {
+      "partial": partial, "task": "ranking", "dataset": "long_sequences", "config": name, "seed": seed,
+      "commit": "fabricated", "num_params": 1000, "steps": 10, "epochs": 4.0, "wall_clock_s": 60.0,
+      "train_flops": {"flops": flops * 160, "examples": 160, "steps": 10, "per_example": flops},
+      "config_values": {"quick": quick, "model": {"name": "ultra_hstu", "dim": 64},
+                        "study": {"name": "long_sequences", "arm": arm, "preset": preset}},
+      "metrics": {
+          "best_epoch": {"epoch": 3, "mean": {"ne": test_ne - 0.01, "auc": 0.6}},
+          "test": {"mean": {"ne": test_ne, "auc": 0.6, "gauc": 0.55, "oracle_ne": 0.85,
+                            "gap_closed": (1 - test_ne) / 0.15},
+                   "planted": {"candidates": 1233, "mean": {"ne": planted_ne, "oracle_ne": 0.84,
+                                                           "gap_closed": (1 - planted_ne) / 0.16}}}}}
+  if quick:   # quick runs evaluate only at the end: no selected epoch
+    del record["metrics"]["best_epoch"]
+  (folder / f"{name}.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def runs(tmp_path):
+  d = tmp_path / "runs"
+  d.mkdir()
+  for seed, (ne, pl) in zip((1, 2, 3), ((0.950, 0.900), (0.951, 0.902), (0.949, 0.898))):
+    _fabricated_run(d, "hstu_full", seed, test_ne=ne, planted_ne=pl, flops=1e9)
+    _fabricated_run(d, "hstu_newest256", seed, test_ne=ne + 0.002, planted_ne=pl + 0.030, flops=1e8)
+  _fabricated_run(d, "ultra", 1, test_ne=0.950 * 1.003, planted_ne=0.905, flops=4e8)   # +0.3% NE, 0.4x FLOPs
+  _fabricated_run(d, "trunc_f4", 1, test_ne=0.955, planted_ne=0.93, flops=2e8)
+  # Not gathered: a partial run, a quick run, the other preset, a file of another study.
+  _fabricated_run(d, "gact_f4", 1, test_ne=0.90, planted_ne=0.9, flops=2e8, partial=True)
+  _fabricated_run(d, "gact_f4", 2, test_ne=0.90, planted_ne=0.9, flops=2e8, quick=True, name="q")
+  _fabricated_run(d, "gact_f4", 3, test_ne=0.90, planted_ne=0.9, flops=2e8, preset="world")
+  (d / "other.json").write_text(json.dumps({"config": "x", "partial": False, "config_values": {}}))
+  return d
+
+
+def test_gatherer_table_and_verdicts_on_fabricated_runs(runs, tmp_path):
+  rows = study.collect(str(runs), "cpu")
+  assert sorted({r["arm"] for r in rows}) == ["hstu_full", "hstu_newest256", "trunc_f4", "ultra"]
+  assert len(rows) == 8
+  record = study.gather(str(runs), "cpu", str(tmp_path / "out" / "cpu"))
+  arms = record["arms"]
+  assert list(arms)[:3] == ["hstu_full", "hstu_newest256", "ultra"]          # the config's arm order
+  assert arms["hstu_full"]["test_ne"]["mean"] == pytest.approx(0.950)
+  assert arms["hstu_full"]["test_ne"]["std"] == pytest.approx(0.001)
+  assert arms["ultra"]["flops_vs_ref"] == pytest.approx(0.4)
+  assert arms["ultra"]["delta_ne_vs_ref"] == pytest.approx(0.003)
+  v = {x["claim"]: x for x in record["verdicts"]}
+  beats, within, gact = (v[c[0]] for c in study.VERDICTS)
+  assert beats["verdict"] is True and beats["paired"]["verdict"] == "better"   # planted NE -0.030 on every seed
+  assert within["verdict"] is True and "0.40x" in within["numbers"]
+  assert gact["verdict"] == "not run" and "gact_f4" in gact["numbers"]      # only skipped files have it
+  table = (tmp_path / "out" / "cpu.md").read_text()
+  assert table.count("\n| ") == 4 and "| ultra | 1 | 0.9528 | +0.30% |" in table
+  assert "**true**" in table and "**not run**" in table
+  assert all((tmp_path / "out" / f).stat().st_size > 0 for f in ("cpu_ne_vs_flops.png", "cpu_planted_ne.png"))
+  saved = json.loads((tmp_path / "out" / "cpu.json").read_text())
+  assert {"dataset", "model", "config", "command", "commit", "versions", "hardware", "wall_clock_s", "seed",
+          "metrics"} <= set(saved)
+
+
+def test_verdicts_fail_where_the_fabricated_numbers_miss(runs):
+  _fabricated_run(runs, "ultra", 1, test_ne=0.950 * 1.003, planted_ne=0.905, flops=6e8)   # 0.6x FLOPs: over budget
+  for seed, ne in ((1, 0.954), (2, 0.957)):                                              # GACT worse than truncation
+    _fabricated_run(runs, "gact_f4", seed, test_ne=ne, planted_ne=0.92, flops=2e8)
+  _fabricated_run(runs, "trunc_f4", 2, test_ne=0.956, planted_ne=0.93, flops=2e8)
+  rows = study.collect(str(runs), "cpu")
+  found = {x["a"]: x for x in study.verdicts(rows, study.arm_summaries(rows))}
+  assert found["ultra"]["verdict"] is False and found["ultra"]["flops_ratio"] == pytest.approx(0.6)
+  assert found["gact_f4"]["verdict"] is False and found["gact_f4"]["paired"]["seeds"] == [1, 2]
+  assert study.collect(str(runs), "world")[0]["arm"] == "gact_f4"
+  quick = study.collect(str(runs), "cpu", quick=True)
+  assert len(quick) == 1 and quick[0]["config"] == "q" and quick[0]["test_ne"] == 0.90
+  (runs / "broken.json").write_text(json.dumps({"partial": False, "config_values": {
+      "quick": False, "study": {"name": "long_sequences", "arm": "ultra", "preset": "cpu"}}, "metrics": {}}))
+  with pytest.raises(ValueError, match="broken.json: not a finished"):
+    study.collect(str(runs), "cpu")

@@ -1,0 +1,79 @@
+"""configs/long_sequences.py: every arm of issue 18's study resolves to the model it names, and
+`experiments.run` trains and evaluates an arm at `quick` (one arm by default, a handful with -m slow)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import long_sequences as ls
+from configs import long_world
+from recjax.data import ranking as rk
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPLIT_FIELDS = {f.name for f in dataclasses.fields(rk.RankingSplit)}
+
+
+def _split(c) -> rk.RankingSplit:
+  return rk.RankingSplit(**{k: v for k, v in c.ranking.items() if k in SPLIT_FIELDS})
+
+
+def test_every_arm_resolves_to_its_model():
+  ref = ls.get_config("hstu_full,cpu")
+  assert ref.data.world.to_dict() == long_world.CPU_WORLD and ref.ranking.history_len == 4096
+  assert ls.get_config("hstu_full").data.world.to_dict() == long_world.WORLD
+  names = set()
+  for arm in ls.ARMS:
+    for extras in (",cpu", ",cpu,quick", ""):
+      c = ls.get_config(arm + extras)
+      split = _split(c)
+      assert split.history_layout == "ragged" and split.buckets()[-1] == c.model.max_history == split.history_len
+      assert (c.model.dim, c.model.num_blocks, c.model.num_heads) == (64, 2, 2), arm   # widths matched
+      assert c.study.arm == arm and c.study.preset == ("cpu" if "cpu" in extras else "world")
+      assert c.model.attn_norm_len <= c.model.max_history + c.ranking.request_size
+      names.add(c.name + ("_quick" if c.quick else ""))
+  assert len(names) == 3 * len(ls.ARMS), "run names collide"
+  m = {arm: ls.get_config(arm + ",cpu").model for arm in ls.ARMS}
+  assert ls.get_config("hstu_newest256,cpu").ranking.history_len == 256
+  assert (m["ultra"].local_window, m["ultra"].global_window, m["ultra"].sla_block, m["ultra"].full_layers,
+          m["ultra"].truncated_len, m["ultra"].stream_select) == (256, 32, 128, 1, 512, (0,))
+  assert m["ultra_k1_0"].local_window == 0 and m["ultra_k2_0"].global_window == 0
+  assert m["ultra_no_trunc"].truncated_len == 0 and len(m["ultra_mot"].stream_select) == 2
+  for f in (2, 4, 8):   # GACT folds the whole history; truncation keeps the newest H / f: same token budget
+    g, t = ls.get_config(f"gact_f{f},cpu"), ls.get_config(f"trunc_f{f},cpu")
+    assert (g.model.sla, g.model.history_fold, g.ranking.history_len) == (False, f, 4096)
+    assert (t.model.sla, t.model.history_fold, t.ranking.history_len) == (False, 1, 4096 // f)
+    assert g.model.attn_norm_len == t.model.attn_norm_len
+  for bad in ("", "cpu", "ultra,gpu", "ultra,cpu,cpu", "bogus,cpu"):
+    with pytest.raises(ValueError, match="long_sequences"):
+      ls.get_config(bad)
+
+
+def _run_quick(arm: str, tmp_path) -> dict:
+  """`experiments.run` on the arm at quick, trimmed: one history width, 2 steps, no FLOP count."""
+  out = tmp_path / f"{arm}.json"
+  cmd = [sys.executable, "-m", "experiments.run", f"--config=configs/long_sequences.py:{arm},cpu,quick",
+         f"--workdir={tmp_path / arm}", f"--results={out}", "--config.ranking.bucket_min=1024",
+         "--config.train.max_steps=2", "--config.train.count_flops=False", "--config.eval.batch_size=64"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+  return json.loads(out.read_text())
+
+
+def test_experiments_run_accepts_an_arm_at_quick(tmp_path):
+  r = _run_quick("gact_f8", tmp_path)
+  assert r["config_values"]["study"] == {"name": "long_sequences", "arm": "gact_f8", "preset": "cpu"}
+  assert r["steps"] == 2 and r["dataset"] == "long_sequences"
+  assert r["metrics"]["test"]["planted"]["candidates"] > 0 and "ne" in r["metrics"]["test"]["planted"]["mean"]
+
+
+@pytest.mark.slow   # ~1-2 min per arm on the loaded 2-core box
+@pytest.mark.parametrize("arm", ["hstu_full", "hstu_newest256", "ultra", "ultra_mot", "gact_f4", "trunc_f4"])
+def test_experiments_run_accepts_each_arm_at_quick(arm, tmp_path):
+  r = _run_quick(arm, tmp_path)
+  assert r["config_values"]["study"]["arm"] == arm and r["steps"] == 2
+  assert r["metrics"]["test"]["planted"]["candidates"] > 0
