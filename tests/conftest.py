@@ -64,6 +64,8 @@ SCHEDULE_FIRST = (
     "tests/models/test_token_packing.py",
     "tests/scaling/test_mixture_law.py",
     "tests/models/test_rankers.py",
+    "tests/tasks/test_long_sequences_arms.py",
+    "tests/test_bench_long_sequences.py",
 )
 
 
