@@ -86,6 +86,7 @@ def base() -> ml_collections.ConfigDict:
   c.ranking.valid_quantile = 0.8
   c.ranking.test_quantile = 0.9
   c.ranking.min_history = 1
+  c.ranking.train_k = 0                      # > 0: only each user's newest train_k training events are candidates
   c.ranking.tasks = "kuairand"               # "kuairand" (8 feedbacks) | "rating" (MovieLens >= 4, = 5)
   c.ranking.task_weights = ()                # one weight per task; () = all 1
   c.ranking.watch_weight = 0.0               # > 0: the watch-ratio regression head's MSE weight

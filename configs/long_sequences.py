@@ -3,7 +3,11 @@
 Argument: `<arm>[,cpu][,quick]` (comma-separated; order of the extras free), e.g. `ultra,cpu`.
   arm     one of ARMS (below).
   cpu     the CPU-sized world `long_world.CPU_WORLD` (384 users, histories 512-4,096, mean ~1.2k)
-          instead of `long_world.WORLD` (256 users, 1k-16k, mean ~3.9k; meant for an accelerator).
+          instead of `long_world.WORLD` (256 users, 1k-16k, mean ~3.9k; meant for an accelerator),
+          and only each user's newest CPU_TRAIN_K = 256 training events as training candidates
+          (`ranking.train_k`; the older ones stay history): <= 384 steps per epoch instead of 1,512.
+          The candidates kept are the ones nearest the dormant topic's return (the last 10% of a
+          history), so the long-range signal is still in training for the longer histories.
   quick   `long_world.QUICK_WORLD`, history 512, a few steps (configs/long_sequences_hstu_rank.py
           `apply_quick`): a smoke test of the arm, no result.
 Runs are named long_sequences[_cpu]_<arm> (experiments/run.py adds _quick) and write
@@ -70,8 +74,10 @@ Expected runtime (measured for hstu_full,cpu only, nice'd on the shared 2-core C
            The other arms were not timed. Expected, not measured: hstu_newest256 and trunc_f4/f8
            (at most 256-1,024 events) well below that, ultra*, gact_f* and trunc_f2 in between,
            ultra_mot (two block stacks) possibly near hstu_full; idle cores faster. Budget: the whole
-           study (13 arms x SEEDS) takes days on this box; run it on an accelerator, or fewer arms
-           and seeds (scripts/reproduce_long_sequences.sh takes arms as arguments).
+           study (13 arms x SEEDS) takes days on this box. (That measurement predates
+           `train_k`: with CPU_TRAIN_K the cpu preset has <= 384 steps per epoch, about 4x fewer,
+           so ~3 h per seed for hstu_full at the same loaded rate: an estimate, not measured.) Run it on an accelerator, or
+           fewer arms and seeds (scripts/reproduce_long_sequences.sh takes arms as arguments).
 Result:    not run yet.
 """
 import ml_collections
@@ -84,6 +90,7 @@ ARMS = ("hstu_full", "hstu_newest256", "ultra", "ultra_k1_0", "ultra_k2_0", "ult
 EXTRAS = ("cpu", "quick")
 # (K1, K2, SLA block, L') of the ultra arms at the full history and at `quick`.
 SLA_FULL, SLA_QUICK = (256, 32, 128, 512), (64, 8, 32, 128)
+CPU_TRAIN_K = 256   # cpu preset: training candidates per user (ranking.train_k)
 
 
 def parse(arg: str | None) -> tuple[str, set[str]]:
@@ -115,6 +122,7 @@ def get_config(arg: str | None = None):
   preset = "cpu" if "cpu" in extras else "world"
   if preset == "cpu":
     c.data.world = dict(long_world.CPU_WORLD)
+    c.ranking.train_k = CPU_TRAIN_K
   if "quick" in extras:
     long_sequences_hstu_rank.apply_quick(c)   # QUICK_WORLD whatever the preset: a smoke test
   c.name = "long_sequences" + ("_cpu" if preset == "cpu" else "") + f"_{arm}"

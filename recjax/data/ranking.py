@@ -12,6 +12,10 @@ The events of one split, user by user, are grouped in time order into *requests*
 come before its first candidate (older splits included: at test time the training events are the
 past). With request_size = 1 every candidate has its own history, the events right before it.
 Events with fewer than `min_history` earlier events of their user are not candidates.
+`train_k` > 0 keeps only each user's newest `train_k` training events as training candidates (in
+either mode a user's training events are a prefix of the history); the older ones stay in the
+histories. Long histories need it: with every event a candidate, an epoch is a request every
+`request_size` events of thousands per user, while the requests that matter most read the long past.
 
 What a candidate carries as input is what is known when the request is served: its item id, its
 tab and the request time (the first candidate's timestamp). Its own labels, actions and watch
@@ -86,6 +90,7 @@ class RankingSplit:
   valid_quantile: float = 0.8   # time_cut
   test_quantile: float = 0.9    # time_cut
   min_history: int = 1
+  train_k: int = 0              # > 0: only each user's newest train_k training events are candidates
   tasks: str = "kuairand"
   history_layout: str = "padded"   # "ragged": windows cut per batch (module docstring)
   bucket_min: int = 16             # ragged: history widths are bucket_min * 2^k, capped at history_len
@@ -97,8 +102,8 @@ class RankingSplit:
       raise ValueError(f"RankingSplit.tasks must be one of {tuple(TASK_SETS)}, got {self.tasks!r}")
     if self.history_len < 1 or self.request_size < 1 or self.min_history < 0:
       raise ValueError("RankingSplit: need history_len >= 1, request_size >= 1, min_history >= 0")
-    if self.test_k < 1 or self.valid_k < 0:
-      raise ValueError("RankingSplit: need test_k >= 1 and valid_k >= 0")
+    if self.test_k < 1 or self.valid_k < 0 or self.train_k < 0:
+      raise ValueError("RankingSplit: need test_k >= 1, valid_k >= 0 and train_k >= 0")
     if not 0 < self.valid_quantile <= self.test_quantile < 1:
       raise ValueError("RankingSplit: need 0 < valid_quantile <= test_quantile < 1")
     if self.history_layout not in LAYOUTS:
@@ -127,6 +132,8 @@ class RankingSplit:
              f"from the {self.test_quantile:g} quantile test")
     ragged = ("; histories cut per batch from the ragged sequences, widths bucketed "
               f"{self.buckets()}" if self.history_layout == "ragged" else "")
+    if self.train_k:
+      cut += f"; training candidates: each user's newest {self.train_k} training events"
     return (f"ranking protocol {self.mode}: {cut}; candidates in requests of {self.request_size} "
             f"consecutive events with the <= {self.history_len} events before the request as "
             f"history (min {self.min_history}); tasks {', '.join(self.task_names)}{ragged}")
@@ -405,7 +412,12 @@ def ranking_examples(seqs: UserSequences, cfg: RankingSplit, split: str,
   e = len(seqs.items)
   user_of = np.repeat(np.arange(seqs.num_users), seqs.lengths)
   pos = np.arange(e) - seqs.offsets[user_of]
-  cand = np.flatnonzero((splits == SPLITS.index(split)) & (pos >= cfg.min_history))
+  is_cand = (splits == SPLITS.index(split)) & (pos >= cfg.min_history)
+  if split == "train" and cfg.train_k:
+    # A user's training events are positions 0 .. n_train - 1; keep the newest train_k of them.
+    n_train = np.bincount(user_of[splits == 0], minlength=seqs.num_users)
+    is_cand &= pos >= n_train[user_of] - cfg.train_k
+  cand = np.flatnonzero(is_cand)
   # Requests: consecutive candidates of one user, request_size at a time. A user's candidates of one
   # split are consecutive events (the split is monotone in time along a user's history).
   cu = user_of[cand]

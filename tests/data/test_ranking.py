@@ -28,7 +28,12 @@ def seqs(world_dir):
 CONFIGS = [rk.RankingSplit(mode="last_k", history_len=8, request_size=1, test_k=3, valid_k=2),
            rk.RankingSplit(mode="last_k", history_len=6, request_size=4, test_k=5, valid_k=3, min_history=2),
            rk.RankingSplit(mode="time_cut", history_len=10, request_size=3, valid_quantile=0.7,
-                           test_quantile=0.85)]
+                           test_quantile=0.85),
+           # Only the newest training events are candidates; older ones stay history.
+           rk.RankingSplit(mode="last_k", history_len=8, request_size=3, test_k=2, valid_k=2, train_k=5,
+                           min_history=3),
+           rk.RankingSplit(mode="time_cut", history_len=10, request_size=2, valid_quantile=0.7,
+                           test_quantile=0.85, train_k=4)]
 
 
 def _brute_force(seqs: UserSequences, cfg: rk.RankingSplit, split: str):
@@ -40,15 +45,17 @@ def _brute_force(seqs: UserSequences, cfg: rk.RankingSplit, split: str):
   requests = []
   for k in range(seqs.num_users):
     lo, hi = int(seqs.offsets[k]), int(seqs.offsets[k + 1])
-    mine = []
+    of = {}
     for e in range(lo, hi):
       if cfg.mode == "last_k":
         from_end = hi - e
-        s = "test" if from_end <= cfg.test_k else "valid" if from_end <= cfg.test_k + cfg.valid_k else "train"
+        of[e] = "test" if from_end <= cfg.test_k else "valid" if from_end <= cfg.test_k + cfg.valid_k else "train"
       else:
-        s = "test" if t[e] >= cuts[1] else "valid" if t[e] >= cuts[0] else "train"
-      if s == split and e - lo >= cfg.min_history:
-        mine.append(e)
+        of[e] = "test" if t[e] >= cuts[1] else "valid" if t[e] >= cuts[0] else "train"
+    trains = [e for e in range(lo, hi) if of[e] == "train"]
+    newest_train = set(trains[-cfg.train_k:]) if cfg.train_k else set(trains)
+    mine = [e for e in range(lo, hi) if of[e] == split and e - lo >= cfg.min_history
+            and (split != "train" or e in newest_train)]
     for i in range(0, len(mine), cfg.request_size):
       cands = mine[i:i + cfg.request_size]
       hist = list(range(max(lo, cands[0] - cfg.history_len), cands[0]))
