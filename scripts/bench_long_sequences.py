@@ -123,6 +123,13 @@ def timed(call, iters: int) -> dict:
           "cpu_s": float(np.min(cpu)), "cpu_s_all": cpu}
 
 
+def provenance(benchmark: str) -> dict:
+  """The fields every results JSON of this script opens with: what ran, from which commit, where."""
+  return {"benchmark": benchmark, "command": " ".join(["python"] + sys.argv), "commit": git_commit(),
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "versions": versions(), "hardware": hardware()}
+
+
 def exponent(cells: list[dict], key: str = "step_s") -> float | None:
   pts = [(c["L"], c[key]) for c in cells if key in c]
   if len(pts) < 2:
@@ -296,9 +303,7 @@ def run_steps(args) -> dict:
     print(f"{name} = {v['value']:.2f} ({v['criterion']}): {'met' if v['met'] else 'MISSED'}")
 
   record = {
-      "benchmark": "long_step", "command": " ".join(["python"] + sys.argv),
-      "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "versions": versions(), "hardware": hardware(),
+      **provenance("long_step"),
       "setup": {"what": "one ranker training step: forward + backward of the ranking task's multi-task BCE "
                         "wrt all parameters + Adam update (train/step.make_step, state donated), dropout in "
                         "train mode",
@@ -373,9 +378,7 @@ def main(argv=None):
   for impl, fit in fits.items():
     print(f"{impl}: wall time ∝ L^{fit['step_s']:.2f}, CPU time ∝ L^{fit['cpu_s']:.2f} over L = {args.lengths}")
   record = {
-      "benchmark": "long_sequences", "command": " ".join(["python"] + sys.argv),
-      "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "versions": versions(), "hardware": hardware(),
+      **provenance("long_sequences"),
       "setup": {"batch": B, "heads": H, "d": D, "dtype": "float32", "mask": str(SLA), "sla_block": BLOCK,
                 "linear_chunk": 64, "iters": args.iters, "what": "one attention layer, forward + backward"},
       "cells": cells, "time_exponent": fits, "wall_s": time.time() - start,
