@@ -164,3 +164,24 @@ def test_mixture_tables_show_seeds_mean_std_and_the_verdict(root):
   assert "| 1, 2, 42 |" in uniform and "6.5100 ± 0.0100" in uniform
   assert "| predicted − uniform | 1: +0.5000, 2: +0.5010 |" in text
   assert "Done-when (2 seeds, PARTIAL): predicted vs uniform **WORSE** (worse)" in text
+
+
+def test_sports_table_puts_published_rows_first_then_ours_per_protocol(root):
+  """Fabricated Sports results: two seeds of one config form one mean ± std row; the protocol is
+  named per row; a partial run is labelled."""
+  def sports(config, seed, r10, partial=False):
+    return {"dataset": "amazon-sports", "model": "sasrec", "config": config, "task": "retrieval", "seed": seed,
+            "epochs": 100, "steps": 27900, "wall_clock_s": 3600.0, "partial": partial,
+            "metrics": {"test": {"hr@5": r10 / 2, "hr@10": r10, "ndcg@5": r10 / 4, "ndcg@10": r10 / 3}}}
+  for rec in (sports("sasrec_amazon_sports_seed1", 1, 0.05), sports("sasrec_amazon_sports_seed2", 2, 0.07),
+              sports("sasrec_amazon_sports_history_removed", 42, 0.06, partial=True)):
+    _write(root, rec)
+  lines = tables.sports_table().splitlines()
+  assert lines[2].startswith("| TIGER") and "0.0400" in lines[2]
+  ours = [line.split(" | ") for line in lines if "recjax" in line]
+  assert len(ours) == 2
+  hr = {row[1]: row for row in ours}
+  seeded = hr["recjax `sasrec_amazon_sports`"]
+  assert seeded[4] == f"0.0600 ± {statistics.stdev([0.05, 0.07]):.4f}" and "TIGER's protocol" in seeded[-1]
+  removed = hr["recjax `sasrec_amazon_sports_history_removed`"]
+  assert removed[4] == "0.0600" and "PARTIAL: seed 42" in removed[-1] and "our protocol" in removed[-1]
