@@ -10,7 +10,9 @@ Command:   python -m experiments.run --config=configs/sasrec_amazon_sports.py --
 Quick:     python -m experiments.run --config=configs/sasrec_amazon_sports.py:quick
 Our default protocol (history items removed): --config=configs/sasrec_amazon_sports.py:history_removed
 Hardware:  2-core x86 CPU.
-Expected:  not run yet here (no results file); 35,598 training windows = 279 steps per epoch.
+Result:    seed 42 (results/amazon-sports/sasrec_amazon_sports.json, from 0026a05, 1.8 h for 100 epochs of
+           279 steps on the shared 2-core box): validation selected epoch 67; test Recall@5 .0268,
+           Recall@10 .0455, NDCG@5 .0153, NDCG@10 .0213 (final epoch: .0268 / .0443 / .0151 / .0207).
 """
 import ml_collections
 
