@@ -248,12 +248,13 @@ def test_gact_fold_reads_whole_folds_as_one_token(variables):
 
 
 def test_gact_fold_one_is_the_unfolded_model():
-  """f = 1 adds nothing (the same parameter tree as the plain model); f = 4 adds one f·D -> D map."""
+  """f = 1 adds no parameter (no fold map in either stream); f = 4 adds one f·D -> D map per stream."""
   init = lambda m: jax.eval_shape(lambda b: m.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, b),
                                   _batch())["params"]
-  shapes = lambda t: jax.tree.map(lambda x: x.shape, t)
-  assert shapes(init(_model(**FULL, history_fold=1))) == shapes(init(_model(**FULL)))
-  assert init(_model(**FULL, history_fold=4))["stream_0_fold_proj"]["kernel"].shape == (4 * 16, 16)
+  one, four = init(_model(**FULL, history_fold=1)), init(_model(**FULL, history_fold=4))
+  assert not [k for k in one if "fold_proj" in k]
+  assert sorted(set(four) - set(one)) == ["stream_0_fold_proj", "stream_1_fold_proj"]
+  assert four["stream_0_fold_proj"]["kernel"].shape == (4 * 16, 16)
   with pytest.raises(ValueError, match="history_fold"):
     _model(history_fold=0).check()
 
