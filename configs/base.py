@@ -91,6 +91,10 @@ def base() -> ml_collections.ConfigDict:
   c.ranking.task_weights = ()                # one weight per task; () = all 1
   c.ranking.watch_weight = 0.0               # > 0: the watch-ratio regression head's MSE weight
   c.ranking.context = True                   # user / item feature tables of the dataset as inputs
+  c.ranking.history_layout = "padded"        # "ragged": history windows cut per batch (recjax/data/ranking.py)
+  c.ranking.bucket_min = 16                  # ragged: history widths bucket_min * 2^k, capped at history_len
+  c.ranking.sl_alpha = 0.0                   # stochastic length (HSTU), alpha in (1, 2]; 0 = off; ragged only
+  c.ranking.sl_select = "random"             # SL keeps "random" events (in order) or the "newest"
 
   # Device mesh (recjax/train/mesh.py): shape over the axes ("data", "model"); -1 = all devices.
   c.mesh = ml_collections.ConfigDict({"shape": (1, 1), "axes": ("data", "model"), "dense": "replicate"})

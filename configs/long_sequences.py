@@ -31,6 +31,10 @@ differ only by what each arm attends to. The arms:
                    attention with the time bias, user features as prefix tokens (the study's reference).
   hstu_newest256   the same model, histories cut to the newest 256 events (= long_sequences_hstu_rank.py
                    `newest256`): the baseline the planted signal is measured against.
+  hstu_sl          hstu_full trained under HSTU's stochastic length (data/stochastic_length.py), alpha =
+                   SL_ALPHA = 1.6: training histories longer than H^0.8 (776 at H = 4,096) are cut to
+                   776 random events (in order) with probability 1 - H^1.6 / n^2, a fresh draw each
+                   epoch; evaluation reads whole histories. Expected attention cost O(H^1.6).
   ultra            ULTRA-HSTU (recjax/models/ultra_hstu.py; summed item + action tokens, recency and
                    time-gap embeddings, no relative bias): SLA K1 = 256 local keys, K2 = 32 global
                    history columns, blocks of 128 query rows; attention truncation: block 1 of 2 on the
@@ -85,12 +89,13 @@ import ml_collections
 from configs import long_sequences_hstu_rank, long_world
 from configs.ultra_hstu_rank_synthetic import ENGAGEMENT_BITS
 
-ARMS = ("hstu_full", "hstu_newest256", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
+ARMS = ("hstu_full", "hstu_newest256", "hstu_sl", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
         "gact_f2", "gact_f4", "gact_f8", "trunc_f2", "trunc_f4", "trunc_f8")
 EXTRAS = ("cpu", "quick")
 # (K1, K2, SLA block, L') of the ultra arms at the full history and at `quick`.
 SLA_FULL, SLA_QUICK = (256, 32, 128, 512), (64, 8, 32, 128)
 CPU_TRAIN_K = 256   # cpu preset: training candidates per user (ranking.train_k)
+SL_ALPHA = 1.6      # hstu_sl: stochastic length's alpha; histories cut to H^0.8, expected cost O(H^1.6)
 
 
 def parse(arg: str | None) -> tuple[str, set[str]]:
@@ -133,6 +138,8 @@ def get_config(arg: str | None = None):
     pass
   elif arm == "hstu_newest256":
     long_sequences_hstu_rank.cut_history(c, 256)
+  elif arm == "hstu_sl":
+    c.ranking.sl_alpha = SL_ALPHA
   else:
     c.model = _ultra_model(c, "quick" in extras)
     m = c.model

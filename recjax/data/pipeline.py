@@ -127,17 +127,40 @@ def bucketed_batch_dataset(groups_N: np.ndarray, make_batch, *, batch_size: int,
   """`batch_dataset` with every batch drawn from one group (`bucketed_epoch`): batches of similar
   history length, so a batch's width, and its memory, follow its real tokens."""
   groups_N = np.asarray(groups_N)
-  per_epoch = bucketed_steps(groups_N, batch_size)
-  cache: dict[int, list[np.ndarray]] = {}
+  return planned_batch_dataset(bucketed_steps(groups_N, batch_size), num_epochs,
+                               lambda epoch: bucketed_epoch(groups_N, batch_size, seed, epoch),
+                               lambda epoch, index, rows: make_batch(rows))
 
-  def rows_of(step: int) -> np.ndarray:
-    epoch = step // per_epoch
-    if epoch not in cache:        # one epoch's plan at a time (batches are read in order)
+
+def planned_batch_dataset(per_epoch: int, num_epochs: int, plan, make_batch) -> grain.MapDataset:
+  """Batches from a per-epoch plan: `plan(epoch)` -> the epoch's `per_epoch` batch entries
+  (deterministic in `epoch`), batch k = make_batch(epoch, index, entry) with epoch, index =
+  divmod(k, per_epoch). One epoch's plan is kept at a time (batches are read in order)."""
+  cache: dict[int, list] = {}
+
+  def entry(step: int):
+    epoch, index = divmod(step, per_epoch)
+    if epoch not in cache:
       cache.clear()
-      cache[epoch] = bucketed_epoch(groups_N, batch_size, seed, epoch)
-    return cache[epoch][step % per_epoch]
+      entries = plan(epoch)
+      if len(entries) != per_epoch:
+        raise ValueError(f"epoch {epoch}'s plan has {len(entries)} batches, {per_epoch} expected")
+      cache[epoch] = entries
+    return epoch, index, cache[epoch][index]
 
-  return grain.MapDataset.range(per_epoch * num_epochs).map(lambda i: make_batch(rows_of(i)))
+  return grain.MapDataset.range(per_epoch * num_epochs).map(lambda k: make_batch(*entry(k)))
+
+
+def sorted_epoch(keys_N: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+  """One epoch's batches of rows of similar `keys_N` (e.g. a history-length bucket that changes from
+  epoch to epoch): rows shuffled, sorted stably by key, cut into ⌈N / batch_size⌉ batches (so a
+  batch spans two keys at most where one key's rows run out), batch order shuffled; deterministic
+  in (seed, epoch). Unlike `bucketed_epoch` the number of batches never depends on the keys."""
+  rng = np.random.default_rng([seed, epoch])
+  perm = rng.permutation(len(keys_N))
+  perm = perm[np.argsort(np.asarray(keys_N)[perm], kind="stable")]
+  batches = [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+  return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def steps_per_epoch(ex: TrainExamples, batch_size: int) -> int:

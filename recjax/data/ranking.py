@@ -165,10 +165,33 @@ class RaggedHistory:
       raise ValueError(f"a history of {int(length_N.max())} events does not fit width {width}")
     cols = np.arange(width)[None, :]
     valid = cols < length_N[:, None]
-    idx = np.where(valid, start_N[:, None] + cols, 0)
-    out = {k: np.where(valid, v[idx], 0).astype(v.dtype) for k, v in self.columns.items()}
+    return self.gather(np.where(valid, start_N[:, None] + cols, 0), valid)
+
+  def gather(self, event_NW: np.ndarray, valid_NW: np.ndarray) -> dict[str, np.ndarray]:
+    """The events at flat indices `event_NW` where `valid_NW` (0 elsewhere) -> hist_* fields [N, W(, Fi)]."""
+    idx = np.where(valid_NW, event_NW, 0)
+    out = {k: np.where(valid_NW, v[idx], 0).astype(v.dtype) for k, v in self.columns.items()}
     out["hist_feats"] = self.item_feats[out["hist_ids"]]
     return out
+
+  def cut_positions(self, start_N: np.ndarray, length_N: np.ndarray, keep: list[np.ndarray],
+                    width: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Only the positions `keep[i]` (ascending, 0 = oldest) of each window [start, start + length),
+    e.g. a stochastic-length draw -> (kept lengths int32 [N], hist_* fields [N, width(, Fi)]; width
+    default: the bucket of the longest kept history)."""
+    if len(keep) != len(start_N):
+      raise ValueError(f"{len(keep)} kept-position lists for {len(start_N)} windows")
+    kept_N = np.array([len(k) for k in keep], np.int32)
+    width = self.width(kept_N) if width is None else width
+    if np.any(kept_N > width):
+      raise ValueError(f"a history of {int(kept_N.max())} kept events does not fit width {width}")
+    event_NW = np.zeros((len(keep), width), np.int64)
+    for i, k in enumerate(keep):
+      k = np.asarray(k, np.int64)
+      if len(k) and (k[0] < 0 or k[-1] >= length_N[i] or np.any(np.diff(k) <= 0)):
+        raise ValueError(f"window {i}: kept positions must be ascending in [0, {int(length_N[i])})")
+      event_NW[i, :len(k)] = start_N[i] + k
+    return kept_N, self.gather(event_NW, np.arange(width)[None, :] < kept_N[:, None])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,14 +213,23 @@ class RankingExamples:
       return np.zeros(len(self), np.int64)
     return np.searchsorted(self.history.buckets, self.arrays["hist_lengths"]).astype(np.int64)
 
-  def batch(self, rows: np.ndarray, width: int | None = None) -> dict[str, np.ndarray]:
+  def batch(self, rows: np.ndarray, width: int | None = None,
+            keep: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The requests at `rows` as a dict of arrays (every field). Ragged: the hist_* windows are cut
-    `width` wide (default: the bucket of the longest history among `rows`)."""
+    `width` wide (default: the bucket of the longest history among `rows`); with `keep`, only the
+    history positions keep[i] of row i (ascending, 0 = oldest; a stochastic-length draw), and
+    hist_lengths are the kept counts."""
     out = {k: v[rows] for k, v in self.arrays.items()}
     if self.history is not None:
       start = out.pop("hist_start")
+      if keep is not None:
+        out["hist_lengths"], hist = self.history.cut_positions(start, out["hist_lengths"], keep, width)
+        out.update(hist)
+        return out
       width = self.history.width(out["hist_lengths"]) if width is None else width
       out.update(self.history.cut(start, out["hist_lengths"], width))
+    elif keep is not None:
+      raise ValueError("kept history positions need the ragged history layout")
     return out
 
 

@@ -50,7 +50,8 @@ Per request and per stream s (a "transducer" of the mixture), one sequence
 
 No relative attention bias: the blocked SLA path takes none, and a slot-index position bias
 would make candidates non-exchangeable; order and time enter through the recency and time-gap
-embeddings instead. Stochastic length (and its load-balanced variant) is not implemented here.
+embeddings instead. Stochastic length is the ranking task's (`ranking.sl_alpha`, data/stochastic_length.py): it cuts the
+histories before they reach any model; its load-balanced variant is not implemented (see there).
 """
 from __future__ import annotations
 

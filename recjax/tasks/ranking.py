@@ -15,6 +15,12 @@ fields of `recjax/data/ranking.py`, padded requests have hist_lengths 0 and cand
   cand_ids, cand_tab [N, C] int32;  cand_feats [N, C, Fi] int32;  cand_mask [N, C] float32
   cand_labels [N, C, T] int8 and cand_watch_ratio [N, C] float32: targets, read by the loss only
 
+Stochastic length (`ranking.sl_alpha` > 0, ragged layout; `data/stochastic_length.py`): each epoch,
+training histories longer than history_len^(α/2) are subsampled to that length with probability
+1 − history_len^α / n² (`ranking.sl_select`: a random subset in order, or the newest), and
+requests of similar kept length share a batch, so a batch is only as wide as its kept histories.
+Validation and test histories stay whole.
+
 Loss: `losses.multitask_bce_loss` over the real candidates, per-task weights `ranking.task_weights`
 (all 1 by default), plus `ranking.watch_weight` x the watch-ratio MSE when > 0.
 Evaluation: sigmoid of the logits of every real candidate -> `metrics.ranking.multitask_metrics`
@@ -41,10 +47,12 @@ import numpy as np
 from recjax import compile_options, cpu_allocator, losses
 from recjax.data import pipeline, registry
 from recjax.data import ranking as rk
+from recjax.data import stochastic_length
 from recjax.metrics.ranking import multitask_metrics
 from recjax.models import build_model
 from recjax.tasks.base import Task
 
+_SL_STREAM = 0x51   # keeps stochastic-length draws apart from other users of (seed, epoch) generators
 BATCH_FIELDS = ("hist_ids", "hist_actions", "hist_watch", "hist_tab", "hist_times", "hist_lengths",
                 "hist_feats", "user_feats", "request_times", "cand_ids", "cand_tab", "cand_feats",
                 "cand_mask", "cand_labels", "cand_watch_ratio")
@@ -56,11 +64,13 @@ def split_settings(ranking_cfg) -> rk.RankingSplit:
   return rk.RankingSplit(**{k: v for k, v in ranking_cfg.items() if k in names})
 
 
-def make_batch(examples: rk.RankingExamples, rows: np.ndarray, batch_size: int) -> dict:
+def make_batch(examples: rk.RankingExamples, rows: np.ndarray, batch_size: int,
+               keep: list[np.ndarray] | None = None) -> dict:
   """The requests at `rows`, padded with empty requests to `batch_size` (schema above). With the
-  ragged history layout the history width is the bucket of the rows' longest history."""
+  ragged history layout the history width is the bucket of the rows' longest history; `keep`: only
+  those history positions per row (a stochastic-length draw, `RankingExamples.batch`)."""
   rows = np.asarray(rows, np.int64)
-  fields = examples.batch(rows)
+  fields = examples.batch(rows, keep=keep)
   out = {}
   for name in BATCH_FIELDS:
     arr = fields[name]
@@ -134,6 +144,7 @@ class RankingTask(Task):
                        f"need {len(self.task_names)}")
     self.task_weights = np.asarray(weights, np.float32)
     self.watch_weight = float(rc.watch_weight)
+    self.stochastic_length = stochastic_length.from_config(rc)   # None: off (training histories whole)
     self.oracle = None
     self.planted = None   # long-range worlds: {split: bool [N, C]} the candidates of the return phase
     if config.data.kind == "synthetic":
@@ -159,6 +170,8 @@ class RankingTask(Task):
 
   def train_dataset(self, batch_size: int, num_epochs: int, seed: int, part=None):
     ex = self.examples["train"]
+    if self.stochastic_length is not None:
+      return self._stochastic_length_dataset(ex, batch_size, num_epochs, seed, part)
     if ex.history is not None:   # ragged: each batch from one history-length bucket
       def ragged(rows):   # its width is the whole batch's: built whole, then this process's rows kept
         b = make_batch(ex, rows, batch_size)
@@ -169,8 +182,32 @@ class RankingTask(Task):
                                   lambda rows: make_batch(ex, *pipeline.local_rows(rows, batch_size, part)),
                                   batch_size=batch_size, num_epochs=num_epochs, seed=seed)
 
+  def _stochastic_length_dataset(self, ex: rk.RankingExamples, batch_size: int, num_epochs: int, seed: int,
+                                 part):
+    """Training batches under stochastic length: each epoch one SL draw of every request's kept
+    length, requests of similar kept length batched together (`pipeline.sorted_epoch` on the kept
+    length's bucket, so the width follows the kept histories), then each batch's kept positions;
+    every draw deterministic in (seed, epoch, batch)."""
+    sl, lengths_N, buckets = self.stochastic_length, ex.arrays["hist_lengths"], ex.history.buckets
+
+    def plan(epoch):
+      kept_N = sl.kept_lengths(lengths_N, np.random.default_rng([seed, epoch, _SL_STREAM]))
+      return [(rows, kept_N[rows]) for rows in
+              pipeline.sorted_epoch(np.searchsorted(buckets, kept_N), batch_size, seed, epoch)]
+
+    def batch(epoch, index, entry):
+      rows, kept_R = entry
+      rng = np.random.default_rng([seed, epoch, index, _SL_STREAM])
+      keep = [sl.kept_positions(int(n), int(k), rng) for n, k in zip(lengths_N[rows], kept_R)]
+      b = make_batch(ex, rows, batch_size, keep=keep)
+      return b if part is None else {k: v[part[0]:part[1]] for k, v in b.items()}
+
+    return pipeline.planned_batch_dataset(self.steps_per_epoch(batch_size), num_epochs, plan, batch)
+
   def steps_per_epoch(self, batch_size: int) -> int:
     ex = self.examples["train"]
+    if self.stochastic_length is not None:
+      return -(-len(ex) // batch_size)
     if ex.history is not None:
       return pipeline.bucketed_steps(ex.length_bucket(), batch_size)
     return -(-len(ex) // batch_size)

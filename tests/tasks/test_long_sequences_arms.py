@@ -39,6 +39,8 @@ def test_every_arm_resolves_to_its_model():
   assert len(names) == 3 * len(ls.ARMS), "run names collide"
   m = {arm: ls.get_config(arm + ",cpu").model for arm in ls.ARMS}
   assert ls.get_config("hstu_newest256,cpu").ranking.history_len == 256
+  assert ls.get_config("hstu_sl,cpu").ranking.sl_alpha == ls.SL_ALPHA and m["hstu_sl"] == m["hstu_full"]
+  assert all(ls.get_config(a + ",cpu").ranking.sl_alpha == 0 for a in ls.ARMS if a != "hstu_sl")
   assert (m["ultra"].local_window, m["ultra"].global_window, m["ultra"].sla_block, m["ultra"].full_layers,
           m["ultra"].truncated_len, m["ultra"].stream_select) == (256, 32, 128, 1, 512, (0,))
   assert m["ultra_k1_0"].local_window == 0 and m["ultra_k2_0"].global_window == 0
