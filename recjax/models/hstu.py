@@ -6,6 +6,14 @@ Per block, with X [B, L, D]:
     A[i, j]    = SiLU(Q_i·K_j + rab_ij) / N · 1[j ≤ i]    (N = padded width, a constant)
     Y          = W_o · Dropout(U ⊙ LN(A·V)) + b_o + X
 The item table is tied: the same rows embed the inputs and score the outputs.
+
+ULTRA-HSTU's semi-local attention (papers.md §2.2) in the retrieval model: `local_window` K1 > 0
+replaces 1[j ≤ i] by 1[i − K1 < j ≤ i or j < K2] (K2 = `global_window`, the oldest K2 positions
+seen by every query); `sla_block` > 0 evaluates it blockwise (`layers/sla.py`, O(L·(K1 + K2)),
+no relative bias), 0 as a dense masked product (the relative bias allowed). The rest of ULTRA-HSTU
+(summed action tokens, truncation, mixture of transducers) is the ranker's (`models/ultra_hstu.py`):
+retrieval on item-only sequences has no actions, and truncation would drop the outputs of the
+older positions that the every-position loss trains.
 """
 from __future__ import annotations
 
@@ -121,6 +129,24 @@ class HSTU(nn.Module):
   sid_combine: str = "sum"        # "sid": sum of the level rows | "concat" then project
   sid_residual_size: int = 0      # "sid": rows of a hashed-id residual table (0 = none)
   sid_tokens: Any = None          # "sid": a layers.sid_embedding.SIDTokens (the task builds it)
+  local_window: int = 0           # SLA K1 (module docstring); 0 = plain causal attention
+  global_window: int = 0          # SLA K2: the oldest positions every query sees (with local_window)
+  sla_block: int = 0              # > 0: SLA evaluated blockwise with query blocks of this size
+
+  def attention_mask(self) -> tuple[MaskSpec, SLABlocking | None]:
+    """The blocks' mask and SLA blocking from the fields (ValueError on an impossible mix)."""
+    if self.local_window < 0 or self.global_window < 0 or self.sla_block < 0:
+      raise ValueError(f"HSTU: local_window, global_window and sla_block must be >= 0, got "
+                       f"{self.local_window}, {self.global_window}, {self.sla_block}")
+    if self.local_window == 0:
+      if self.global_window or self.sla_block:
+        raise ValueError("HSTU: global_window and sla_block need local_window > 0 (semi-local attention)")
+      return MaskSpec(causal=True), None
+    if self.sla_block and (self.use_position_bias or self.use_time_bias):
+      raise ValueError("HSTU: blockwise SLA (sla_block > 0) takes no relative bias: set "
+                       "use_position_bias=False and use_time_bias='off', or sla_block=0 (dense masked)")
+    mask = MaskSpec(causal=True, local_window=self.local_window, global_prefix=self.global_window)
+    return mask, (SLABlocking(self.sla_block) if self.sla_block else None)
 
   def setup(self):
     self.item_embedding = item_embedding_layer(self.item_table, self.num_items, self.dim, self.sid_tokens,
@@ -130,10 +156,11 @@ class HSTU(nn.Module):
         "position_embedding", nn.initializers.normal(math.sqrt(2.0 / (self.attn_norm_len + self.dim))),
         (self.max_len, self.dim))
     self.input_dropout = Dropout(self.dropout)
+    mask, sla = self.attention_mask()
     self.blocks = [
         HSTUBlock(self.dim, self.num_heads, self.dqk, self.dv, self.attn_norm_len, self.dropout,
                   self.use_position_bias, self.use_time_bias, self.num_time_buckets, self.backend,
-                  self.attention_tiling,
+                  self.attention_tiling, mask=mask, sla=sla,
                   name=f"block_{i}") for i in range(self.num_blocks)]
 
   def __call__(self, batch, *, train: bool = False):
