@@ -156,6 +156,7 @@ def get_config(arg: str | None = None):
     elif arm.startswith(("gact_f", "trunc_f")):
       f = int(arm.rsplit("_f", 1)[1])
       m.sla = False
+      m.local_window = m.global_window = m.sla_block = 0   # unused without SLA: keep the dump honest
       m.truncated_len = 0
       if arm.startswith("gact_f"):
         m.history_fold = f
