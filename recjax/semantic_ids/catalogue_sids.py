@@ -70,6 +70,7 @@ class SIDSettings:
   tokens: str = "codes"            # retrieval SID item table only (`tasks/sid_items.py`): TOKEN_KINDS
   rq_vae_steps: int = 3000         # rq_vae only
   seed: int = 0
+  kmeans_restarts: int = 1         # rq_kmeans: k-means runs per level, the lowest Σ D² kept (RQKMeansConfig.restarts)
 
   def __post_init__(self):
     for name, value, known in (("vectors", self.vectors, ROUTES), ("tokenizer", self.tokenizer, TOKENIZERS),
@@ -78,6 +79,8 @@ class SIDSettings:
         raise ValueError(f"sid.{name} must be one of {known}, got {value!r}")
     if min(self.window, self.num_levels) < 1 or self.codebook_size < 2 or self.vector_dim < 0:
       raise ValueError(f"sid: need window, num_levels >= 1, codebook_size >= 2, vector_dim >= 0, got {self}")
+    if self.kmeans_restarts < 1:
+      raise ValueError(f"sid.kmeans_restarts must be >= 1, got {self.kmeans_restarts}")
     if self.vectors == "collab:ppmi" and self.vector_dim < 1:
       raise ValueError("sid.vector_dim must be >= 1 for sid.vectors='collab:ppmi' (the SVD width)")
     if self.dedup == "reassign" and self.tokenizer != "rq_kmeans":
@@ -97,6 +100,8 @@ class SIDSettings:
     """The settings the codes depend on (`tokens` only changes how a task reads them)."""
     d = dataclasses.asdict(self)
     del d["tokens"]
+    if d["kmeans_restarts"] == 1:   # the single run every earlier cache was built with: same fingerprint
+      del d["kmeans_restarts"]
     return d
 
 
@@ -141,7 +146,8 @@ def item_vectors_of(s: SIDSettings, catalogue: np.ndarray, train_seqs: UserSeque
 def tokenize(x_ND: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray | None]:
   """-> (codes int64 [N, L], last-level costs [N, K] when dedup="reassign", else None)."""
   if s.tokenizer == "rq_kmeans":
-    tok = rq_kmeans.fit_rq_kmeans(x_ND, rq_kmeans.RQKMeansConfig(s.num_levels, s.codebook_size, seed=s.seed))
+    tok = rq_kmeans.fit_rq_kmeans(x_ND, rq_kmeans.RQKMeansConfig(s.num_levels, s.codebook_size, seed=s.seed,
+                                                                       restarts=s.kmeans_restarts))
     costs = rq_kmeans.last_level_costs(tok.residuals(x_ND), tok.codebooks_LKD) if s.dedup == "reassign" else None
     return tok.encode(x_ND).astype(np.int64), costs
   from recjax.semantic_ids import rq_vae  # pylint: disable=import-outside-toplevel

@@ -26,10 +26,12 @@ class RQKMeansConfig:
   max_iters: int = 100         # Lloyd steps per level at most
   tol: float = 1e-6            # stop when the largest squared centre shift < tol * mean ||x||²
   seed: int = 0
+  restarts: int = 1            # k-means runs per level from different seedings; the lowest Σ D² is kept
 
   def __post_init__(self):
-    if self.num_levels < 1 or self.codebook_size < 1 or self.max_iters < 0:
-      raise ValueError(f"RQKMeansConfig: need num_levels >= 1, codebook_size >= 1, max_iters >= 0, got {self}")
+    if self.num_levels < 1 or self.codebook_size < 1 or self.max_iters < 0 or self.restarts < 1:
+      raise ValueError(f"RQKMeansConfig: need num_levels >= 1, codebook_size >= 1, max_iters >= 0, "
+                       f"restarts >= 1, got {self}")
 
 
 def sq_distances(x_ND: jax.Array, c_KD: jax.Array) -> jax.Array:
@@ -169,7 +171,21 @@ def fit_rq_kmeans(x_ND, config: RQKMeansConfig = RQKMeansConfig()) -> RQKMeans:
   keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_levels)
   books, r = [], x
   for l in range(config.num_levels):
-    centres, assign = kmeans(keys[l], r, config.codebook_size, config.max_iters, config.tol)
+    # Restart 0 uses the level's own key, so restarts = 1 gives the codebooks it always gave. Even
+    # greedy k-means++ sometimes seeds two centres in one planted cluster and none in another (a
+    # local optimum Lloyd cannot leave); restarts keep the seeding with the lowest Σ D².
+    seeds = [keys[l]] + list(jax.random.split(keys[l], config.restarts)[1:])
+    best = None
+    for key in seeds:
+      centres, assign = kmeans(key, r, config.codebook_size, config.max_iters, config.tol)
+      inertia = jnp.sum((r - centres[assign]) ** 2)
+      if best is None:
+        best = (inertia, centres, assign)
+      else:
+        better = inertia < best[0]
+        best = (jnp.where(better, inertia, best[0]), jnp.where(better, centres, best[1]),
+                jnp.where(better, assign, best[2]))
+    _, centres, assign = best
     books.append(centres)
     r = r - centres[assign]
   return RQKMeans(config, np.asarray(jnp.stack(books)))

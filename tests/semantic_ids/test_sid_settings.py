@@ -13,6 +13,9 @@ def test_from_config_fills_defaults_and_rejects_unknown_keys_by_name():
     with pytest.raises(ValueError, match=rf"unknown config.sid key\(s\) \['{old_key}'\]"):
       SIDSettings.from_config({old_key: "content", "num_levels": 2})
   assert "tokens" not in s.construction() and s.construction()["vectors"] == "content:tfidf"
+  # One k-means run is what every earlier cache was built with: its fingerprint is unchanged.
+  assert "kmeans_restarts" not in s.construction()
+  assert SIDSettings(kmeans_restarts=4).construction()["kmeans_restarts"] == 4
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -23,6 +26,7 @@ def test_from_config_fills_defaults_and_rejects_unknown_keys_by_name():
     ({"codebook_size": 1}, r"codebook_size >= 2"),
     ({"vectors": "collab:ppmi", "vector_dim": 0}, r"sid.vector_dim must be >= 1"),
     ({"tokenizer": "rq_vae", "dedup": "reassign"}, r"needs the quantisation costs"),
+    ({"kmeans_restarts": 0}, r"sid.kmeans_restarts must be >= 1"),
 ])
 def test_bad_values_fail_naming_the_key(bad, message):
   with pytest.raises(ValueError, match=message):
