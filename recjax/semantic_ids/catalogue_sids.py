@@ -22,8 +22,8 @@ Vector routes (`sid.vectors`):
 rare items crowd near 0: 18% of items collide, one SID holds 343; 5.6% and 73 after normalising).
 Tokenizers (`sid.tokenizer`): "rq_kmeans" | "rq_vae". Collisions (`sid.dedup`): "append_level"
 (TIGER: one more level holding each item's index inside its collision group), "reassign" (min-cost
-last-level reassignment, `collisions.reassign_last_level`: zero collisions, same length; needs
-rq_kmeans's quantisation costs) or "none" (keep them).
+last-level reassignment, `collisions.reassign_last_level`: zero collisions, same length; the
+quantisation costs are RQ-KMeans's in input space or RQ-VAE's in its latent space) or "none" (keep them).
 
 The cache file `<cache_dir>/sids_<fingerprint>.npz` stores the codes with the fingerprint that made
 them; the fingerprint hashes the data spec, the construction settings, the catalogue and (collab)
@@ -83,8 +83,6 @@ class SIDSettings:
       raise ValueError(f"sid.kmeans_restarts must be >= 1, got {self.kmeans_restarts}")
     if self.vectors == "collab:ppmi" and self.vector_dim < 1:
       raise ValueError("sid.vector_dim must be >= 1 for sid.vectors='collab:ppmi' (the SVD width)")
-    if self.dedup == "reassign" and self.tokenizer != "rq_kmeans":
-      raise ValueError("sid.dedup='reassign' needs the quantisation costs of sid.tokenizer='rq_kmeans'")
 
   @classmethod
   def from_config(cls, sid_cfg) -> "SIDSettings":
@@ -153,7 +151,11 @@ def tokenize(x_ND: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray |
   from recjax.semantic_ids import rq_vae  # pylint: disable=import-outside-toplevel
   tok = rq_vae.fit_rq_vae(x_ND, rq_vae.RQVAEConfig(num_levels=s.num_levels, codebook_size=s.codebook_size,
                                                    num_steps=s.rq_vae_steps, seed=s.seed))
-  return tok.encode(x_ND).astype(np.int64), None
+  # RQ-VAE quantises its latent: the repair's costs are the latent residual's distances to the last
+  # level's codes, the same quantity as RQ-KMeans's in input space.
+  costs = (rq_kmeans.last_level_costs(tok.residuals(x_ND), np.asarray(tok.params["codebooks"]))
+           if s.dedup == "reassign" else None)
+  return tok.encode(x_ND).astype(np.int64), costs
 
 
 # -- step 3: collisions ---------------------------------------------------------------------------
