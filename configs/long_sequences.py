@@ -1,6 +1,6 @@
 """Issue 18's long-sequence quality study: one arm per run, on the long-history world (papers.md §2, §4.2).
 
-Argument: `<arm>[,cpu][,quick]` (comma-separated; order of the extras free), e.g. `ultra,cpu`.
+Argument: `<arm>[,cpu][,quick][,w<D>]` (comma-separated; order of the extras free), e.g. `ultra,cpu`.
   arm     one of ARMS (below).
   cpu     the CPU-sized world `long_world.CPU_WORLD` (384 users, histories 512-4,096, mean ~1.2k)
           instead of `long_world.WORLD` (256 users, 1k-16k, mean ~3.9k; meant for an accelerator),
@@ -8,6 +8,8 @@ Argument: `<arm>[,cpu][,quick]` (comma-separated; order of the extras free), e.g
           (`ranking.train_k`; the older ones stay history): <= 384 steps per epoch instead of 1,512.
           The candidates kept are the ones nearest the dormant topic's return (the last 10% of a
           history), so the long-range signal is still in training for the longer histories.
+  w<D>    the arm at width D (dqk = dv = D / 2; default 64, e.g. `ultra,cpu,w32`), named ..._w<D>: the
+          points of the scaling-efficiency fit (experiments/long_sequences.py), every other setting equal.
   quick   `long_world.QUICK_WORLD`, history 512, a few steps (configs/long_sequences_hstu_rank.py
           `apply_quick`): a smoke test of the arm, no result.
 Runs are named long_sequences[_cpu]_<arm> (experiments/run.py adds _quick) and write
@@ -32,7 +34,8 @@ differ only by what each arm attends to. The arms:
   hstu_newest256   the same model, histories cut to the newest 256 events (= long_sequences_hstu_rank.py
                    `newest256`): the baseline the planted signal is measured against.
   hstu_sl          hstu_full trained under HSTU's stochastic length (data/stochastic_length.py), alpha =
-                   SL_ALPHA = 1.6: training histories longer than H^0.8 (776 at H = 4,096) are cut to
+                   DEFAULT_WIDTH = 64  # D of every arm; `w<D>` runs the arm at another width (the scaling fits' points)
+SL_ALPHA = 1.6: training histories longer than H^0.8 (776 at H = 4,096) are cut to
                    776 random events (in order) with probability 1 - H^1.6 / n^2, a fresh draw each
                    epoch; evaluation reads whole histories. Expected attention cost O(H^1.6).
   ultra            ULTRA-HSTU (recjax/models/ultra_hstu.py; summed item + action tokens, recency and
@@ -95,18 +98,22 @@ EXTRAS = ("cpu", "quick")
 # (K1, K2, SLA block, L') of the ultra arms at the full history and at `quick`.
 SLA_FULL, SLA_QUICK = (256, 32, 128, 512), (64, 8, 32, 128)
 CPU_TRAIN_K = 256   # cpu preset: training candidates per user (ranking.train_k)
+DEFAULT_WIDTH = 64  # D of every arm; `w<D>` runs the arm at another width (the scaling fits' points)
 SL_ALPHA = 1.6      # hstu_sl: stochastic length's alpha; histories cut to H^0.8, expected cost O(H^1.6)
 
 
-def parse(arg: str | None) -> tuple[str, set[str]]:
-  """`<arm>[,cpu][,quick]` -> (arm, extras); unknown parts raise naming the known ones."""
+def parse(arg: str | None) -> tuple[str, set[str], int]:
+  """`<arm>[,cpu][,quick][,w<D>]` -> (arm, extras, width D); unknown parts raise naming the known ones."""
   parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
   if not parts or parts[0] not in ARMS:
     raise ValueError(f"long_sequences: the argument must start with an arm, one of {ARMS}; got {arg!r}")
-  extras = set(parts[1:])
-  if extras - set(EXTRAS) or len(extras) != len(parts) - 1:
-    raise ValueError(f"long_sequences: after the arm only {EXTRAS} (each once); got {arg!r}")
-  return parts[0], extras
+  widths = [p for p in parts[1:] if p.startswith("w")]
+  extras = set(parts[1:]) - set(widths)
+  if (extras - set(EXTRAS) or len(extras) + len(widths) != len(parts) - 1 or len(widths) > 1
+      or any(not w[1:].isdigit() or int(w[1:]) < 2 or int(w[1:]) % 2 for w in widths)):
+    raise ValueError(f"long_sequences: after the arm only {EXTRAS} and one even width w<D> (each once); "
+                     f"got {arg!r}")
+  return parts[0], extras, (int(widths[0][1:]) if widths else DEFAULT_WIDTH)
 
 
 def _ultra_model(c: ml_collections.ConfigDict, quick: bool) -> ml_collections.ConfigDict:
@@ -122,7 +129,7 @@ def _ultra_model(c: ml_collections.ConfigDict, quick: bool) -> ml_collections.Co
 
 
 def get_config(arg: str | None = None):
-  arm, extras = parse(arg)
+  arm, extras, width = parse(arg)
   c = long_sequences_hstu_rank.get_config(None)
   preset = "cpu" if "cpu" in extras else "world"
   if preset == "cpu":
@@ -132,7 +139,7 @@ def get_config(arg: str | None = None):
     long_sequences_hstu_rank.apply_quick(c)   # QUICK_WORLD whatever the preset: a smoke test
   c.name = "long_sequences" + ("_cpu" if preset == "cpu" else "") + f"_{arm}"
   c.dataset_label = "long_sequences"
-  c.study = ml_collections.ConfigDict(dict(name="long_sequences", arm=arm, preset=preset))
+  c.study = ml_collections.ConfigDict(dict(name="long_sequences", arm=arm, preset=preset, width=width))
   h = c.ranking.history_len
   if arm == "hstu_full":
     pass
@@ -163,4 +170,7 @@ def get_config(arg: str | None = None):
         m.attn_norm_len = h // f + c.ranking.request_size
       else:
         long_sequences_hstu_rank.cut_history(c, h // f)
+  if width != DEFAULT_WIDTH:   # every arm scales the same way: D, and dqk = dv = D / 2
+    c.name += f"_w{width}"
+    c.model.dim, c.model.dqk, c.model.dv = width, width // 2, width // 2
   return c

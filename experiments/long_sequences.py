@@ -24,6 +24,12 @@ The verdicts (each true, false or "not run" when an arm it needs has no finished
   2. "ULTRA-HSTU within 0.5% NE of full HSTU at <= 50% of its training FLOPs": ultra's mean test NE
      at most 1.005 x hstu_full's, and its training FLOPs per example at most 0.5 x hstu_full's.
   3. "GACT f=4 beats truncation to the same token budget": gact_f4 vs trunc_f4 on test NE.
+Scaling efficiency (issue 18): where ultra and hstu_full have runs at >= 3 widths (`w<D>` extras),
+`scaling` fits test NE against log10 training FLOPs per example per family (every run one point)
+and reports ultra's slope ratio and iso-NE compute ratio over hstu_full with bootstrap intervals,
+in the .md and under `scaling_efficiency`; the table and verdicts use the default width only.
+Inference FLOPs are not measured (the runs count training FLOPs).
+
 "A beats B" is the paired rule of recjax/scaling/seeds.py on A − B over the seeds both have (lower
 NE is better): true when the 95% t-interval lies below 0; with one common seed, the sign alone
 (flagged "one seed: sign only"). The numbers beside each verdict say which case it was.
@@ -42,6 +48,7 @@ import numpy as np
 
 from configs import long_sequences as ls_config
 from experiments import scaling_study
+from recjax.scaling import fits
 from recjax.scaling import seeds as seeds_lib
 from recjax.train import results
 
@@ -78,6 +85,7 @@ def run_row(path: str, preset: str, quick: bool) -> dict | None:
     planted = test.get("planted") or {}
     pm = planted.get("mean", {})
     row.update(arm=study["arm"], preset=preset, config=r["config"],
+               width=int(study.get("width", ls_config.DEFAULT_WIDTH)),
                test_gap_closed=test["mean"].get("gap_closed", np.nan),
                test_oracle_ne=test["mean"].get("oracle_ne", np.nan), planted_candidates=planted.get("candidates", 0),
                planted_ne=pm.get("ne", np.nan), planted_oracle_ne=pm.get("oracle_ne", np.nan),
@@ -229,17 +237,52 @@ def plot(stem: str, arms: dict[str, dict], preset: str) -> list[str]:
   return paths
 
 
+SCALING_PAIRS = (("ultra", REFERENCE),)   # (A, B): scaling efficiency of A over B
+SCALING_BOOTSTRAP = 1000
+
+
+def scaling(rows: list[dict], *, num_bootstrap: int = SCALING_BOOTSTRAP, seed: int = 0) -> dict:
+  """Scaling efficiency of each SCALING_PAIRS A over B from runs at several widths (`w<D>` extras):
+  log-linear fits of test NE against training FLOPs per example, every run (width x seed) one point,
+  the slope ratio A / B and the iso-NE compute ratio (the FLOPs B needs for the NE A reaches at the
+  reference's largest measured FLOPs, over those FLOPs: > 1 favours A), each with a 95% bootstrap
+  interval over runs. A pair whose families have fewer than 3 widths each is "not run"."""
+  out = {}
+  for a, b in SCALING_PAIRS:
+    fam = {m: [r for r in rows if r["arm"] == m] for m in (a, b)}
+    widths = {m: sorted({r["width"] for r in fam[m]}) for m in fam}
+    name = f"{a} over {b}"
+    if min(len(w) for w in widths.values()) < 3:
+      out[name] = {"verdict": "not run", "widths": widths,
+                   "why": "needs each family at >= 3 widths (configs/long_sequences.py `w<D>`)"}
+      continue
+    data = {m: (np.array([r["flops_per_example"] for r in fam[m]]), np.array([r["test_ne"] for r in fam[m]]))
+            for m in (a, b)}
+    at = float(np.max(data[b][0]))
+    eff = fits.scaling_efficiency(*data[a], *data[b], at_compute=at, law="log_linear",
+                                  num_bootstrap=num_bootstrap, seed=seed)
+    est = lambda e: {"value": e.value, "low": e.lo, "high": e.hi}   # pylint: disable=unnecessary-lambda-assignment
+    out[name] = {"widths": widths, "at_flops_per_example": at, "law": "test NE = a + b log10(FLOPs per example)",
+                 "slope_ratio": est(eff.slope_ratio), "iso_ne_compute_ratio": est(eff.iso_compute_ratio),
+                 "ci": f"95% percentile bootstrap over runs ({num_bootstrap} resamples, families resampled "
+                       "independently)",
+                 "inference": "not measured: the runs count training FLOPs only"}
+  return out
+
+
 def gather(results_dir: str, preset: str, stem: str, quick: bool = False) -> dict:
   """collect -> summaries -> verdicts -> <stem>.md, .json and the PNGs; returns the record."""
   t0 = time.time()
-  rows = collect(results_dir, preset, quick)
+  all_rows = collect(results_dir, preset, quick)
+  rows = [r for r in all_rows if r["width"] == ls_config.DEFAULT_WIDTH]   # the table: every arm at D = 64
   if not rows:
     raise ValueError(f"{results_dir}: no finished configs/long_sequences.py runs at preset {preset!r}"
-                     f"{' (quick)' if quick else ''}")
+                     f"{' (quick)' if quick else ''} and width {ls_config.DEFAULT_WIDTH}")
   arms = arm_summaries(rows)
   found = verdicts(rows, arms)
+  efficiency = scaling(all_rows)
   os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-  table = markdown(arms, found, preset)
+  table = markdown(arms, found, preset) + _scaling_markdown(efficiency)
   with open(stem + ".md", "w") as f:
     f.write(table)
   pngs = plot(stem, arms, preset)
@@ -254,11 +297,25 @@ def gather(results_dir: str, preset: str, stem: str, quick: bool = False) -> dic
                   "test_ne": {a: s["test_ne"] for a, s in arms.items()},
                   "planted_ne": {a: s["planted_ne"] for a, s in arms.items()}},
       "study": "long_sequences", "preset": preset, "quick_runs": quick, "results_dir": results_dir,
-      "arms": arms, "verdicts": found, "runs": rows, "table": stem + ".md", "plots": pngs,
+      "arms": arms, "verdicts": found, "scaling_efficiency": efficiency, "runs": all_rows, "table": stem + ".md",
+      "plots": pngs,
       "wall_clock_s": time.time() - t0,   # the gatherer's; the runs' own are summed below
-      "runs_wall_clock_s": float(sum(r["wall_clock_s"] for r in rows))}
+      "runs_wall_clock_s": float(sum(r["wall_clock_s"] for r in all_rows))}
   results.write_results(stem + ".json", record)
   return record
+
+
+def _scaling_markdown(efficiency: dict) -> str:
+  lines = ["", "Scaling efficiency (test NE vs training FLOPs per example, log-linear, runs at several widths):", ""]
+  for name, e in efficiency.items():
+    if e.get("verdict") == "not run":
+      lines.append(f"- {name}: not run ({e['why']}; widths {e['widths']})")
+      continue
+    sr, iso = e["slope_ratio"], e["iso_ne_compute_ratio"]
+    lines.append(f"- {name}: slope ratio {sr['value']:.2f} [{sr['low']:.2f}, {sr['high']:.2f}], iso-NE compute "
+                 f"ratio {iso['value']:.2f} [{iso['low']:.2f}, {iso['high']:.2f}] at {e['at_flops_per_example']:.3g} "
+                 f"FLOPs per example (95% bootstrap over runs); inference not measured")
+  return "\n".join(lines) + "\n"
 
 
 def main(argv):

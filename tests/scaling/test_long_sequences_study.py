@@ -2,21 +2,23 @@
 table, the per-arm summaries over seeds and issue 18's three verdicts; other files skipped."""
 import json
 
+import numpy as np
 import pytest
 
 from experiments import long_sequences as study
 
 
 def _fabricated_run(folder, arm, seed, *, test_ne, planted_ne, flops, preset="cpu", quick=False, partial=False,
-                    name=None):
+                    name=None, width=None):
   """A made-up results file with the fields a configs/long_sequences.py ranking run writes."""
-  name = name or f"long_sequences_{preset}_{arm}_seed{seed}"
+  name = name or f"long_sequences_{preset}_{arm}{f'_w{width}' if width else ''}_seed{seed}"
   record = {
       "partial": partial, "task": "ranking", "dataset": "long_sequences", "config": name, "seed": seed,
       "commit": "fabricated", "num_params": 1000, "steps": 10, "epochs": 4.0, "wall_clock_s": 60.0,
       "train_flops": {"flops": flops * 160, "examples": 160, "steps": 10, "per_example": flops},
       "config_values": {"quick": quick, "model": {"name": "ultra_hstu", "dim": 64},
-                        "study": {"name": "long_sequences", "arm": arm, "preset": preset}},
+                        "study": {"name": "long_sequences", "arm": arm, "preset": preset,
+                                  **({"width": width} if width else {})}},
       "metrics": {
           "best_epoch": {"epoch": 3, "mean": {"ne": test_ne - 0.01, "auc": 0.6}},
           "test": {"mean": {"ne": test_ne, "auc": 0.6, "gauc": 0.55, "oracle_ne": 0.85,
@@ -86,3 +88,31 @@ def test_verdicts_fail_where_the_fabricated_numbers_miss(runs):
       "quick": False, "study": {"name": "long_sequences", "arm": "ultra", "preset": "cpu"}}, "metrics": {}}))
   with pytest.raises(ValueError, match="broken.json: not a finished"):
     study.collect(str(runs), "cpu")
+
+
+def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
+  """Fabricated NE exactly log-linear in FLOPs: hstu_full NE = 1.2 - 0.03 log10 F, ultra NE = 1.3 - 0.045 log10 F
+  (1.5x the slope); the fit recovers the slope ratio, and the iso-NE compute ratio follows from the laws."""
+  assert study.gather(str(runs), "cpu", str(tmp_path / "a" / "cpu"))["scaling_efficiency"][
+      "ultra over hstu_full"]["verdict"] == "not run"   # one width each: nothing to fit
+  for w, f in ((32, 3e8), (128, 3e9), (256, 1e10)):
+    for seed in (1, 2):
+      _fabricated_run(runs, "hstu_full", seed, test_ne=1.2 - 0.03 * np.log10(f), planted_ne=0.9, flops=f, width=w)
+      _fabricated_run(runs, "ultra", seed, test_ne=1.3 - 0.045 * np.log10(f / 2.5), planted_ne=0.9, flops=f / 2.5,
+                      width=w)
+  # The default-width runs of the fixture lie off these lines; drop them from the fit by rewriting them on it.
+  for seed, ne in zip((1, 2, 3), (0.950, 0.951, 0.949)):
+    _fabricated_run(runs, "hstu_full", seed, test_ne=1.2 - 0.03 * 9, planted_ne=0.9, flops=1e9)
+  _fabricated_run(runs, "ultra", 1, test_ne=1.3 - 0.045 * np.log10(4e8), planted_ne=0.905, flops=4e8)
+  record = study.gather(str(runs), "cpu", str(tmp_path / "b" / "cpu"))
+  assert record["arms"]["hstu_full"]["seeds"] == [1, 2, 3]       # the table keeps the default width only
+  e = record["scaling_efficiency"]["ultra over hstu_full"]
+  assert e["widths"] == {"ultra": [32, 64, 128, 256], "hstu_full": [32, 64, 128, 256]}
+  assert e["slope_ratio"]["value"] == pytest.approx(1.5, rel=1e-6)
+  at = e["at_flops_per_example"]
+  assert at == pytest.approx(1e10)
+  ne_a = 1.3 - 0.045 * np.log10(at)                              # ultra's NE at that compute
+  want = 10 ** ((1.2 - ne_a) / 0.03) / at                         # hstu_full's compute for it, over at
+  assert e["iso_ne_compute_ratio"]["value"] == pytest.approx(want, rel=1e-6)
+  assert e["slope_ratio"]["low"] <= 1.5 <= e["slope_ratio"]["high"]
+  assert "slope ratio 1.50" in open(record["table"]).read()

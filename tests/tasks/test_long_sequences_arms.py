@@ -50,7 +50,12 @@ def test_every_arm_resolves_to_its_model():
     assert (g.model.sla, g.model.history_fold, g.ranking.history_len) == (False, f, 4096)
     assert (t.model.sla, t.model.history_fold, t.ranking.history_len) == (False, 1, 4096 // f)
     assert g.model.attn_norm_len == t.model.attn_norm_len
-  for bad in ("", "cpu", "ultra,gpu", "ultra,cpu,cpu", "bogus,cpu"):
+  w = ls.get_config("ultra,cpu,w32")   # another width: the scaling fit's points, all else equal
+  assert (w.model.dim, w.model.dqk, w.model.dv, w.study.width) == (32, 16, 16, 32) and w.name.endswith("_w32")
+  assert ls.get_config("ultra,cpu").study.width == ls.DEFAULT_WIDTH == 64
+  assert {k: v for k, v in w.model.items() if k not in ("dim", "dqk", "dv")} == {
+      k: v for k, v in m["ultra"].items() if k not in ("dim", "dqk", "dv")}
+  for bad in ("", "cpu", "ultra,gpu", "ultra,cpu,cpu", "bogus,cpu", "ultra,w33", "ultra,w32,w64", "ultra,wide"):
     with pytest.raises(ValueError, match="long_sequences"):
       ls.get_config(bad)
 
