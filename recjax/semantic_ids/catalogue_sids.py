@@ -70,7 +70,7 @@ class SIDSettings:
   tokens: str = "codes"            # retrieval SID item table only (`tasks/sid_items.py`): TOKEN_KINDS
   rq_vae_steps: int = 3000         # rq_vae only
   seed: int = 0
-  kmeans_restarts: int = 1         # rq_kmeans: k-means runs per level, the lowest Σ D² kept (RQKMeansConfig.restarts)
+  kmeans_restarts: int = 1         # k-means runs per level, the lowest Σ D² kept (RQ-KMeans; RQ-VAE's codebook init)
 
   def __post_init__(self):
     for name, value, known in (("vectors", self.vectors, ROUTES), ("tokenizer", self.tokenizer, TOKENIZERS),
@@ -150,7 +150,8 @@ def tokenize(x_ND: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray |
     return tok.encode(x_ND).astype(np.int64), costs
   from recjax.semantic_ids import rq_vae  # pylint: disable=import-outside-toplevel
   tok = rq_vae.fit_rq_vae(x_ND, rq_vae.RQVAEConfig(num_levels=s.num_levels, codebook_size=s.codebook_size,
-                                                   num_steps=s.rq_vae_steps, seed=s.seed))
+                                                   num_steps=s.rq_vae_steps, seed=s.seed,
+                                                   kmeans_restarts=s.kmeans_restarts))
   # RQ-VAE quantises its latent: the repair's costs are the latent residual's distances to the last
   # level's codes, the same quantity as RQ-KMeans's in input space.
   costs = (rq_kmeans.last_level_costs(tok.residuals(x_ND), np.asarray(tok.params["codebooks"]))

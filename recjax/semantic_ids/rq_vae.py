@@ -48,13 +48,15 @@ class RQVAEConfig:
   dead_code_reset_every: int = 100                   # 0 = never reset
   kmeans_iters: int = 50
   seed: int = 0
+  kmeans_restarts: int = 1     # k-means runs per level of the codebook initialisation (RQKMeansConfig.restarts)
 
   def __post_init__(self):
     object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
     if self.estimator not in ESTIMATORS:
       raise ValueError(f"RQVAEConfig.estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-    if min(self.num_levels, self.codebook_size, self.latent_dim, self.batch_size) < 1 or self.num_steps < 0:
-      raise ValueError(f"RQVAEConfig: sizes must be >= 1 and num_steps >= 0, got {self}")
+    if (min(self.num_levels, self.codebook_size, self.latent_dim, self.batch_size, self.kmeans_restarts) < 1
+        or self.num_steps < 0):
+      raise ValueError(f"RQVAEConfig: sizes and kmeans_restarts must be >= 1 and num_steps >= 0, got {self}")
     if self.beta < 0 or self.dead_code_reset_every < 0:
       raise ValueError(f"RQVAEConfig: beta and dead_code_reset_every must be >= 0, got {self}")
 
@@ -187,7 +189,8 @@ def fit_rq_vae(x_ND, config: RQVAEConfig = RQVAEConfig(), log_every: int = 100) 
   first = x_np[order[:max(batch, config.codebook_size)]]
   z0 = model.encoder.apply(enc_params, jnp.asarray(first))
   km = rq_kmeans.fit_rq_kmeans(z0, rq_kmeans.RQKMeansConfig(
-      config.num_levels, config.codebook_size, config.kmeans_iters, seed=config.seed))
+      config.num_levels, config.codebook_size, config.kmeans_iters, seed=config.seed,
+      restarts=config.kmeans_restarts))
   params = {"encoder": enc_params, "decoder": dec_params, "codebooks": jnp.asarray(km.codebooks_LKD)}
   tx = optax.adam(config.learning_rate)
   opt_state = tx.init(params)

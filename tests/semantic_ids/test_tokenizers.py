@@ -66,6 +66,18 @@ def test_restarts_rescue_a_seeding_that_misses_a_cluster():
     assert inertia[1] < inertia[0]
   with pytest.raises(ValueError, match="restarts >= 1"):
     rq_kmeans.RQKMeansConfig(restarts=0)
+  with pytest.raises(ValueError, match="kmeans_restarts must be >= 1"):
+    rq_vae.RQVAEConfig(kmeans_restarts=0)
+  # RQ-VAE's codebook initialisation takes the restarts too: at 0 training steps its codebooks are
+  # the k-means fit of the first batch's latents, so 4 restarts never raise the latents' Σ D².
+  x8 = x[:64]
+  init = [rq_vae.fit_rq_vae(x8, rq_vae.RQVAEConfig(num_levels=1, codebook_size=8, latent_dim=4, hidden_dims=(8,),
+                                                   batch_size=64, num_steps=0, seed=6, kmeans_restarts=r))
+          for r in (1, 4)]
+  z = [np.asarray(t.latent(x8)) for t in init]
+  np.testing.assert_allclose(z[0], z[1])                     # same encoder: only the codebooks differ
+  sse = [np.sum((z[i] - np.asarray(t.params["codebooks"])[0][t.encode(x8)[:, 0]]) ** 2) for i, t in enumerate(init)]
+  assert sse[1] <= sse[0] * (1 + 1e-5)
 
 
 def test_residual_encode_matches_brute_force():
