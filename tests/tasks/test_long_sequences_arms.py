@@ -73,7 +73,7 @@ def _run_quick(arm: str, tmp_path) -> dict:
 
 def test_experiments_run_accepts_an_arm_at_quick(tmp_path):
   r = _run_quick("gact_f8", tmp_path)
-  assert r["config_values"]["study"] == {"name": "long_sequences", "arm": "gact_f8", "preset": "cpu"}
+  assert r["config_values"]["study"] == {"name": "long_sequences", "arm": "gact_f8", "preset": "cpu", "width": 64}
   assert r["steps"] == 2 and r["dataset"] == "long_sequences"
   assert r["metrics"]["test"]["planted"]["candidates"] > 0 and "ne" in r["metrics"]["test"]["planted"]["mean"]
 
