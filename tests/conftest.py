@@ -54,6 +54,7 @@ def pytest_xdist_auto_num_workers(config):
 SCHEDULE_FIRST = (
     "tests/train/test_train.py",
     "tests/test_notebooks.py",
+    "tests/test_notebooks_studies.py",
     "tests/train/test_mesh.py",
     "tests/test_attention_xla.py",
     "tests/models/test_reference_parity.py",
