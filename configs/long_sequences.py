@@ -34,8 +34,7 @@ differ only by what each arm attends to. The arms:
   hstu_newest256   the same model, histories cut to the newest 256 events (= long_sequences_hstu_rank.py
                    `newest256`): the baseline the planted signal is measured against.
   hstu_sl          hstu_full trained under HSTU's stochastic length (data/stochastic_length.py), alpha =
-                   DEFAULT_WIDTH = 64  # D of every arm; `w<D>` runs the arm at another width (the scaling fits' points)
-SL_ALPHA = 1.6: training histories longer than H^0.8 (776 at H = 4,096) are cut to
+                   SL_ALPHA = 1.6: training histories longer than H^0.8 (776 at H = 4,096) are cut to
                    776 random events (in order) with probability 1 - H^1.6 / n^2, a fresh draw each
                    epoch; evaluation reads whole histories. Expected attention cost O(H^1.6).
   ultra            ULTRA-HSTU (recjax/models/ultra_hstu.py; summed item + action tokens, recency and

@@ -261,9 +261,9 @@ def scaling(rows: list[dict], *, num_bootstrap: int = SCALING_BOOTSTRAP, seed: i
     at = float(np.max(data[b][0]))
     eff = fits.scaling_efficiency(*data[a], *data[b], at_compute=at, law="log_linear",
                                   num_bootstrap=num_bootstrap, seed=seed)
-    est = lambda e: {"value": e.value, "low": e.lo, "high": e.hi}   # pylint: disable=unnecessary-lambda-assignment
     out[name] = {"widths": widths, "at_flops_per_example": at, "law": "test NE = a + b log10(FLOPs per example)",
-                 "slope_ratio": est(eff.slope_ratio), "iso_ne_compute_ratio": est(eff.iso_compute_ratio),
+                 "slope_ratio": scaling_study.estimate_record(eff.slope_ratio),
+                 "iso_ne_compute_ratio": scaling_study.estimate_record(eff.iso_compute_ratio),
                  "ci": f"95% percentile bootstrap over runs ({num_bootstrap} resamples, families resampled "
                        "independently)",
                  "inference": "not measured: the runs count training FLOPs only"}
@@ -312,8 +312,8 @@ def _scaling_markdown(efficiency: dict) -> str:
       lines.append(f"- {name}: not run ({e['why']}; widths {e['widths']})")
       continue
     sr, iso = e["slope_ratio"], e["iso_ne_compute_ratio"]
-    lines.append(f"- {name}: slope ratio {sr['value']:.2f} [{sr['low']:.2f}, {sr['high']:.2f}], iso-NE compute "
-                 f"ratio {iso['value']:.2f} [{iso['low']:.2f}, {iso['high']:.2f}] at {e['at_flops_per_example']:.3g} "
+    lines.append(f"- {name}: slope ratio {sr['value']:.2f} [{sr['lo']:.2f}, {sr['hi']:.2f}], iso-NE compute "
+                 f"ratio {iso['value']:.2f} [{iso['lo']:.2f}, {iso['hi']:.2f}] at {e['at_flops_per_example']:.3g} "
                  f"FLOPs per example (95% bootstrap over runs); inference not measured")
   return "\n".join(lines) + "\n"
 

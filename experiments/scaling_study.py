@@ -171,7 +171,7 @@ def user_replicates(rows: list[dict], workdirs: str, num: int, seed: int, qualit
   return counts_SU @ per_user_UR / n
 
 
-def _est(e: fits.Estimate) -> dict:
+def estimate_record(e: fits.Estimate) -> dict:
   return {"value": e.value, "lo": e.lo, "hi": e.hi, "level": e.level}
 
 
@@ -214,21 +214,21 @@ def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int
     data = {m: (np.array([r["train_flops"] for r in rs]), np.array([r[q] for r in rs])) for m, rs in fam.items()}
     eff = fits.scaling_efficiency(*data[a], *data[b], at_compute=at, law=law, num_bootstrap=num_bootstrap, seed=seed)
     out["fits"][name] = {
-        m: {"law": _law(f.law), "params": {k: _est(e) for k, e in f.params.items()}, "rmse": f.rmse,
+        m: {"law": _law(f.law), "params": {k: estimate_record(e) for k, e in f.params.items()}, "rmse": f.rmse,
             "ci": f"{round(100 * f.level)}% percentile bootstrap over runs ({num_bootstrap} resamples)",
             # an exponent at the edge of the searched range: the law is not identified by these runs
             **({"b_at_search_bound": bool(min(abs(np.log(f.law.b / x)) for x in fits.B_RANGE) < 1e-6)}
                if law == "power_law" else {})}
         for m, f in ((a, eff.fit_a), (b, eff.fit_b))}
-    entry = {"slope_ratio": _est(eff.slope_ratio), "iso_compute_ratio": _est(eff.iso_compute_ratio),
+    entry = {"slope_ratio": estimate_record(eff.slope_ratio), "iso_compute_ratio": estimate_record(eff.iso_compute_ratio),
              "ci": "bootstrap over runs (each family resampled independently)"}
     if law == "log_linear":
-      entry["gap_at_compute"] = _est(gap_at_compute(eff, at))
+      entry["gap_at_compute"] = estimate_record(gap_at_compute(eff, at))
     if workdirs:
       reps = {m: user_replicates(rs, workdirs, num_bootstrap, seed, q) for m, rs in fam.items()}
       rep = fits.replicate_efficiency(*data[a], reps[a], *data[b], reps[b], at_compute=at, law=law)
-      entry["over_users"] = {"slope_ratio": _est(rep.slope_ratio), "iso_compute_ratio": _est(rep.iso_compute_ratio),
-                             f"slope_{a}": _est(rep.slope_a), f"slope_{b}": _est(rep.slope_b),
+      entry["over_users"] = {"slope_ratio": estimate_record(rep.slope_ratio), "iso_compute_ratio": estimate_record(rep.iso_compute_ratio),
+                             f"slope_{a}": estimate_record(rep.slope_a), f"slope_{b}": estimate_record(rep.slope_b),
                              "ci": f"bootstrap over validation users, one resample shared by all runs "
                                    f"({rep.replicates} resamples); runs fixed"}
       spread = {x["model"]: x for x in out["seed_spread"]}
@@ -237,8 +237,8 @@ def study(rows: list[dict], *, a: str, b: str, fit_seed: int, num_bootstrap: int
         noisy = {m: reps[m] + rng.normal(0.0, spread[m][q]["sd"], reps[m].shape) for m in (a, b)}
         rep = fits.replicate_efficiency(*data[a], noisy[a], *data[b], noisy[b], at_compute=at, law=law)
         entry["over_users_and_seeds"] = {
-            "slope_ratio": _est(rep.slope_ratio), "iso_compute_ratio": _est(rep.iso_compute_ratio),
-            f"slope_{a}": _est(rep.slope_a), f"slope_{b}": _est(rep.slope_b),
+            "slope_ratio": estimate_record(rep.slope_ratio), "iso_compute_ratio": estimate_record(rep.iso_compute_ratio),
+            f"slope_{a}": estimate_record(rep.slope_a), f"slope_{b}": estimate_record(rep.slope_b),
             "seed_sd": {m: spread[m][q]["sd"] for m in (a, b)},
             "ci": (f"the users bootstrap plus Gaussian seed noise on every run, sd from the repeated seeds at "
                    f"{a} {spread[a]['size']} / {b} {spread[b]['size']}, assumed the same at every size")}

@@ -114,5 +114,5 @@ def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
   ne_a = 1.3 - 0.045 * np.log10(at)                              # ultra's NE at that compute
   want = 10 ** ((1.2 - ne_a) / 0.03) / at                         # hstu_full's compute for it, over at
   assert e["iso_ne_compute_ratio"]["value"] == pytest.approx(want, rel=1e-6)
-  assert e["slope_ratio"]["low"] <= 1.5 <= e["slope_ratio"]["high"]
+  assert e["slope_ratio"]["lo"] <= 1.5 <= e["slope_ratio"]["hi"]
   assert "slope ratio 1.50" in open(record["table"]).read()
