@@ -91,5 +91,9 @@ def from_config(ranking_cfg) -> StochasticLength | None:
   if ranking_cfg.get("history_layout", "padded") != "ragged":
     raise ValueError("ranking.sl_alpha > 0 needs ranking.history_layout='ragged': with padded [N, H] "
                      "histories every batch is H wide and subsampling saves nothing")
-  return StochasticLength(alpha=alpha, max_len=int(ranking_cfg.history_len),
-                          select=str(ranking_cfg.get("sl_select", "random")))
+  try:
+    return StochasticLength(alpha=alpha, max_len=int(ranking_cfg.history_len),
+                            select=str(ranking_cfg.get("sl_select", "random")))
+  except ValueError as e:   # name the config keys the user set
+    raise ValueError(f"config.ranking (sl_alpha={alpha}, sl_select={ranking_cfg.get('sl_select')!r}, "
+                     f"history_len={ranking_cfg.history_len}): {e}") from None

@@ -136,14 +136,14 @@ class HSTU(nn.Module):
   def attention_mask(self) -> tuple[MaskSpec, SLABlocking | None]:
     """The blocks' mask and SLA blocking from the fields (ValueError on an impossible mix)."""
     if self.local_window < 0 or self.global_window < 0 or self.sla_block < 0:
-      raise ValueError(f"HSTU: local_window, global_window and sla_block must be >= 0, got "
+      raise ValueError(f"HSTU: model.local_window, global_window and sla_block must be >= 0, got "
                        f"{self.local_window}, {self.global_window}, {self.sla_block}")
     if self.local_window == 0:
       if self.global_window or self.sla_block:
-        raise ValueError("HSTU: global_window and sla_block need local_window > 0 (semi-local attention)")
+        raise ValueError("HSTU: model.global_window and model.sla_block need local_window > 0 (model.local_window: semi-local attention)")
       return MaskSpec(causal=True), None
     if self.sla_block and (self.use_position_bias or self.use_time_bias):
-      raise ValueError("HSTU: blockwise SLA (sla_block > 0) takes no relative bias: set "
+      raise ValueError("HSTU: blockwise SLA (model.sla_block > 0) takes no relative bias: set model."
                        "use_position_bias=False and use_time_bias='off', or sla_block=0 (dense masked)")
     mask = MaskSpec(causal=True, local_window=self.local_window, global_prefix=self.global_window)
     return mask, (SLABlocking(self.sla_block) if self.sla_block else None)

@@ -79,6 +79,12 @@ def test_bad_settings_are_named():
     from_config(cfg)
   cfg.history_layout = "ragged"
   assert from_config(cfg) == StochasticLength(alpha=1.5, max_len=64)
+  cfg.sl_select = "oldest"
+  with pytest.raises(ValueError, match=r"config.ranking \(sl_alpha=1.5, sl_select='oldest'.*select must be one of"):
+    from_config(cfg)
+  cfg.sl_select, cfg.sl_alpha = "random", 2.5
+  with pytest.raises(ValueError, match=r"config.ranking \(sl_alpha=2.5.*alpha must be in"):
+    from_config(cfg)
   cfg.sl_alpha = 0.0
   assert from_config(cfg) is None
 
