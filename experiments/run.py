@@ -14,7 +14,9 @@ what was applied is in the results file under hardware.malloc.
 
 --snapshot: while a long run trains (or after it was stopped), evaluate the latest checkpoint in
 --workdir and write its results file marked `"partial": true`, without training or touching the
-run's workdir. The finished run later overwrites that file with the final one.
+run's workdir. The finished run later overwrites that file with the final one. On a finished run,
+with a config that differs only in evaluation (e.g. `:history_removed`, plus --allow_config_change),
+it re-evaluates the final parameters under that protocol; the results file says so.
 
 --distributed (or RECJAX_DISTRIBUTED=1): one process of a multi-host run; `jax.distributed.initialize`
 runs before anything else touches JAX (coordinator, process count and id from --coordinator,
@@ -108,9 +110,13 @@ def main(argv):
       config.train.max_steps = step   # resume at `step`, train nothing, evaluate
       summary = loop.train_and_evaluate(config, scratch, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
       summary["segments"] = summary["segments"][:-1]   # the snapshot's own segment trained nothing
-      extra = {"partial": True, "snapshot_of": os.path.abspath(workdir),
-               "partial_note": (f"snapshot of a run in progress: checkpoint at step {step}, "
-                                f"{summary['epochs']:.1f} of {config_values['train']['num_epochs']} epochs")}
+      planned = config_values["train"]["num_epochs"]
+      if summary["epochs"] >= planned - 1e-6:   # a finished run re-evaluated (e.g. under another protocol)
+        note = (f"the finished run's final checkpoint (step {step}, {summary['epochs']:.1f} epochs) "
+                "evaluated once: the test row is the final parameters', not a per-epoch selection")
+      else:
+        note = f"snapshot of a run in progress: checkpoint at step {step}, {summary['epochs']:.1f} of {planned} epochs"
+      extra = {"partial": True, "snapshot_of": os.path.abspath(workdir), "partial_note": note}
     else:
       print(f"recjax: {name} -> workdir {workdir}", flush=True)
       summary = loop.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)

@@ -36,6 +36,16 @@ _PRE_TASK_KEYS = ("task", "ranking.")
 _MISSING = "<absent>"
 
 
+# Evaluation keys that only batch or report the same measurement (no change of protocol).
+_EVAL_ROUTE_KEYS = ("eval.batch_size", "eval.item_chunk", "eval.ks")
+
+
+def changes_evaluation(key: str) -> bool:
+  """Whether a change of `key` changes what evaluation measures (e.g. `eval.exclude_history`), so
+  per-epoch metrics from before the change cannot be compared with those after it."""
+  return key.startswith("eval.") and key not in _EVAL_ROUTE_KEYS
+
+
 class ConfigMismatchError(ValueError):
   pass
 

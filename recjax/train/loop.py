@@ -175,6 +175,12 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   segments.append({"start_step": start_step, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
   if config_changes:   # what this segment runs differently from the checkpoint's config
     segments[-1]["config_changes"] = {k: list(v) for k, v in config_changes.items()}
+  # An allowed change of the evaluation protocol (e.g. `eval.exclude_history`: a finished run
+  # re-evaluated under another protocol) makes the carried per-epoch history incomparable with
+  # what this segment measures: kept aside, never used to select the reported epoch.
+  stale_history = []
+  if any(config_check.changes_evaluation(k) for k in config_changes) and history:
+    stale_history, history = history, []
   train_step = make_step(task.loss_fn(model, mesh=mesh), tx, step_key)
   # One device: the batch copied in before the call, so the step runs inline and frees its scratch
   # before it returns where tune() made dispatch synchronous (cpu_allocator.py); else as it is.
@@ -263,6 +269,11 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   }
   if task.protocol():
     summary["protocol"] = task.protocol()
+  if stale_history:
+    summary["metrics"]["per_epoch_before_eval_change"] = stale_history
+    summary["notes"] = list(summary["notes"] or []) + [
+        "the evaluation protocol changed on resume (segments' config_changes): the per-epoch history "
+        "measured before it is under metrics.per_epoch_before_eval_change and selects nothing"]
   summary.update(task.results_extra(mesh_lib.gather_for_evaluation(state.params)))
   if flop_meter is not None:
     summary.update(flop_meter.summary())

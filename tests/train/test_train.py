@@ -42,8 +42,8 @@ def get_config(arg=None):
 """
 
 
-def _config(tmp_path, epochs=6, lr=1e-2, ckpt_every=4, exclude=False):
-  data = write_cyclic_sequences(tmp_path / "seqs.txt")
+def _config(tmp_path, epochs=6, lr=1e-2, ckpt_every=4, exclude=False, data=None):
+  data = data or write_cyclic_sequences(tmp_path / "seqs.txt")
   path = tmp_path / "tiny_config.py"
   path.write_text(TINY_CONFIG.format(path=data, epochs=epochs, lr=lr, ckpt_every=ckpt_every, exclude=exclude))
   return str(path)
@@ -243,6 +243,38 @@ def test_snapshot_evaluates_latest_checkpoint_as_partial(tmp_path):
   empty = subprocess.run(cmd[:4] + [f"--workdir={tmp_path / 'none'}", "--snapshot"], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
   assert empty.returncode != 0 and "no finished checkpoint" in empty.stderr
+
+
+def test_resume_under_another_eval_protocol_reevaluates_without_stale_history(reference_run, tmp_path):
+  """A finished run resumed with a changed evaluation protocol (here `eval.exclude_history`, as
+  `:history_removed` re-evaluates a Sports run) refuses without --allow_config_change; allowed, it
+  trains nothing, measures the final parameters under the new protocol, and keeps the old
+  protocol's per-epoch history aside instead of selecting an epoch from it."""
+  import shutil
+  from recjax.train import config_check, loop
+  first = reference_run["results"]
+  workdir = tmp_path / "w"
+  shutil.copytree(reference_run["workdir"], workdir)
+  changed = _load(_config(tmp_path, epochs=REFERENCE_EPOCHS, ckpt_every=1000, exclude=True,
+                          data=str(reference_run["workdir"].parent / "seqs.txt")))
+  with pytest.raises(config_check.ConfigMismatchError, match="eval.exclude_history"):
+    loop.train_and_evaluate(changed, str(workdir))
+  again = loop.train_and_evaluate(changed, str(workdir), allow_config_change=True)
+  assert again["steps"] == first["steps"]
+  assert again["metrics"]["per_epoch"] == []
+  assert "best_epoch" not in again["metrics"]
+  assert again["metrics"]["per_epoch_before_eval_change"] == first["metrics"]["per_epoch"]
+  assert again["segments"][-1]["config_changes"] == {"eval.exclude_history": [False, True]}
+  # Cyclic histories hold most targets, which count as misses once history items are removed.
+  assert again["metrics"]["test"]["hr@10"] < first["metrics"]["test"]["hr@10"] - 0.2, (
+      again["metrics"]["test"], first["metrics"]["test"])
+
+
+def test_only_protocol_keys_count_as_evaluation_changes():
+  from recjax.train import config_check
+  assert config_check.changes_evaluation("eval.exclude_history")
+  assert not config_check.changes_evaluation("eval.batch_size")
+  assert not config_check.changes_evaluation("train.num_epochs")
 
 
 RANKING_CONFIG = """
