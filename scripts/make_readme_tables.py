@@ -454,8 +454,14 @@ def sports_table() -> str:
     epochs = rs[0].get("epochs")
     size = (f"{epochs:.0f} epochs" if epochs and epochs == int(epochs) else f"{rs[0].get('steps', '?')} steps")
     notes = []
-    if any(r.get("partial") for r in rs):
-      notes.append("PARTIAL: " + ", ".join(f"seed {r['seed']}" for r in rs if r.get("partial")))
+    # A finished run re-evaluated under another protocol (experiments/run.py --snapshot): complete
+    # training, but its test row is the final parameters', not the validation-selected epoch's.
+    reevaluated = [r for r in rs if "per_epoch_before_eval_change" in r["metrics"]]
+    if reevaluated:
+      notes.append("final epoch's parameters re-evaluated (no epoch selection): "
+                   + ", ".join(f"seed {r['seed']}" for r in reevaluated))
+    if any(r.get("partial") and r not in reevaluated for r in rs):
+      notes.append("PARTIAL: " + ", ".join(f"seed {r['seed']}" for r in rs if r.get("partial") and r not in reevaluated))
     notes.append("history items removed (our protocol)" if "history_removed" in config
                  else "history items stay candidates (TIGER's protocol)")
     when = _fmt_time(sum(r["wall_clock_s"] for r in rs) / len(rs))

@@ -185,3 +185,10 @@ def test_sports_table_puts_published_rows_first_then_ours_per_protocol(root):
   assert seeded[4] == f"0.0600 ± {statistics.stdev([0.05, 0.07]):.4f}" and "TIGER's protocol" in seeded[-1]
   removed = hr["recjax `sasrec_amazon_sports_history_removed`"]
   assert removed[4] == "0.0600" and "PARTIAL: seed 42" in removed[-1] and "our protocol" in removed[-1]
+
+  # A finished run re-evaluated under our protocol (--snapshot): labelled as such, not as partial.
+  rec = sports("sasrec_amazon_sports_history_removed", 42, 0.06, partial=True)
+  rec["metrics"]["per_epoch_before_eval_change"] = [{"epoch": 1}]
+  _write(root, rec)
+  removed = [line for line in tables.sports_table().splitlines() if "history_removed" in line][0]
+  assert "re-evaluated (no epoch selection): seed 42" in removed and "PARTIAL" not in removed
