@@ -469,10 +469,61 @@ def sports_table() -> str:
   return "\n".join(out)
 
 
+def _item_table_label(r: dict) -> str:
+  """`ID`, or the SID table's recipe: route, levels x codes, disambiguation, hashed residual rows."""
+  rep, mc = r.get("item_representation", {}), r.get("model_config", {})
+  if rep.get("kind") != "sid":
+    return "ID"
+  st = rep.get("sid", {}).get("settings", {})
+  label = f"SID {rep['sid'].get('route', '?')} {st.get('num_levels', '?')} x {st.get('codebook_size', '?')}"
+  if st.get("disambiguate"):
+    label += " + disambiguation"
+  if mc.get("sid_residual_size"):
+    label += f" + {mc['sid_residual_size']} hashed rows"
+  return label
+
+
+def sid_items_table() -> str:
+  """The SID-vs-ID item-table runs (configs/sid_hstu_*.py, any dataset): one row per config, mean ±
+  std over seeds, last-epoch test metrics with their warm / cold split (cold items never trained)."""
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for path in sorted(glob.glob(os.path.join(ROOT, "results", "*", "sid_*.json"))):
+    r = json.load(open(path))
+    if r.get("config", "").endswith("_quick") or "item_representation" not in r:
+      continue
+    r["_path"] = os.path.relpath(path, ROOT)
+    groups.setdefault((r["dataset"], _group_name(r["config"])), []).append(r)
+  out = ["| dataset | cold items | item table | rows of D (x smaller than ID) | seeds | epochs | NDCG@10 | HR@10 "
+         "| warm NDCG@10 | cold HR@10 (hits / cold targets) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+  def order(key):
+    rs = groups[key]
+    return (key[0], rs[0]["config_values"]["data"].get("cold_items", 0.0), _item_table_label(rs[0]) != "ID", key[1])
+  for key in sorted(groups, key=order):
+    rs = sorted(groups[key], key=lambda r: r["seed"])
+    r0 = rs[0]
+    rep, dim = r0["item_representation"], r0["model_config"].get("dim") or r0["config_values"]["model"]["dim"]
+    rows = rep["params"] // dim
+    size = f"{rows:,}" + (f" ({rep['shrink_vs_id_table']:.1f}x)" if rep.get("kind") == "sid" else "")
+    tests = [r["metrics"]["test"] for r in rs]
+    cold = [t.get("cold", {}) for t in tests]
+    cold_cell = _mean_std([c["hr@10"] for c in cold]) if all(cold) else "–"
+    if all(cold) and len(rs) == 1:
+      cold_cell += f" ({round(cold[0]['hr@10'] * cold[0]['queries'])} / {cold[0]['queries']})"
+    warm_cell = _mean_std([t["warm"]["ndcg@10"] for t in tests]) if all("warm" in t for t in tests) else "–"
+    seeds = ", ".join(f"[{r['seed']}]({r['_path']})" for r in rs)
+    share = r0["config_values"]["data"].get("cold_items", 0.0)
+    epochs = "/".join(sorted({f"{r['epochs']:.0f}" for r in rs}))
+    out.append(f"| {key[0]} | {share:.0%} | {_item_table_label(r0)} | {size} | {seeds} | {epochs} | "
+               f"{_mean_std([t['ndcg@10'] for t in tests])} | {_mean_std([t['hr@10'] for t in tests])} | "
+               f"{warm_cell} | {cold_cell} |")
+  return "\n".join(out)
+
+
 SECTIONS = {"reproduction": reproduction_table, "ranking": ranking_table, "speed": speed_table,
             "kunlun_ablation": kunlun_ablation_table,
             "kunlun_ablation_ml100k": lambda: kunlun_ablation_table("kunlun_rank_ml100k"), "mixture": mixture_tables,
-            "sports": sports_table}
+            "sports": sports_table, "sid_items": sid_items_table}
 
 
 def main():

@@ -192,3 +192,32 @@ def test_sports_table_puts_published_rows_first_then_ours_per_protocol(root):
   _write(root, rec)
   removed = [line for line in tables.sports_table().splitlines() if "history_removed" in line][0]
   assert "re-evaluated (no epoch selection): seed 42" in removed and "PARTIAL" not in removed
+
+
+def test_sid_items_table_names_the_recipe_size_and_cold_hits(root):
+  """Fabricated SID / ID runs: seeds of one config form one row; the SID recipe, its table size and
+  shrink factor, and the cold targets' hits are read from the results file."""
+  def run(config, seed, ndcg, kind, residual=0, cold_hr=0.05, dataset="ml-1m"):
+    rep = {"kind": kind, "params": 793 * 50 if kind == "sid" else 3953 * 50, "id_table_params": 3953 * 50}
+    if kind == "sid":
+      rep["params"] += residual * 50
+      rep["shrink_vs_id_table"] = rep["id_table_params"] / rep["params"]
+      rep["sid"] = {"route": "content:tfidf", "settings": {"num_levels": 3, "codebook_size": 256, "disambiguate": True}}
+    test = {"ndcg@10": ndcg, "hr@10": 2 * ndcg, "warm": {"ndcg@10": ndcg + 0.01},
+            "cold": {"hr@10": cold_hr, "queries": 600}}
+    return {"dataset": dataset, "model": "hstu", "config": config, "task": "retrieval", "seed": seed,
+            "epochs": 101.0, "item_representation": rep, "metrics": {"test": test},
+            "model_config": {"dim": 50, "sid_residual_size": residual},
+            "config_values": {"data": {"cold_items": 0.1}, "model": {"dim": 50}}}
+  for rec in (run("sid_hstu_ml1m_id_seed1", 1, 0.14, "id", cold_hr=0.0),
+              run("sid_hstu_ml1m_sid_seed1", 1, 0.10, "sid"), run("sid_hstu_ml1m_sid_seed2", 2, 0.12, "sid"),
+              run("sid_hstu_ml1m_sid_res190_seed1", 1, 0.13, "sid", residual=190)):
+    _write(root, rec)
+  rows = [line.split(" | ") for line in tables.sid_items_table().splitlines()[2:]]
+  assert [row[2] for row in rows] == [
+      "ID", "SID content:tfidf 3 x 256 + disambiguation", "SID content:tfidf 3 x 256 + disambiguation + 190 hashed rows"]
+  ident, plain, res = rows
+  assert ident[3] == "3,953" and ident[-1] == "0.0000 (0 / 600) |"
+  assert plain[3] == "793 (5.0x)" and plain[6] == f"0.1100 ± {statistics.stdev([0.10, 0.12]):.4f}"
+  assert plain[-1] == "0.0500 ± 0.0000 |", "several seeds: mean ± std of the cold HR@10, no hit count"
+  assert res[3] == "983 (4.0x)" and res[6] == "0.1300"
