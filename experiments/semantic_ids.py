@@ -28,7 +28,7 @@ import os
 import re
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 import numpy as np
 
 _OUT = flags.DEFINE_string("out_dir", "results/semantic_ids", "where the tables and plots go")
@@ -242,6 +242,8 @@ def _fmt(ms: dict | None) -> str:
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # JAX's backend probing is chatty at INFO
   out = _OUT.value
   os.makedirs(out, exist_ok=True)
   if _DATASETS.value:
