@@ -64,6 +64,14 @@ def sweep_vectors(x_ND: np.ndarray, sizes, tokenizers, base_settings) -> list[di
   return rows
 
 
+def merge_sweep(sweep: dict, dataset: str, meta: dict, rows: list[dict]) -> dict:
+  """Adds `rows` to `sweep[dataset]` (in place), replacing the points with the same (tokenizer, K)."""
+  new_keys = {(r["tokenizer"], r["codebook_size"]) for r in rows}
+  kept = [r for r in sweep.get(dataset, {}).get("rows", []) if (r["tokenizer"], r["codebook_size"]) not in new_keys]
+  sweep[dataset] = {**meta, "rows": sorted(kept + rows, key=lambda r: (r["tokenizer"], r["codebook_size"]))}
+  return sweep
+
+
 def catalogue_vectors(dataset: str):
   """(settings, item vectors [N, D]) of every catalogue item of `dataset`, as configs/sid_hstu_*.py
   build them (content route; vectors L2-normalised or not as the config says)."""
@@ -247,21 +255,25 @@ def main(argv):
   out = _OUT.value
   os.makedirs(out, exist_ok=True)
   if _DATASETS.value:
-    sweep = {}
+    # Points accumulate across invocations: a run replaces the (dataset, tokenizer, K) points it
+    # computes and keeps the others (e.g. the slow RQ-VAE points added after the RQ-KMeans ones).
+    sweep_path = os.path.join(out, "collision_sweep.json")
+    sweep = json.load(open(sweep_path)) if os.path.exists(sweep_path) else {}
     for dataset in _DATASETS.value:
       print(f"collision sweep on {dataset}:", flush=True)
       s, x = catalogue_vectors(dataset)
-      sweep[dataset] = {"items": int(len(x)), "route": s.vectors, "vector_dim": int(x.shape[1]),
-                        "settings": dataclasses.asdict(s),
-                        "rows": sweep_vectors(x, [int(k) for k in _SIZES.value], _TOKENIZERS.value, s)}
-    with open(os.path.join(out, "collision_sweep.json"), "w") as f:
+      rows = sweep_vectors(x, [int(k) for k in _SIZES.value], _TOKENIZERS.value, s)
+      merge_sweep(sweep, dataset, {"items": int(len(x)), "route": s.vectors, "vector_dim": int(x.shape[1]),
+                                   "settings": dataclasses.asdict(s)}, rows)
+    with open(sweep_path, "w") as f:
       json.dump(sweep, f, indent=1)
     plot_sweep(sweep, os.path.join(out, "collision_sweep.png"))
+    sizes = sorted({r["codebook_size"] for part in sweep.values() for r in part["rows"]})
     _print_table("collision rate (before repair) against codes per level, 3 levels",
-                 ["dataset", "tokenizer"] + [f"K={k}" for k in _SIZES.value],
-                 [[d, tok] + [f"{r['collision_rate']:.3f}" for r in sorted(
-                     (r for r in part["rows"] if r["tokenizer"] == tok), key=lambda r: r["codebook_size"])]
-                  for d, part in sweep.items() for tok in _TOKENIZERS.value])
+                 ["dataset", "tokenizer"] + [f"K={k}" for k in sizes],
+                 [[d, tok] + [next((f"{r['collision_rate']:.3f}" for r in part["rows"]
+                                    if r["tokenizer"] == tok and r["codebook_size"] == k), "–") for k in sizes]
+                  for d, part in sweep.items() for tok in sorted({r["tokenizer"] for r in part["rows"]})])
 
   rows = gather_item_tables(_RESULTS.value)
   verdict = verdicts(rows)

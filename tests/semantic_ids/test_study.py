@@ -85,3 +85,12 @@ def test_sweep_plot_is_written(tmp_path):
       {"tokenizer": "rq_kmeans", "codebook_size": k, "collision_rate": c} for k, c in ((2, 1.0), (32, 0.2))]}}
   study.plot_sweep(sweep, str(tmp_path / "sweep.png"))
   assert os.path.getsize(tmp_path / "sweep.png") > 1000
+
+
+def test_sweep_points_accumulate_across_invocations():
+  pt = lambda tok, k, c: {"tokenizer": tok, "codebook_size": k, "collision_rate": c}  # noqa: E731
+  sweep = study.merge_sweep({}, "ml", {"items": 9}, [pt("rq_kmeans", 16, 0.9), pt("rq_kmeans", 64, 0.4)])
+  study.merge_sweep(sweep, "ml", {"items": 9}, [pt("rq_vae", 64, 0.5), pt("rq_kmeans", 64, 0.3)])
+  assert [(r["tokenizer"], r["codebook_size"], r["collision_rate"]) for r in sweep["ml"]["rows"]] == [
+      ("rq_kmeans", 16, 0.9), ("rq_kmeans", 64, 0.3), ("rq_vae", 64, 0.5)]
+  assert sweep["ml"]["items"] == 9
