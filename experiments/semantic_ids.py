@@ -64,6 +64,13 @@ def sweep_vectors(x_ND: np.ndarray, sizes, tokenizers, base_settings) -> list[di
   return rows
 
 
+def identical_vector_share(x_ND: np.ndarray, decimals: int = 5) -> float:
+  """Share of items whose vector equals another item's (to `decimals`): no tokenizer can separate
+  them, so the collision rate cannot fall below it at any codebook size."""
+  _, inverse, counts = np.unique(np.round(x_ND, decimals), axis=0, return_inverse=True, return_counts=True)
+  return float(np.mean(counts[inverse.ravel()] > 1))
+
+
 def merge_sweep(sweep: dict, dataset: str, meta: dict, rows: list[dict]) -> dict:
   """Adds `rows` to `sweep[dataset]` (in place), replacing the points with the same (tokenizer, K)."""
   new_keys = {(r["tokenizer"], r["codebook_size"]) for r in rows}
@@ -100,6 +107,10 @@ def plot_sweep(sweep: dict, path: str) -> None:
       rs = sorted((r for r in part["rows"] if r["tokenizer"] == tok), key=lambda r: r["codebook_size"])
       ax.plot([r["codebook_size"] for r in rs], [r["collision_rate"] for r in rs], marker="o",
               label=f"{dataset} ({part['items']:,} items), {tok}")
+    if part.get("identical_vectors") is not None:
+      ax.axhline(part["identical_vectors"], ls="--", lw=0.8, color="gray")
+      ax.annotate(f"{dataset}: items with an identical vector", (16, part["identical_vectors"]), fontsize=6,
+                  xytext=(0, 2), textcoords="offset points")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("codes per level K (3 levels)")
   ax.set_ylabel("collision rate (share of items sharing their SID)")
@@ -264,6 +275,7 @@ def main(argv):
       s, x = catalogue_vectors(dataset)
       rows = sweep_vectors(x, [int(k) for k in _SIZES.value], _TOKENIZERS.value, s)
       merge_sweep(sweep, dataset, {"items": int(len(x)), "route": s.vectors, "vector_dim": int(x.shape[1]),
+                                   "identical_vectors": identical_vector_share(x),
                                    "settings": dataclasses.asdict(s)}, rows)
     with open(sweep_path, "w") as f:
       json.dump(sweep, f, indent=1)

@@ -94,3 +94,8 @@ def test_sweep_points_accumulate_across_invocations():
   assert [(r["tokenizer"], r["codebook_size"], r["collision_rate"]) for r in sweep["ml"]["rows"]] == [
       ("rq_kmeans", 16, 0.9), ("rq_kmeans", 64, 0.3), ("rq_vae", 64, 0.5)]
   assert sweep["ml"]["items"] == 9
+
+
+def test_identical_vectors_are_the_collision_floor():
+  x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], np.float32)
+  assert study.identical_vector_share(x) == 0.5
