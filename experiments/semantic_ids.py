@@ -130,6 +130,8 @@ def _table_label(r: dict) -> str:
     return "ID"
   st = rep.get("sid", {}).get("settings", {})
   label = f"SID {rep['sid'].get('route', '?')} {st.get('num_levels', '?')}x{st.get('codebook_size', '?')}"
+  if st.get("dedup") == "reassign":
+    label += " reassigned"
   if mc.get("sid_residual_size"):
     label += f" +{mc['sid_residual_size']} hashed"
   return label
@@ -167,7 +169,8 @@ def gather_item_tables(results_root: str) -> list[dict]:
       row["cold_hr@10"] = _mean_std([t["cold"]["hr@10"] for t in tests])
       row["cold_targets"] = tests[0]["cold"]["queries"]
     if rep.get("kind") == "sid":
-      row["collision_rate_before_dedup"] = rep.get("sid", {}).get("collisions", {}).get("collision_rate")
+      sid = rep.get("sid", {})   # the report's older ("collisions") or newer ("before_dedup") field
+      row["collision_rate_before_dedup"] = (sid.get("before_dedup") or sid.get("collisions") or {}).get("collision_rate")
     rows.append(row)
   return rows
 
@@ -305,7 +308,7 @@ def main(argv):
 
   gen = gather_generative(_RESULTS.value)
   with open(os.path.join(out, "generative.json"), "w") as f:
-    json.dump(gen, f, indent=1)
+    json.dump({"rows": gen}, f, indent=1)
   _print_table("Amazon Sports (test)", ["config", "protocol", "R@5", "R@10", "N@5", "N@10", "SID-level N@10"],
                [[g["config"] + (" (partial)" if g["partial"] else ""), g["protocol"]]
                 + [f"{g[k]:.4f}" if k in g else "–" for k in ("hr@5", "hr@10", "ndcg@5", "ndcg@10")]

@@ -191,7 +191,7 @@ def ranking_table() -> str:
   groups: dict[tuple[str, str], list[tuple[str, dict]]] = {}
   for path in sorted(glob.glob(os.path.join(ROOT, "results", "*", "*.json"))):
     r = json.load(open(path))
-    if r.get("task") != "ranking" or r.get("config", "").endswith("_quick"):
+    if not isinstance(r, dict) or r.get("task") != "ranking" or r.get("config", "").endswith("_quick"):
       continue
     # The run's config name, not the model's: two configs of one model (e.g. 1 and 2 transducer
     # streams, short and full runs) must be told apart.
@@ -476,8 +476,10 @@ def _item_table_label(r: dict) -> str:
     return "ID"
   st = rep.get("sid", {}).get("settings", {})
   label = f"SID {rep['sid'].get('route', '?')} {st.get('num_levels', '?')} x {st.get('codebook_size', '?')}"
-  if st.get("disambiguate"):
+  if st.get("disambiguate") or st.get("dedup") == "append_level":   # the report's older / newer field
     label += " + disambiguation"
+  elif st.get("dedup") == "reassign":
+    label += " + reassigned"
   if mc.get("sid_residual_size"):
     label += f" + {mc['sid_residual_size']} hashed rows"
   return label
