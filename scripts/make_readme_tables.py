@@ -496,8 +496,8 @@ def sid_items_table() -> str:
     r["_path"] = os.path.relpath(path, ROOT)
     groups.setdefault((r["dataset"], _group_name(r["config"])), []).append(r)
   out = ["| dataset | cold items | item table | rows of D (x smaller than ID) | seeds | epochs | NDCG@10 | HR@10 "
-         "| warm NDCG@10 | cold HR@10 (hits / cold targets) |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "| warm NDCG@10 | cold HR@10 (hits / cold targets) | cold HR@200 |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
   def order(key):
     rs = groups[key]
     return (key[0], rs[0]["config_values"]["data"].get("cold_items", 0.0), _item_table_label(rs[0]) != "ID", key[1])
@@ -513,12 +513,13 @@ def sid_items_table() -> str:
     if all(cold) and len(rs) == 1:
       cold_cell += f" ({round(cold[0]['hr@10'] * cold[0]['queries'])} / {cold[0]['queries']})"
     warm_cell = _mean_std([t["warm"]["ndcg@10"] for t in tests]) if all("warm" in t for t in tests) else "–"
+    deep_cell = _mean_std([c["hr@200"] for c in cold]) if all(c and "hr@200" in c for c in cold) else "–"
     seeds = ", ".join(f"[{r['seed']}]({r['_path']})" for r in rs)
     share = r0["config_values"]["data"].get("cold_items", 0.0)
     epochs = "/".join(sorted({f"{r['epochs']:.0f}" for r in rs}))
     out.append(f"| {key[0]} | {share:.0%} | {_item_table_label(r0)} | {size} | {seeds} | {epochs} | "
                f"{_mean_std([t['ndcg@10'] for t in tests])} | {_mean_std([t['hr@10'] for t in tests])} | "
-               f"{warm_cell} | {cold_cell} |")
+               f"{warm_cell} | {cold_cell} | {deep_cell} |")
   return "\n".join(out)
 
 
