@@ -22,10 +22,12 @@ Nothing here trains a retrieval model: scripts/reproduce_semantic_ids.sh runs th
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import glob
 import json
 import os
 import re
+import sys
 import time
 
 from absl import app, flags, logging
@@ -248,6 +250,18 @@ def gather_generative(results_root: str) -> list[dict]:
   return rows
 
 
+def _record(part: str, datasets, metrics: dict, t0: float, **body) -> dict:
+  """A study file's provenance (the fields every results file carries) around its content."""
+  from recjax.train import results  # pylint: disable=import-outside-toplevel
+  return {"study": f"semantic_ids:{part}", "dataset": ",".join(sorted(datasets)) or "-",
+          "model": "semantic IDs", "config": "configs/sid_hstu_*.py", "seed": 0, "metrics": metrics,
+          "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.semantic_ids"] + sys.argv[1:]),
+          "commit": results.git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+          "versions": results.versions(), "hardware": results.hardware(),
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "wall_clock_s": time.time() - t0, **body}
+
+
 def _print_table(title: str, header: list[str], lines: list[list[str]]) -> None:
   print(f"\n{title}")
   print("| " + " | ".join(header) + " |")
@@ -272,7 +286,8 @@ def main(argv):
     # Points accumulate across invocations: a run replaces the (dataset, tokenizer, K) points it
     # computes and keeps the others (e.g. the slow RQ-VAE points added after the RQ-KMeans ones).
     sweep_path = os.path.join(out, "collision_sweep.json")
-    sweep = json.load(open(sweep_path)) if os.path.exists(sweep_path) else {}
+    sweep = json.load(open(sweep_path)).get("sweep", {}) if os.path.exists(sweep_path) else {}
+    t0 = time.time()
     for dataset in _DATASETS.value:
       print(f"collision sweep on {dataset}:", flush=True)
       s, x = catalogue_vectors(dataset)
@@ -280,8 +295,11 @@ def main(argv):
       merge_sweep(sweep, dataset, {"items": int(len(x)), "route": s.vectors, "vector_dim": int(x.shape[1]),
                                    "identical_vectors": identical_vector_share(x),
                                    "settings": dataclasses.asdict(s)}, rows)
+    floor = {f"identical_vectors_{d}": part.get("identical_vectors") for d, part in sweep.items()}
+    rates = {f"collision_rate_{d}_{r['tokenizer']}_k{r['codebook_size']}": r["collision_rate"]
+             for d, part in sweep.items() for r in part["rows"]}
     with open(sweep_path, "w") as f:
-      json.dump(sweep, f, indent=1)
+      json.dump(_record("collision_sweep", sweep, {**rates, **floor}, t0, sweep=sweep), f, indent=1)
     plot_sweep(sweep, os.path.join(out, "collision_sweep.png"))
     sizes = sorted({r["codebook_size"] for part in sweep.values() for r in part["rows"]})
     _print_table("collision rate (before repair) against codes per level, 3 levels",
@@ -290,10 +308,13 @@ def main(argv):
                                     if r["tokenizer"] == tok and r["codebook_size"] == k), "–") for k in sizes]
                   for d, part in sweep.items() for tok in sorted({r["tokenizer"] for r in part["rows"]})])
 
+  t0 = time.time()
   rows = gather_item_tables(_RESULTS.value)
   verdict = verdicts(rows)
   with open(os.path.join(out, "item_tables.json"), "w") as f:
-    json.dump({"rows": rows, "verdicts": verdict}, f, indent=1)
+    json.dump(_record("item_tables", {r["dataset"] for r in rows},
+                      {f"ndcg@10_rel_to_id_{v['config']}": v["ndcg@10_rel_to_id"] for v in verdict}, t0,
+                      rows=rows, verdicts=verdict), f, indent=1)
   if rows:
     plot_item_tables(rows, os.path.join(out, "item_tables.png"))
   _print_table("item tables (test, last epoch; mean ± std over seeds)",
@@ -308,7 +329,8 @@ def main(argv):
 
   gen = gather_generative(_RESULTS.value)
   with open(os.path.join(out, "generative.json"), "w") as f:
-    json.dump({"rows": gen}, f, indent=1)
+    json.dump(_record("generative", {"amazon-sports"} if gen else set(),
+                      {f"ndcg@10_{g['config']}": g.get("ndcg@10") for g in gen}, t0, rows=gen), f, indent=1)
   _print_table("Amazon Sports (test)", ["config", "protocol", "R@5", "R@10", "N@5", "N@10", "SID-level N@10"],
                [[g["config"] + (" (partial)" if g["partial"] else ""), g["protocol"]]
                 + [f"{g[k]:.4f}" if k in g else "–" for k in ("hr@5", "hr@10", "ndcg@5", "ndcg@10")]
