@@ -126,16 +126,20 @@ def plot_sweep(sweep: dict, path: str) -> None:
 
 # -- part 2: item-table size against quality and cold start --------------------------------------
 
-def _table_label(r: dict) -> str:
+def table_label(r: dict) -> str:
+  """`ID`, or a SID table's recipe from its results file: route, levels x codes, collision handling,
+  hashed residual rows (the one label of the study's files, plots and the README table)."""
   rep, mc = r["item_representation"], r.get("model_config", {})
   if rep.get("kind") != "sid":
     return "ID"
   st = rep.get("sid", {}).get("settings", {})
-  label = f"SID {rep['sid'].get('route', '?')} {st.get('num_levels', '?')}x{st.get('codebook_size', '?')}"
-  if st.get("dedup") == "reassign":
-    label += " reassigned"
+  label = f"SID {rep['sid'].get('route', '?')} {st.get('num_levels', '?')} x {st.get('codebook_size', '?')}"
+  if st.get("disambiguate") or st.get("dedup") == "append_level":   # the report's older / newer field
+    label += " + disambiguation"
+  elif st.get("dedup") == "reassign":
+    label += " + reassigned"
   if mc.get("sid_residual_size"):
-    label += f" +{mc['sid_residual_size']} hashed"
+    label += f" + {mc['sid_residual_size']} hashed rows"
   return label
 
 
@@ -159,7 +163,7 @@ def gather_item_tables(results_root: str) -> list[dict]:
     r0, tests = rs[0], [r["metrics"]["test"] for r in rs]
     dim = r0["config_values"]["model"]["dim"]
     rep = r0["item_representation"]
-    row = {"dataset": dataset, "config": config, "table": _table_label(r0),
+    row = {"dataset": dataset, "config": config, "table": table_label(r0),
            "cold_items": r0["config_values"]["data"].get("cold_items", 0.0),
            "epochs": sorted({float(r["epochs"]) for r in rs}), "seeds": [r["seed"] for r in rs],
            "files": [r["_path"] for r in rs], "rows": int(rep["params"] // dim),
@@ -170,6 +174,10 @@ def gather_item_tables(results_root: str) -> list[dict]:
     if all("cold" in t for t in tests):
       row["cold_hr@10"] = _mean_std([t["cold"]["hr@10"] for t in tests])
       row["cold_targets"] = tests[0]["cold"]["queries"]
+      if all("hr@200" in t["cold"] for t in tests):
+        row["cold_hr@200"] = _mean_std([t["cold"]["hr@200"] for t in tests])
+    if rep.get("kind") == "sid" and rep.get("shrink_vs_id_table"):
+      row["shrink"] = rep["shrink_vs_id_table"]
     if rep.get("kind") == "sid":
       sid = rep.get("sid", {})   # the report's older ("collisions") or newer ("before_dedup") field
       row["collision_rate_before_dedup"] = (sid.get("before_dedup") or sid.get("collisions") or {}).get("collision_rate")

@@ -469,57 +469,31 @@ def sports_table() -> str:
   return "\n".join(out)
 
 
-def _item_table_label(r: dict) -> str:
-  """`ID`, or the SID table's recipe: route, levels x codes, disambiguation, hashed residual rows."""
-  rep, mc = r.get("item_representation", {}), r.get("model_config", {})
-  if rep.get("kind") != "sid":
-    return "ID"
-  st = rep.get("sid", {}).get("settings", {})
-  label = f"SID {rep['sid'].get('route', '?')} {st.get('num_levels', '?')} x {st.get('codebook_size', '?')}"
-  if st.get("disambiguate") or st.get("dedup") == "append_level":   # the report's older / newer field
-    label += " + disambiguation"
-  elif st.get("dedup") == "reassign":
-    label += " + reassigned"
-  if mc.get("sid_residual_size"):
-    label += f" + {mc['sid_residual_size']} hashed rows"
-  return label
+def _fmt_mean_std(ms: dict) -> str:
+  return _mean_std([ms["mean"]]) + (f" ± {ms['std']:.4f}" if ms.get("std") is not None else "")
 
 
 def sid_items_table() -> str:
-  """The SID-vs-ID item-table runs (configs/sid_hstu_*.py, any dataset): one row per config, mean ±
-  std over seeds, last-epoch test metrics with their warm / cold split (cold items never trained)."""
-  groups: dict[tuple[str, str], list[dict]] = {}
-  for path in sorted(glob.glob(os.path.join(ROOT, "results", "*", "sid_*.json"))):
-    r = json.load(open(path))
-    if r.get("config", "").endswith("_quick") or "item_representation" not in r:
-      continue
-    r["_path"] = os.path.relpath(path, ROOT)
-    groups.setdefault((r["dataset"], _group_name(r["config"])), []).append(r)
+  """The SID-vs-ID item-table runs (configs/sid_hstu_*.py, any dataset), as experiments/semantic_ids.py
+  gathers them: one row per config, mean ± std over seeds, last-epoch test metrics with their warm /
+  cold split (cold items never trained)."""
+  sys.path.insert(0, ROOT)
+  from experiments import semantic_ids  # pylint: disable=import-outside-toplevel
+  rows = semantic_ids.gather_item_tables(os.path.join(ROOT, "results"))
   out = ["| dataset | cold items | item table | rows of D (x smaller than ID) | seeds | epochs | NDCG@10 | HR@10 "
          "| warm NDCG@10 | cold HR@10 (hits / cold targets) | cold HR@200 |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
-  def order(key):
-    rs = groups[key]
-    return (key[0], rs[0]["config_values"]["data"].get("cold_items", 0.0), _item_table_label(rs[0]) != "ID", key[1])
-  for key in sorted(groups, key=order):
-    rs = sorted(groups[key], key=lambda r: r["seed"])
-    r0 = rs[0]
-    rep, dim = r0["item_representation"], r0["model_config"].get("dim") or r0["config_values"]["model"]["dim"]
-    rows = rep["params"] // dim
-    size = f"{rows:,}" + (f" ({rep['shrink_vs_id_table']:.1f}x)" if rep.get("kind") == "sid" else "")
-    tests = [r["metrics"]["test"] for r in rs]
-    cold = [t.get("cold", {}) for t in tests]
-    cold_cell = _mean_std([c["hr@10"] for c in cold]) if all(cold) else "–"
-    if all(cold) and len(rs) == 1:
-      cold_cell += f" ({round(cold[0]['hr@10'] * cold[0]['queries'])} / {cold[0]['queries']})"
-    warm_cell = _mean_std([t["warm"]["ndcg@10"] for t in tests]) if all("warm" in t for t in tests) else "–"
-    deep_cell = _mean_std([c["hr@200"] for c in cold]) if all(c and "hr@200" in c for c in cold) else "–"
-    seeds = ", ".join(f"[{r['seed']}]({r['_path']})" for r in rs)
-    share = r0["config_values"]["data"].get("cold_items", 0.0)
-    epochs = "/".join(sorted({f"{r['epochs']:.0f}" for r in rs}))
-    out.append(f"| {key[0]} | {share:.0%} | {_item_table_label(r0)} | {size} | {seeds} | {epochs} | "
-               f"{_mean_std([t['ndcg@10'] for t in tests])} | {_mean_std([t['hr@10'] for t in tests])} | "
-               f"{warm_cell} | {cold_cell} | {deep_cell} |")
+  for r in sorted(rows, key=lambda r: (r["dataset"], r["cold_items"], r["table"] != "ID", r["config"])):
+    size = f"{r['rows']:,}" + (f" ({r['shrink']:.1f}x)" if "shrink" in r else "")
+    cold_cell = _fmt_mean_std(r["cold_hr@10"]) if "cold_hr@10" in r else "–"
+    if "cold_hr@10" in r and r["cold_hr@10"]["n"] == 1:
+      cold_cell += f" ({round(r['cold_hr@10']['mean'] * r['cold_targets'])} / {r['cold_targets']})"
+    seeds = ", ".join(f"[{s}]({os.path.relpath(f, ROOT)})" for s, f in zip(r["seeds"], r["files"]))
+    epochs = "/".join(f"{e:.0f}" for e in r["epochs"])
+    out.append(f"| {r['dataset']} | {r['cold_items']:.0%} | {r['table']} | {size} | {seeds} | {epochs} | "
+               f"{_fmt_mean_std(r['ndcg@10'])} | {_fmt_mean_std(r['hr@10'])} | "
+               f"{_fmt_mean_std(r['warm_ndcg@10']) if 'warm_ndcg@10' in r else '–'} | {cold_cell} | "
+               f"{_fmt_mean_std(r['cold_hr@200']) if 'cold_hr@200' in r else '–'} |")
   return "\n".join(out)
 
 

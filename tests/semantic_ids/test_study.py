@@ -56,7 +56,7 @@ def test_item_tables_pool_seeds_and_give_the_issue_verdicts(tmp_path):
   rows = {r["config"]: r for r in study.gather_item_tables(root)}
   assert set(rows) == {"sid_x_id", "sid_x_sid", "sid_x_sid_res"}
   assert rows["sid_x_id"]["ndcg@10"]["mean"] == pytest.approx(0.105) and rows["sid_x_id"]["ndcg@10"]["n"] == 2
-  assert rows["sid_x_sid"]["rows"] == 240 and rows["sid_x_sid_res"]["table"].endswith("+60 hashed")
+  assert rows["sid_x_sid"]["rows"] == 240 and rows["sid_x_sid_res"]["table"].endswith("+ 60 hashed rows")   # the one label, as the README shows it
   v = {x["config"]: x for x in study.verdicts(list(rows.values()))}
   assert v["sid_x_sid"]["ndcg@10_rel_to_id"] == pytest.approx(0.102 / 0.105 - 1)
   assert v["sid_x_sid"]["within_5pct"] and v["sid_x_sid"]["at_least_4x_smaller"] and v["sid_x_sid"]["cold_better"]
