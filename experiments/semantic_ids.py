@@ -87,7 +87,10 @@ def catalogue_vectors(dataset: str):
   from configs import sid_hstu_ml100k, sid_hstu_ml1m  # pylint: disable=import-outside-toplevel
   from recjax.data import movielens, registry  # pylint: disable=import-outside-toplevel
   from recjax.semantic_ids import catalogue_sids  # pylint: disable=import-outside-toplevel
-  config = {"ml-1m": sid_hstu_ml1m, "ml-100k": sid_hstu_ml100k}[dataset].get_config("sid,warm")
+  modules = {"ml-1m": sid_hstu_ml1m, "ml-100k": sid_hstu_ml100k}
+  if dataset not in modules:
+    raise ValueError(f"--sweep_datasets: {dataset!r} has no content route here; known: {sorted(modules)}")
+  config = modules[dataset].get_config("sid,warm")
   s = catalogue_sids.SIDSettings.from_config(config.sid)
   seqs = registry.load_dataset(config.data)
   catalogue = np.asarray(seqs.catalogue(), np.int64)

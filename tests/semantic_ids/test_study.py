@@ -99,3 +99,8 @@ def test_sweep_points_accumulate_across_invocations():
 def test_identical_vectors_are_the_collision_floor():
   x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], np.float32)
   assert study.identical_vector_share(x) == 0.5
+
+
+def test_an_unknown_sweep_dataset_is_named():
+  with pytest.raises(ValueError, match="amazon-sports"):
+    study.catalogue_vectors("amazon-sports")
