@@ -30,7 +30,8 @@ def sid_settings(codebook_size: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "vectors": "content:tfidf", "vector_dim": 64, "normalize": False, "category_weight": 1.0, "min_df": 2,
       "tokenizer": "rq_kmeans", "num_levels": 3, "codebook_size": codebook_size, "dedup": "append_level",
-      "tokens": "codes", "seed": 0, "rq_vae_steps": 3000})
+      "tokens": "codes", "seed": 0, "rq_vae_steps": 3000,
+      "window": 5, "content_ridge": 3.0})   # used by the collab routes only (--config.sid.vectors=...)
 
 
 def apply_arm(c: ml_collections.ConfigDict, args: set[str], codebook_size: int) -> ml_collections.ConfigDict:

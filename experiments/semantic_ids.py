@@ -95,7 +95,7 @@ def catalogue_vectors(dataset: str):
   seqs = registry.load_dataset(config.data)
   catalogue = np.asarray(seqs.catalogue(), np.int64)
   content = movielens.item_content(config.data.name, registry.resolve_path(config.data.data_dir), catalogue)
-  x = catalogue_sids.item_vectors_of(s, catalogue, seqs, content).vectors
+  x = catalogue_sids.item_vectors_of(s, catalogue, seqs, content)[0].vectors
   if s.normalize:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     x = x / np.where(norm > 0, norm, 1.0)

@@ -18,6 +18,12 @@ Vector routes (`sid.vectors`):
   "collab:ppmi"    PPMI of co-occurrences within `window` positions in the TRAINING sequences given
                    (held-out targets never shape the codes), SVD to `vector_dim`; items without
                    training events get zero vectors.
+  "collab:ppmi+content:tfidf"
+                   "collab:ppmi", with the items that have no training events (cold items, items
+                   never rated) mapped from their content ("content:tfidf", raw, MovieLens item text)
+                   into the collaborative space by ridge regression (`content_ridge`) fitted on the
+                   items that have both (`item_vectors.fill_from_content`): warm items keep their
+                   collaborative codes, cold items get codes near warm items like them in content.
 `normalize` L2-normalises the vectors before the tokenizer (on Amazon Sports the raw SVD rows of
 rare items crowd near 0: 18% of items collide, one SID holds 343; 5.6% and 73 after normalising).
 Tokenizers (`sid.tokenizer`): "rq_kmeans" | "rq_vae". Collisions (`sid.dedup`): "append_level"
@@ -44,12 +50,12 @@ from recjax.data.types import UserSequences
 from recjax.semantic_ids import codes as codes_lib
 from recjax.semantic_ids import collisions, item_vectors, rq_kmeans
 
-ROUTES = ("content:tfidf", "collab:ppmi")
+ROUTES = ("content:tfidf", "collab:ppmi", "collab:ppmi+content:tfidf")
 TOKENIZERS = ("rq_kmeans", "rq_vae")
 DEDUP = ("append_level", "reassign", "none")
 TOKEN_KINDS = ("codes", "prefixes")
 # Bump when the construction changes: old cache files then no longer match any fingerprint.
-VERSION = 3
+VERSION = 4   # 4: collab rows of items without co-occurrences exactly zero (were ARPACK round-off)
 
 ItemContent = tuple  # (titles [N] str, genre lists [N]) of the catalogue items, in catalogue order
 
@@ -71,6 +77,8 @@ class SIDSettings:
   rq_vae_steps: int = 3000         # rq_vae only
   seed: int = 0
   kmeans_restarts: int = 1         # k-means runs per level, the lowest Σ D² kept (RQ-KMeans; RQ-VAE's codebook init)
+  content_ridge: float = 3.0       # collab:ppmi+content:tfidf: ridge of the content -> collab map (3 had the
+                                   # best held-out cosine on ML-1M among 0.1 / 0.3 / 1 / 3 / 10)
 
   def __post_init__(self):
     for name, value, known in (("vectors", self.vectors, ROUTES), ("tokenizer", self.tokenizer, TOKENIZERS),
@@ -81,8 +89,10 @@ class SIDSettings:
       raise ValueError(f"sid: need window, num_levels >= 1, codebook_size >= 2, vector_dim >= 0, got {self}")
     if self.kmeans_restarts < 1:
       raise ValueError(f"sid.kmeans_restarts must be >= 1, got {self.kmeans_restarts}")
-    if self.vectors == "collab:ppmi" and self.vector_dim < 1:
-      raise ValueError("sid.vector_dim must be >= 1 for sid.vectors='collab:ppmi' (the SVD width)")
+    if self.content_ridge <= 0:
+      raise ValueError(f"sid.content_ridge must be > 0, got {self.content_ridge}")
+    if self.vectors.startswith("collab:") and self.vector_dim < 1:
+      raise ValueError(f"sid.vector_dim must be >= 1 for sid.vectors={self.vectors!r} (the SVD width)")
 
   @classmethod
   def from_config(cls, sid_cfg) -> "SIDSettings":
@@ -100,7 +110,14 @@ class SIDSettings:
     del d["tokens"]
     if d["kmeans_restarts"] == 1:   # the single run every earlier cache was built with: same fingerprint
       del d["kmeans_restarts"]
+    if not self.needs_content or self.vectors == "content:tfidf":   # only the hybrid route reads it
+      del d["content_ridge"]
     return d
+
+  @property
+  def needs_content(self) -> bool:
+    """The route reads the catalogue's item text (titles, genres)."""
+    return self.vectors.endswith("content:tfidf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,19 +141,27 @@ class CatalogueSIDs:
 # -- step 1: item vectors -------------------------------------------------------------------------
 
 def item_vectors_of(s: SIDSettings, catalogue: np.ndarray, train_seqs: UserSequences,
-                    content: ItemContent | None) -> item_vectors.ItemVectors:
-  """Rows for exactly `catalogue`, in its order."""
-  if s.vectors == "content:tfidf":
+                    content: ItemContent | None) -> tuple[item_vectors.ItemVectors, dict]:
+  """Rows for exactly `catalogue`, in its order -> (vectors, report extras)."""
+  if s.needs_content:
     if content is None:
-      raise ValueError("sid.vectors='content:tfidf' needs the catalogue's item text (titles, genres); "
+      raise ValueError(f"sid.vectors={s.vectors!r} needs the catalogue's item text (titles, genres); "
                        "this data has none: use sid.vectors='collab:ppmi'")
     titles, genres = content
     if len(titles) != len(catalogue):
       raise ValueError(f"sid content: {len(titles)} titles for {len(catalogue)} catalogue items")
-    return item_vectors.content_vectors(catalogue, titles, genres, category_weight=s.category_weight,
-                                        min_df=s.min_df, dim=s.vector_dim or None, seed=s.seed)
-  return item_vectors.cooccurrence_vectors(dataclasses.replace(train_seqs, candidate_items=catalogue),
-                                           dim=s.vector_dim, window=s.window, seed=s.seed)
+    if s.vectors == "content:tfidf":
+      return item_vectors.content_vectors(catalogue, titles, genres, category_weight=s.category_weight,
+                                          min_df=s.min_df, dim=s.vector_dim or None, seed=s.seed), {}
+  collab = item_vectors.cooccurrence_vectors(dataclasses.replace(train_seqs, candidate_items=catalogue),
+                                             dim=s.vector_dim, window=s.window, seed=s.seed)
+  if s.vectors == "collab:ppmi":
+    return collab, {}
+  raw_content = item_vectors.content_vectors(catalogue, titles, genres, category_weight=s.category_weight,
+                                             min_df=s.min_df, dim=None, seed=s.seed).vectors
+  fill = item_vectors.fill_from_content(collab, raw_content, ridge=s.content_ridge, seed=s.seed)
+  return fill.vectors, {"content_filled": fill.filled, "content_map_holdout_cosine": fill.holdout_cosine,
+                        "content_map_holdout_cosine_mean_vector": fill.holdout_cosine_mean_vector}
 
 
 # -- step 2: tokenizer ----------------------------------------------------------------------------
@@ -176,7 +201,7 @@ def build_catalogue_sids(s: SIDSettings, catalogue, train_seqs: UserSequences,
                          content: ItemContent | None = None) -> CatalogueSIDs:
   """SIDs of every `catalogue` item (see the module docstring)."""
   catalogue = np.asarray(catalogue, np.int64)
-  vec = item_vectors_of(s, catalogue, train_seqs, content)
+  vec, vector_report = item_vectors_of(s, catalogue, train_seqs, content)
   x = vec.vectors
   norm = np.linalg.norm(x, axis=1, keepdims=True)
   if s.normalize:
@@ -184,6 +209,7 @@ def build_catalogue_sids(s: SIDSettings, catalogue, train_seqs: UserSequences,
   codes, costs = tokenize(x, s)
   report = {"route": vec.route, "tokenizer": s.tokenizer, "settings": s.construction(),
             "zero_vectors": int(np.sum(norm == 0)),   # collab: items without training events, one shared SID
+            **vector_report,
             "before_dedup": collisions.collision_report(codes),
             "usage": [dataclasses.asdict(u) for u in codes_lib.codebook_usage(codes, s.codebook_size)]}
   codes, extras = handle_collisions(codes, costs, s)

@@ -4,6 +4,10 @@
   "collab:ppmi"     item-item positive PMI over co-occurrence windows of `UserSequences`, reduced by
                     truncated SVD (scipy.sparse) -- the only route for catalogues without content
   "synthetic"       the synthetic world's topics and content features (author, duration)
+  "collab:ppmi+content:tfidf"
+                    collaborative vectors where the item has training events; the rest (cold and
+                    never-rated items) mapped from their content into the collaborative space by a
+                    ridge regression fitted on the items that have both (`fill_from_content`)
 
 Readers stay untouched: these take arrays (titles, genre lists, sequences, a `World`) and return
 `ItemVectors` whose rows are named by model item ids.
@@ -138,7 +142,65 @@ def cooccurrence_vectors(seqs: UserSequences, dim: int = 64, window: int = 5, se
   m = ppmi(cooccurrence_counts(seqs, window))
   ids = seqs.catalogue()
   x = _truncated_svd(m, dim, seed)
+  # ARPACK leaves round-off (~1e-16) in the rows of items without co-occurrences; normalising such a
+  # row would give the item an arbitrary direction (an arbitrary SID) instead of the zero vector's.
+  x[np.diff(m.indptr) == 0] = 0.0
   return ItemVectors("collab:ppmi", ids, x[ids])
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentFill:
+  vectors: ItemVectors     # route "collab:ppmi+content:tfidf"
+  filled: int              # rows that had no collaborative vector and now come from content
+  holdout_cosine: float    # mean cosine, predicted vs real unit collab vector, on 10% of the fitted rows
+                           # held out of a second fit (the mean-vector baseline's is reported beside it)
+  holdout_cosine_mean_vector: float
+
+
+def _ridge(a_ND: np.ndarray, y_NK: np.ndarray, ridge: float) -> np.ndarray:
+  """argmin_W |A W - Y|^2 + ridge |W|^2 -> [D, K] (solved in the smaller of the two Gram forms)."""
+  a, y = a_ND.astype(np.float64), y_NK.astype(np.float64)
+  if a.shape[0] < a.shape[1]:   # dual: W = A^T (A A^T + ridge I)^-1 Y
+    return a.T @ np.linalg.solve(a @ a.T + ridge * np.eye(a.shape[0]), y)
+  return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ y)
+
+
+def fill_from_content(collab: ItemVectors, content_x: np.ndarray, ridge: float = 3.0, seed: int = 0) -> ContentFill:
+  """Give the items without a collaborative vector (zero rows: no training events, e.g. cold items)
+  one predicted from their content, so they get SIDs near warm items that are alike in content
+  instead of all sharing the zero vector's SID.
+
+  The map is a ridge regression, content row -> unit collaborative row, fitted on every item that
+  has both (the targets are unit vectors because the tokenizer sees directions: the raw rows' norms
+  follow popularity, which content cannot predict). Predicted rows are scaled to the median norm of
+  the real ones, so `normalize=False` keeps them on the same scale. `content_x` [N, C] holds the
+  content of `collab.item_ids`, same order. A held-out check (10% of the fitted rows, a second fit
+  without them) reports how well content predicts the collaborative direction.
+  """
+  x = np.asarray(collab.vectors, np.float64)
+  z = np.asarray(content_x, np.float64)
+  if z.ndim != 2 or z.shape[0] != x.shape[0]:
+    raise ValueError(f"fill_from_content: content {z.shape} for {x.shape[0]} collaborative rows")
+  if ridge <= 0:
+    raise ValueError(f"fill_from_content: ridge must be > 0, got {ridge}")
+  norm = np.linalg.norm(x, axis=1)
+  known, missing = np.flatnonzero(norm > 0), np.flatnonzero(norm == 0)
+  if len(known) < 2:
+    raise ValueError(f"fill_from_content: {len(known)} items have a collaborative vector; need >= 2 to fit the map")
+  unit = x[known] / norm[known, None]
+
+  perm = np.random.default_rng(seed).permutation(len(known))
+  held, fit = perm[:max(1, len(known) // 10)], perm[max(1, len(known) // 10):]
+  pred = _l2_rows(z[known[held]] @ _ridge(z[known[fit]], unit[fit], ridge))
+  baseline = _l2_rows(np.broadcast_to(unit[fit].mean(0), (len(held), x.shape[1])))
+  held_cos = float(np.mean(np.sum(pred * unit[held], 1)))
+  base_cos = float(np.mean(np.sum(baseline * unit[held], 1)))
+
+  out = x.copy()
+  if len(missing):
+    out[missing] = _l2_rows(z[missing] @ _ridge(z[known], unit, ridge)) * np.median(norm[known])
+  return ContentFill(ItemVectors("collab:ppmi+content:tfidf", collab.item_ids, out.astype(np.float32)),
+                     int(len(missing)), held_cos, base_cos)
 
 
 def synthetic_vectors(item_topic, item_author, item_duration_ms, include_topic: bool = True,

@@ -11,7 +11,8 @@ and cache: see its docstring); this module gives it the data (the MovieLens item
 `sid.tokens`: "codes" (level l's table has K rows, one per code; a level past the tokenizer's, the
 disambiguation level, has max + 1) or "prefixes" (one row per distinct SID prefix of length
 l + 1). With `sid.vectors="content:tfidf"` a cold item (`data.cold_items`) gets codes from its
-content like any other: that is the point.
+content like any other: that is the point; "collab:ppmi+content:tfidf" gives it codes from its
+content mapped into the collaborative space.
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def catalogue_sids_for(sid_cfg, data_cfg, catalogue: np.ndarray, train_seqs: Use
   `train_seqs` must be the training part only (the collaborative route sees nothing else)."""
   s = catalogue_sids.SIDSettings.from_config(sid_cfg)
   content = None
-  if s.vectors == "content:tfidf":
+  if s.needs_content:
     if data_cfg.kind != "movielens" or data_cfg.get("name") not in ("ml-1m", "ml-100k"):
-      raise ValueError(f"sid.vectors='content:tfidf' reads MovieLens item files (ml-1m movies.dat, ml-100k "
+      raise ValueError(f"sid.vectors={s.vectors!r} reads MovieLens item files (ml-1m movies.dat, ml-100k "
                        f"u.item); data is {data_cfg.kind}/{data_cfg.get('name')}: use sid.vectors='collab:ppmi'")
     content = movielens.item_content(data_cfg.name, registry.resolve_path(data_cfg.data_dir), catalogue)
   sids, cached, fp = catalogue_sids.load_or_build(s, registry.data_spec(data_cfg), catalogue, train_seqs,

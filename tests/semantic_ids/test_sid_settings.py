@@ -16,6 +16,12 @@ def test_from_config_fills_defaults_and_rejects_unknown_keys_by_name():
   # One k-means run is what every earlier cache was built with: its fingerprint is unchanged.
   assert "kmeans_restarts" not in s.construction()
   assert SIDSettings(kmeans_restarts=4).construction()["kmeans_restarts"] == 4
+  # content_ridge shapes only the hybrid route's codes: the other routes' fingerprints ignore it.
+  for route in ("content:tfidf", "collab:ppmi"):
+    assert SIDSettings(vectors=route, content_ridge=9.0).construction() == SIDSettings(vectors=route).construction()
+  hybrid = SIDSettings(vectors="collab:ppmi+content:tfidf")
+  assert hybrid.needs_content and hybrid.construction()["content_ridge"] == 3.0
+  assert not SIDSettings(vectors="collab:ppmi").needs_content and SIDSettings(vectors="content:tfidf").needs_content
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -26,6 +32,8 @@ def test_from_config_fills_defaults_and_rejects_unknown_keys_by_name():
     ({"codebook_size": 1}, r"codebook_size >= 2"),
     ({"vectors": "collab:ppmi", "vector_dim": 0}, r"sid.vector_dim must be >= 1"),
     ({"kmeans_restarts": 0}, r"sid.kmeans_restarts must be >= 1"),
+    ({"content_ridge": 0.0}, r"sid.content_ridge must be > 0"),
+    ({"vectors": "collab:ppmi+content:tfidf", "vector_dim": 0}, r"sid.vector_dim must be >= 1"),
 ])
 def test_bad_values_fail_naming_the_key(bad, message):
   with pytest.raises(ValueError, match=message):
