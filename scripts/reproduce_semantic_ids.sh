@@ -7,7 +7,9 @@
 #         (configs/sid_hstu_ml1m.py): ID, SID (content route, RQ-KMeans 3 x 256 + disambiguation),
 #         SID + 190 hashed residual rows (still >= 4x smaller than the ID table), and SID from the
 #         collaborative route (training co-occurrences: no codes for cold items, the ablation that
-#         shows what content carries). ~30 min per run on a quiet 2-core CPU, 1-2 h when runs share it.
+#         shows what content carries), and the hybrid route (collaborative codes for warm items, cold
+#         items' content mapped into the collaborative space). ~30 min per run on a quiet 2-core CPU,
+#         1-2 h when runs share it.
 # sports  Amazon Sports under TIGER's protocol at seed 42: SASRec (1.8 h), HSTU (~9 h on the shared
 #         2-core box), each then re-evaluated under ours (history items removed: --snapshot of the
 #         finished run with :history_removed); TIGER at `TIGER_ARG` (default "short", the labelled
@@ -40,6 +42,8 @@ for part in "${parts[@]}"; do
       run_seeds sid_hstu_ml1m_sid_res190 --config=configs/sid_hstu_ml1m.py:sid --config.model.sid_residual_size=190
       run_seeds sid_hstu_ml1m_sid_collab --config=configs/sid_hstu_ml1m.py:sid --config.sid.vectors=collab:ppmi \
         --config.sid.normalize=True
+      run_seeds sid_hstu_ml1m_sid_hybrid --config=configs/sid_hstu_ml1m.py:sid \
+        --config.sid.vectors=collab:ppmi+content:tfidf --config.sid.normalize=True
       ;;
     sports)
       for c in sasrec_amazon_sports hstu_amazon_sports; do
