@@ -37,8 +37,15 @@ def apply_sports(c, max_len: int, history_removed: bool = False):
   c.data.max_len = max_len
   c.data.protocol = "last_two"
   c.eval.ks = SPORTS_KS
-  c.eval.exclude_history = history_removed
+  c.eval.exclude_history = False
   c.eval.test_at_each_eval = True
   if history_removed:
-    c.name += "_history_removed"
+    remove_history(c)
+  return c
+
+
+def remove_history(c):
+  """Our default protocol instead of TIGER's: the history window's items are not ranked (name suffix)."""
+  c.eval.exclude_history = True
+  c.name += "_history_removed"
   return c

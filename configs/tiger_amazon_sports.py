@@ -18,6 +18,9 @@ Command:   python -m experiments.run --config=configs/tiger_amazon_sports.py --w
 Quick:     python -m experiments.run --config=configs/tiger_amazon_sports.py:quick  (10 steps, 256 test users)
 Short:     python -m experiments.run --config=configs/tiger_amazon_sports.py:short  (a labelled CPU
            budget run: a smaller TIGER, 300 steps, final-step test; see get_config)
+Ours:      append "history_removed" to the argument (e.g. `:short,history_removed`) for our default
+           protocol: the beam search never returns an item of the history window; re-evaluate a
+           finished run with --snapshot --allow_config_change --overwrite_results (a separate row)
 Hardware:  2-core x86 CPU, shared (load ~17), nice'd: the paper-size step takes 18.6 s and beam search
            (20 beams) 92 s per 256 users, so the full 200k steps need ~43 days plus ~3.5 h per
            evaluated split of 35,598 users: an accelerator job. `:short` took 28 min (18 min for 300
@@ -33,8 +36,9 @@ from configs import amazon_sports, base
 
 def get_config(arg: str | None = None):
   args = set(filter(None, (arg or "").split(",")))
-  if args - {"quick", "short"}:
-    raise ValueError(f"unknown config argument(s) {sorted(args - {'quick', 'short'})}; known: ['quick', 'short']")
+  known = {"quick", "short", "history_removed"}
+  if args - known:
+    raise ValueError(f"unknown config argument(s) {sorted(args - known)}; known: {sorted(known)}")
   c = base.base()
   c.name = "tiger_amazon_sports"
   c.task = "generative"
@@ -72,4 +76,6 @@ def get_config(arg: str | None = None):
   if "quick" in args:
     base.apply_quick(c)
     c.eval.max_examples = 256          # the quick run's test row covers 256 users: a smoke check only
+  if "history_removed" in args:        # after the size suffixes: tiger_amazon_sports_short_history_removed
+    amazon_sports.remove_history(c)
   return c

@@ -14,6 +14,10 @@ shares (e.g. an encoder's output): it is passed through as it is, never tiled to
 reordered, so a scorer can do its per-query work once instead of once per beam. A path's score is Σ_l log_softmax(logits_l)[code_l], the model's log-probability of
 the SID; codes with no catalogue item below are masked to -inf before the top-W selection.
 
+`exclude_leaves` [B, X] (optional; -1 pads) names trie leaves a query must not get back, e.g. the
+items of its history window (our default retrieval protocol): at the last level their codes are
+masked like codes with no catalogue item, so the W beams are the best W of the remaining leaves.
+
 At level 0 only beam 0 is live (the others start at -inf), so the W beams never duplicate a
 prefix; when fewer than W catalogue paths exist, the surplus beams come back with group -1.
 `beam_search_reference` scores every catalogue SID exhaustively; with W >= the widest trie level
@@ -66,9 +70,14 @@ def _check_logits(logits, b, w, k, level):
     raise ValueError(f"step_fn at level {level} returned logits {logits.shape}, expected [B, W, K] = {(b, w, k)}")
 
 
+def _excluded(child_BWK, exclude_BX):
+  """bool [B, W, K]: the child is a leaf the query excludes (padding -1 never matches a leaf)."""
+  return jnp.any((child_BWK[..., None] == exclude_BX[:, None, None, :]) & (exclude_BX[:, None, None, :] >= 0), -1)
+
+
 @functools.partial(jax.jit, static_argnames=("step_fn", "beam_size"))
 def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], state, beam_size: int,
-                            context=None) -> Beams:
+                            context=None, exclude_leaves=None) -> Beams:
   """Top-`beam_size` catalogue SIDs per query.
 
   Args:
@@ -78,6 +87,7 @@ def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], s
     state: pytree with leaves [B, ...] (one per query); tiled to [B, W, ...] here.
     beam_size: W.
     context: None, or a pytree with leaves [B, ...] passed to every step as it is (module docstring).
+    exclude_leaves: None, or int32 [B, X] leaves never returned to that query (-1 = padding).
   """
   b = _batch_size(state, context, "constrained_beam_search")
   w, num_levels, k = beam_size, len(next_node), next_node[0].shape[1]
@@ -91,6 +101,8 @@ def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], s
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     child = next_node[level][node]                                    # [B, W, K]
     ok = (child >= 0) & jnp.isfinite(score)[..., None]
+    if exclude_leaves is not None and level == num_levels - 1:   # the last level's children are leaves
+      ok = ok & ~_excluded(child, jnp.asarray(exclude_leaves, jnp.int32))
     cand = jnp.where(ok, score[..., None] + logp, -jnp.inf).reshape(b, w * k)
     score, flat = jax.lax.top_k(cand, w)
     parent, code = flat // k, (flat % k).astype(jnp.int32)
@@ -103,7 +115,7 @@ def constrained_beam_search(step_fn: StepFn, next_node: tuple[jax.Array, ...], s
 
 @functools.partial(jax.jit, static_argnames=("make_step_fn", "beam_size"))
 def model_beam_search(make_step_fn: Callable[[Any], StepFn], params, next_node: tuple[jax.Array, ...], state,
-                      beam_size: int, context=None) -> Beams:
+                      beam_size: int, context=None, exclude_leaves=None) -> Beams:
   """`constrained_beam_search` for a scorer with weights: `make_step_fn(params)` builds the step_fn
   inside this trace, so the weights are an argument, not constants baked into the program, and a
   search after every training step reuses one compilation. `make_step_fn` must hash by value
@@ -111,11 +123,13 @@ def model_beam_search(make_step_fn: Callable[[Any], StepFn], params, next_node: 
   """
   # The unjitted body: this is already one trace, and each fresh step_fn closure would otherwise
   # add an entry (holding the traced weights) to the inner jit's cache.
-  return constrained_beam_search.__wrapped__(make_step_fn(params), next_node, state, beam_size, context)
+  return constrained_beam_search.__wrapped__(make_step_fn(params), next_node, state, beam_size, context,
+                                            exclude_leaves)
 
 
-def beam_search_reference(step_fn: StepFn, sids_GL, state, top: int, context=None) -> Beams:
-  """Exhaustive search: score every catalogue SID (all G leaves as beams), keep the best `top`.
+def beam_search_reference(step_fn: StepFn, sids_GL, state, top: int, context=None, exclude_leaves=None) -> Beams:
+  """Exhaustive search: score every catalogue SID (all G leaves as beams), keep the best `top`;
+  excluded leaves score -inf and come back, if at all, as group -1 at the end.
 
   Same scoring as `constrained_beam_search`; G x the work, so for tests and small catalogues.
   """
@@ -130,6 +144,11 @@ def beam_search_reference(step_fn: StepFn, sids_GL, state, top: int, context=Non
     logits, state = _step(step_fn, state, prefix, level, context)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     total = total + jnp.take_along_axis(logp, paths[:, :, level:level + 1], axis=2)[..., 0]
+  if exclude_leaves is not None:
+    total = jnp.where(_excluded(jnp.arange(g)[None, None, :], jnp.asarray(exclude_leaves, jnp.int32))[:, 0],
+                      -jnp.inf, total)
   top = min(top, g)
   scores, idx = jax.lax.top_k(total, top)
-  return Beams(idx.astype(jnp.int32), jnp.take_along_axis(paths, idx[..., None], axis=1), scores)
+  live = jnp.isfinite(scores)
+  return Beams(jnp.where(live, idx, -1).astype(jnp.int32),
+               jnp.where(live[..., None], jnp.take_along_axis(paths, idx[..., None], axis=1), 0), scores)

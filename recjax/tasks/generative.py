@@ -16,8 +16,11 @@ Training examples are every next item of each user's training part with the <= H
 (`data.splits.prefix_examples`). Loss: `losses.next_sid_loss` (mean per-token cross-entropy).
 
 Evaluation: the encoder reads the <= H items before the target, `model_beam_search` decodes
-`eval.beam_size` SIDs constrained to the catalogue trie (real items only, none removed for being
-in the history: TIGER's protocol; `eval.exclude_history` must be False), and the target item's
+`eval.beam_size` SIDs constrained to the catalogue trie (real items only; with
+`eval.exclude_history=False`, TIGER's protocol, none removed for being in the history; with True,
+our default retrieval protocol, the leaves whose items all lie in the <= H-item window are masked
+in the search, so the beams are the best of the rest and a target inside the window is a miss,
+as in the retrieval task), and the target item's
 position in the list gives Recall@K (= HR@K) / NDCG@K / MRR twice (`metrics.collisions`):
 collision-aware at the top level (a SID shared by g items fills g item slots, the target gets
 1/g credit per slot) and SID-level under "sid_level" (the naive count). Without collisions the
@@ -71,21 +74,37 @@ def loss_fn(params, model, batch, key):
 
 
 def make_decoder(model: TIGER, trie, beam_size: int):
-  """-> groups(params, batch) -> int32 [B, W]: the trie leaves (collision groups) of the top
-  `beam_size` decoded SIDs, best first (-1 = fewer catalogue paths than beams)."""
+  """-> groups(params, batch, exclude_leaves=None) -> int32 [B, W]: the trie leaves (collision
+  groups) of the top `beam_size` decoded SIDs, best first (-1 = fewer catalogue paths than beams);
+  `exclude_leaves` int32 [B, X] (-1 pads): leaves never returned to that row."""
   next_node = trie.device_arrays()
   scorer = BeamScorer(model)
 
   @jax.jit
-  def _groups(params, batch, next_node):
+  def _groups(params, batch, next_node, exclude_leaves):
     memory, memory_lengths = model.apply({"params": params}, batch, method=TIGER.encode)
     beams = beam_search.model_beam_search(scorer, params, next_node, {}, beam_size,
-                                         context=decode_context(memory, memory_lengths))
+                                         context=decode_context(memory, memory_lengths),
+                                         exclude_leaves=exclude_leaves)
     return beams.groups_BW
 
-  def groups(params, batch):
-    return _groups(params, cpu_allocator.on_device(batch), next_node)   # runs inline: cpu_allocator.py
+  def groups(params, batch, exclude_leaves=None):
+    return _groups(params, cpu_allocator.on_device(batch), next_node,   # runs inline: cpu_allocator.py
+                   None if exclude_leaves is None else cpu_allocator.on_device(exclude_leaves))
   return groups
+
+
+def window_leaves(window_ids_BH: np.ndarray, group_of_item: np.ndarray, leaf_size: np.ndarray) -> np.ndarray:
+  """int32 [B, H]: per row, the trie leaves all of whose items are in the row's window (item ids,
+  0 = padding), -1 padded. A leaf shared by a window item and an item outside the window stays
+  rankable (removing it would remove an item the protocol keeps)."""
+  out = np.full(window_ids_BH.shape, -1, np.int32)
+  for row, ids in enumerate(window_ids_BH):
+    items = np.unique(ids[ids > 0])
+    leaves, counts = np.unique(group_of_item[items], return_counts=True)
+    keep = (leaves >= 0) & (counts == leaf_size[np.maximum(leaves, 0)])
+    out[row, :keep.sum()] = leaves[keep]
+  return out
 
 
 def generative_metrics(groups_BW, target_group_B, group_size_G, ks) -> dict:
@@ -112,9 +131,7 @@ class GenerativeTask(Task):
 
   def __init__(self, config, workdir: str):
     self.config = config
-    if config.eval.get("exclude_history", False):
-      raise ValueError("task 'generative' ranks decoded SIDs and removes no history item (TIGER's protocol): "
-                       "set eval.exclude_history=False")
+    self.exclude_history = bool(config.eval.get("exclude_history", False))
     seqs = registry.load_dataset(config.data, cache_dir=os.path.join(workdir, "data"))
     protocol, history = config.data.protocol, config.data.max_len
     self.seqs = seqs
@@ -181,7 +198,12 @@ class GenerativeTask(Task):
     out = []
     for start in range(0, len(ex), bs):
       rows = np.arange(start, min(start + bs, len(ex)))
-      out.append(np.asarray(groups_fn(params, make_batch(ex, rows, bs, self.code_table)))[:len(rows)])
+      exclude = None
+      if self.exclude_history:
+        window = np.zeros((bs, ex.ids.shape[1]), ex.ids.dtype)
+        window[:len(rows)] = ex.ids[rows]
+        exclude = window_leaves(window, self.group_of_item, self.trie.leaf_size)
+      out.append(np.asarray(groups_fn(params, make_batch(ex, rows, bs, self.code_table), exclude))[:len(rows)])
     return np.concatenate(out), ex.targets
 
   def evaluator(self, model):
@@ -204,8 +226,10 @@ class GenerativeTask(Task):
     p = self.config.data.protocol
     split = ("training on all but each user's last two items, validation (model selection) on the second to last, "
              "test on the last") if p == "last_two" else "training on all but each user's last item, test on the last"
+    removed = ("the history window's items removed from the search" if self.exclude_history
+               else "history items not removed")
     return (f"{split}; the <= {self.config.data.max_len} items before the target as history; beam search "
-            f"over the whole catalogue's SID trie, history items not removed")
+            f"over the whole catalogue's SID trie, {removed}")
 
   def examples_in(self, batch: dict) -> int:
     return int(batch["weights"].shape[0])

@@ -112,6 +112,34 @@ def test_property_only_catalogue_sids_and_no_duplicates(seed):
     assert scores[row, 0] <= np.asarray(exhaustive.scores_BW)[row, 0] + 1e-5
 
 
+@pytest.mark.parametrize("make_scorer,state_key", [(linear_scorer, "user"), (recurrent_scorer, "h")])
+def test_excluded_leaves_never_return_and_the_rest_equal_exhaustive_search(make_scorer, state_key):
+  rng = np.random.default_rng(4)
+  num_levels, k, b = 3, 4, 5
+  trie = build_trie(rng.integers(0, k, (30, num_levels)), k)
+  g = trie.num_leaves
+  exclude = np.full((b, 6), -1, np.int32)
+  for row in range(b):                     # 0..6 leaves per query, -1 padded; row 0 excludes none
+    n = row + 1 if row else 0
+    exclude[row, :n] = rng.choice(g, n, replace=False)
+  width = max(max(t.shape[0] for t in trie.next_node), g)
+  step_fn = make_scorer(jax.random.PRNGKey(5), num_levels, k)
+  state = {state_key: jax.random.normal(jax.random.PRNGKey(6), (b, 8))}
+  got = beam_search.constrained_beam_search(step_fn, trie.device_arrays(), state, width, exclude_leaves=exclude)
+  want = beam_search.beam_search_reference(step_fn, trie.sids, state, g, exclude_leaves=exclude)
+  plain = beam_search.constrained_beam_search(step_fn, trie.device_arrays(), state, width)
+  for row in range(b):
+    banned = set(exclude[row][exclude[row] >= 0].tolist())
+    live = np.asarray(got.groups_BW[row])[np.asarray(got.groups_BW[row]) >= 0]
+    assert not banned & set(live.tolist()) and len(live) == g - len(banned)
+    np.testing.assert_array_equal(live, np.asarray(want.groups_BW[row])[:len(live)])
+    np.testing.assert_allclose(np.asarray(got.scores_BW[row])[:len(live)], np.asarray(want.scores_BW[row])[:len(live)],
+                               rtol=1e-5, atol=1e-5)
+    # Removing leaves only drops them from the plain search's list; the order of the rest holds.
+    kept = [x for x in np.asarray(plain.groups_BW[row]).tolist() if x >= 0 and x not in banned]
+    np.testing.assert_array_equal(live, kept)
+
+
 def test_rejects_logits_of_the_wrong_width():
   trie = build_trie(np.array([[0, 1], [1, 0]]), 2)
 

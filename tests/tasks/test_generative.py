@@ -245,12 +245,39 @@ def test_collision_aware_metrics_equal_averaging_over_orders_inside_groups():
   assert got["hr@3"] < got["sid_level"]["hr@3"]   # the naive count credits a shared SID in full
 
 
-def test_generative_task_rejects_history_removal(tiny):
-  config, _, _, _, root = tiny
+def test_history_removed_metrics_equal_a_brute_force_ranking_without_the_window(tiny):
+  """eval.exclude_history=True: the search never returns a window item, and the metrics equal
+  ranking every item outside the window by its SID's log-probability (a target in the window: a miss)."""
+  config, _, model, params, root = tiny
   c = tiny_config(config.data.path)
   c.eval.exclude_history = True
-  with pytest.raises(ValueError, match="exclude_history=False"):
-    tasks.make_task(c, str(root / "wd"))
+  task = tasks.make_task(c, str(root / "wd"))
+  assert "window's items removed" in task.protocol()
+  ex = task.examples["test"]
+  scores, item_ids = _exhaustive_scores(task, model, params, "test")
+  in_window = np.stack([np.isin(item_ids, row[row > 0]) for row in ex.ids])
+  assert in_window.any(axis=1).all()
+  groups, _ = task.decode_split(task.decoder(model), params, "test")
+  items = task.trie.items_of_groups(groups)[..., 0]
+  for row in range(len(ex)):
+    returned = items[row][items[row] > 0]
+    assert not np.isin(returned, ex.ids[row][ex.ids[row] > 0]).any()
+    assert len(returned) == len(item_ids) - in_window[row].sum()   # every other leaf, none lost
+  masked = np.where(in_window, -np.inf, scores)
+  t = np.searchsorted(item_ids, ex.targets)
+  target_score = masked[np.arange(len(t)), t]
+  rank = np.where(np.isfinite(target_score), 1 + np.sum(masked > target_score[:, None], axis=1), MISS_RANK)
+  got = task.evaluator(model)(params, "test")
+  for k in c.eval.ks:
+    assert got[f"hr@{k}"] == pytest.approx(np.mean(rank <= k), abs=1e-9)
+    assert got[f"ndcg@{k}"] == pytest.approx(np.mean(np.where(rank <= k, 1 / np.log2(rank + 1), 0)), abs=1e-9)
+
+
+def test_window_leaves_keeps_a_leaf_an_outside_item_shares():
+  group_of_item = np.array([-1, 0, 1, 1, 2])        # items 2 and 3 share leaf 1
+  leaf_size = np.array([1, 2, 1])
+  got = generative.window_leaves(np.array([[1, 2, 0], [2, 3, 3], [0, 0, 0]]), group_of_item, leaf_size)
+  np.testing.assert_array_equal(got, [[0, -1, -1], [1, -1, -1], [-1, -1, -1]])
 
 
 @pytest.mark.slow
@@ -277,8 +304,11 @@ def test_sports_configs_share_tigers_protocol(name, tmp_path):
     assert c.data.kind == "text" and c.data.path.endswith("amazon-sports/sequential_data.txt")
     assert c.data.protocol == "last_two" and not c.eval.exclude_history and c.eval.test_at_each_eval
     assert {5, 10} <= set(c.eval.ks) and c.dataset_label == "amazon-sports"
-  if name != "tiger_amazon_sports":
-    assert mod.get_config("history_removed").eval.exclude_history
+  removed = mod.get_config("history_removed")
+  assert removed.eval.exclude_history and removed.name.endswith("_history_removed")
+  if name == "tiger_amazon_sports":
+    assert mod.get_config("short,history_removed").name == "tiger_amazon_sports_short_history_removed"
+  else:
     # The retrieval task reads the switch: its test row is then the validation-selected epoch's.
     c = mod.get_config("quick")
     c.data.path = write_cyclic_sequences(tmp_path / "s.txt", num_users=20, num_items=12)
