@@ -13,8 +13,8 @@
 # sports  Amazon Sports under TIGER's protocol at seed 42: SASRec (1.8 h), HSTU (~9 h on the shared
 #         2-core box), each then re-evaluated under ours (history items removed: --snapshot of the
 #         finished run with :history_removed); TIGER at `TIGER_ARG` (default "short", the labelled
-#         CPU run; "" = the paper's size, an accelerator job: ~43 days of this CPU). TIGER's
-#         constrained beam search has no history-removed protocol.
+#         CPU run; "" = the paper's size, an accelerator job: ~43 days of this CPU), then re-evaluated
+#         under ours too (the beam search masks the history window's items).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -56,6 +56,8 @@ for part in "${parts[@]}"; do
       tiger=tiger_amazon_sports${TIGER_ARG:+_$TIGER_ARG}
       "$PY" -m experiments.run --config="configs/tiger_amazon_sports.py${TIGER_ARG:+:$TIGER_ARG}" \
         --workdir="workdirs/$tiger" 2>&1 | tee -a "workdirs/logs/$tiger.log" | grep -E "^(epoch|test|results|resumed)" || exit 1
+      "$PY" -m experiments.run --config="configs/tiger_amazon_sports.py:${TIGER_ARG:+$TIGER_ARG,}history_removed" \
+        --workdir="workdirs/$tiger" --snapshot --allow_config_change --overwrite_results || exit 1
       ;;
     *) echo "unknown part $part (ml1m | sports)" >&2; exit 2 ;;
   esac
