@@ -8,7 +8,8 @@
 #         SID + 190 hashed residual rows (still >= 4x smaller than the ID table), and SID from the
 #         collaborative route (training co-occurrences: no codes for cold items, the ablation that
 #         shows what content carries), and the hybrid route (collaborative codes for warm items, cold
-#         items' content mapped into the collaborative space). ~30 min per run on a quiet 2-core CPU,
+#         items' content mapped into the collaborative space), alone and with 200 hashed residual rows
+#         (977 rows, still >= 4x smaller). ~30 min per run on a quiet 2-core CPU,
 #         1-2 h when runs share it.
 # sports  Amazon Sports under TIGER's protocol at seed 42: SASRec (1.8 h), HSTU (~9 h on the shared
 #         2-core box), each then re-evaluated under ours (history items removed: --snapshot of the
@@ -44,6 +45,8 @@ for part in "${parts[@]}"; do
         --config.sid.normalize=True
       run_seeds sid_hstu_ml1m_sid_hybrid --config=configs/sid_hstu_ml1m.py:sid \
         --config.sid.vectors=collab:ppmi+content:tfidf --config.sid.normalize=True
+      run_seeds sid_hstu_ml1m_sid_hybrid_res200 --config=configs/sid_hstu_ml1m.py:sid \
+        --config.sid.vectors=collab:ppmi+content:tfidf --config.sid.normalize=True --config.model.sid_residual_size=200
       ;;
     sports)
       for c in sasrec_amazon_sports hstu_amazon_sports; do
