@@ -110,7 +110,7 @@ class SIDSettings:
     del d["tokens"]
     if d["kmeans_restarts"] == 1:   # the single run every earlier cache was built with: same fingerprint
       del d["kmeans_restarts"]
-    if not self.needs_content or self.vectors == "content:tfidf":   # only the hybrid route reads it
+    if self.vectors != "collab:ppmi+content:tfidf":   # only the hybrid route reads it
       del d["content_ridge"]
     return d
 
