@@ -18,7 +18,8 @@ Hardware:  2-core x86 CPU: ≈ 30 min per arm on a quiet machine (hstu_ml1m took
            batches hold ≈ 1.5x the tokens). The SID tokens take ≈ 2 min to build once (cached).
 Expected:  the issue's bar: SID NDCG@10 within 5% of ID with a ≥ 4x smaller table, and a higher
            cold.hr@10 than ID (whose cold rows stay at their random init).
-Measured (seed 1, 101 epochs, 1.2-1.5 h per arm on the shared box; results/ml-1m/sid_hstu_ml1m_*):
+Measured (seed 1, 101 epochs, 1.2-1.5 h per arm on the shared box, the collaborative one 3.2 h
+           with pauses; results/ml-1m/sid_hstu_ml1m_*):
            ID .1387 NDCG@10 (cold HR@10 4 / 608); content SID .1172; content + 190 hashed rows
            .1290; collaborative route .1328 but 3.0x; hybrid route .1313 (5.1x, 12 / 608 cold);
            hybrid + 200 hashed rows .1396 (4.05x, 9 / 608 cold): the bar's three parts, met by
