@@ -99,6 +99,7 @@ def test_law_gradient_matches_finite_differences():
       assert float(grad[i]) == pytest.approx(fd, rel=1e-4, abs=1e-9), f"parameter {i}"
 
 
+@pytest.mark.usefixtures("xla_optimized")   # thousands of optimiser steps: faster compiled with XLA's backend passes
 def test_fit_recovers_known_parameters_and_optimal_mixture():
   h_MK, loss_MK, n_M, d_M = _synthetic_runs(TRUE, seed=1)
   start = ml.MixtureLaw(*(p * f for p, f in zip((TRUE.b, TRUE.c, TRUE.A, TRUE.a, TRUE.E), (1.5, 0.6, 1.4, 0.7, 1.3))),
