@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import REPO
 
 ALL_NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
-# The study walk-throughs (2-3 min together on 2 cores) run from tests/test_notebooks_studies.py, in the
-# slow set (`-m slow`) that keeps the default suite under 10 minutes; the library calls they make are
+# The study walk-throughs (~2.3 min together on 2 cores) run from tests/test_notebooks_studies.py, in
+# the slow set (`-m slow`), to shorten the default suite (still above 10 minutes); the library calls they make are
 # tested by default in their own modules, and the quickstart stays in the default suite.
 STUDY_NOTEBOOKS = ("kunlun.ipynb", "long_sequences.ipynb", "semantic_ids.ipynb")
 NOTEBOOKS = [p for p in ALL_NOTEBOOKS if os.path.basename(p) not in STUDY_NOTEBOOKS]
