@@ -51,6 +51,7 @@ def base() -> ml_collections.ConfigDict:
   c.model.backend = "xla"
   c.model.attention_tiling = "auto"          # XLA path: skip hidden tiles (same result); "auto": CPU only | "on" | "off"
   c.model.token_packing = True               # token-wise ops on the real tokens only (same result)
+  c.model.attention_impl = "auto"            # causal SiLU attention: "auto" (C++ kernel on CPU) | "xla" | "native"
 
   c.loss = ml_collections.ConfigDict()
   c.loss.kind = "sampled_softmax"            # or "full_softmax"

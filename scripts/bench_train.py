@@ -1,8 +1,8 @@
 """Training-step benchmark: retrieval at the ML-1M reference configuration (SASRec and HSTU,
 packed and not) and the ranking step on the default synthetic ranking world (HSTU ranker, DLRM, DIN).
 
-    python scripts/bench_train.py [--models hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked,
-                                            hstu_ranker,dlrm,din]
+    python scripts/bench_train.py [--models hstu,hstu_unpacked,hstu_xla_attention,sasrec,hstu_large,
+                                            hstu_large_unpacked,hstu_large_xla_attention,hstu_ranker,dlrm,din]
                                   [--steps 5] [--rounds 4] [--out results/bench/train_cpu.json]
                                   [--peer_json /tmp/peer/result.json] [--run_peer]
 
@@ -29,8 +29,10 @@ gives, per HSTU config, the ratio of the unpacked to the packed step time per ro
 range), so the speed-up is read from one invocation.
 
 FLOPs: `flops_per_step` is the work of the step actually timed: XLA's cost analysis of that step
-(its unoptimised HLO, so no second compile) plus the fused loss kernel's FLOPs, which XLA cannot
-see (counted by `recjax.scaling.flops.sampled_softmax_flops` over the real tokens). XLA counts a
+(its unoptimised HLO, so no second compile) plus the C++ kernels' FLOPs, which XLA cannot see: the
+fused loss (`recjax.scaling.flops.sampled_softmax_flops` over the real tokens) and, on rows whose
+attention runs in the C++ kernel (`model.attention_impl`, "auto" on CPU), the attention's forward and
+backward over the real query-key pairs (`causal_attention_flops`). XLA counts a
 conditional as its larger branch, so attention tiles that the tiled path skips are counted as
 computed: an upper bound, and the utilisation (`flops_per_step` / step time / the matmul peak
 measured in the same run) is one too. `plain_flops_per_step` is XLA's count for the padded dense
@@ -75,7 +77,8 @@ from recjax.data.types import UserSequences  # noqa: E402
 from recjax.models import build_model, init_params  # noqa: E402
 from recjax import tasks  # noqa: E402
 from recjax.scaling import mfu  # noqa: E402
-from recjax.scaling.flops import sampled_softmax_flops  # noqa: E402
+from recjax.layers import native_attention  # noqa: E402
+from recjax.scaling.flops import causal_attention_flops, sampled_softmax_flops  # noqa: E402
 from recjax.train import results  # noqa: E402
 from recjax.train.loop import resolve_model_config  # noqa: E402
 from recjax.train.state import TrainState, make_optimizer  # noqa: E402
@@ -84,13 +87,16 @@ from recjax import compile_options  # noqa: E402
 
 
 # Row name -> (config module, model overrides). HSTU rows come in pairs: packed (the config's
-# default) and `_unpacked`.
+# default) and `_unpacked`; `_xla_attention` rows time the same step with attention in XLA (tiled),
+# not in the C++ kernel.
 ROWS = {
     "hstu": (hstu_ml1m, {}),
     "hstu_unpacked": (hstu_ml1m, {"token_packing": False}),
     "sasrec": (sasrec_ml1m, {}),
     "hstu_large": (hstu_large_ml1m, {}),
     "hstu_large_unpacked": (hstu_large_ml1m, {"token_packing": False}),
+    "hstu_xla_attention": (hstu_ml1m, {"attention_impl": "xla"}),
+    "hstu_large_xla_attention": (hstu_large_ml1m, {"attention_impl": "xla"}),
 }
 # Ranking rows: row name -> (config module, config argument); the task is config.task = "ranking".
 # Kunlun's rows are its ablation study's (configs/kunlun_rank_synthetic.py ABLATIONS, one component
@@ -135,6 +141,13 @@ def loss_kernel_flops(batch, num_negatives: int, dim: int) -> float:
   (`scaling.flops.sampled_softmax_flops`, loss and both gradients) over the batch's real tokens:
   the kernel skips weight-0 rows."""
   return sampled_softmax_flops(int(np.sum(batch["token_weight"] > 0)), num_negatives, dim, backward=True)
+
+
+def attention_kernel_flops(batch, model) -> float:
+  """FLOPs of the C++ causal-attention kernel (invisible to XLA) in one training step: every block's
+  forward and backward over the real query-key pairs (`scaling.flops.causal_attention_flops`)."""
+  return model.num_blocks * causal_attention_flops(np.asarray(batch["lengths"]), model.num_heads, model.dqk,
+                                                   model.dv, backward=True)
 
 
 class Worker:
@@ -244,6 +257,7 @@ class Worker:
     # The step donates its state: give it its own copy of the parameters.
     self.state = TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, self.params), tx.init(self.params))
     native = config.loss.kind == "sampled_softmax" and losses.resolve_impl(config.loss.get("impl", "auto")) == "native"
+    native_attn = native_attention.resolve_impl(getattr(model, "attention_impl", "xla"))
     b0 = self.measured[0]
     self.info = {
         "model": name, "config": config.name, "model_overrides": overrides,
@@ -256,6 +270,8 @@ class Worker:
         "xla_flops_per_step": _flops(self.step.lower(self.state, b0)),
         "loss_kernel_flops_per_step": loss_kernel_flops(b0, config.loss.num_negatives, config.model.dim) if native else 0.0,
         "loss_impl": "native (fused C++)" if native else "xla",
+        "attention_impl": "native (C++)" if native_attn else "xla",
+        "attention_kernel_flops_per_step": attention_kernel_flops(b0, model) if native_attn else 0.0,
     }
     plain_cfg = config.loss.copy_and_resolve_references()
     plain_cfg.impl = "xla"
@@ -364,7 +380,7 @@ def summarise(info: dict, rounds: list[dict], done: dict) -> dict:
   med = statistics.median
   every = {k: [t for r in rounds for t in r[k]] for k in rounds[0]}
   step = med(every["step"])
-  flops = info["xla_flops_per_step"] + info["loss_kernel_flops_per_step"]
+  flops = info["xla_flops_per_step"] + info["loss_kernel_flops_per_step"] + info.get("attention_kernel_flops_per_step", 0.0)
   if "real_candidates_per_step" in info:
     done = dict(done, candidates_per_s=info["real_candidates_per_step"] / step)
   return dict(
@@ -414,7 +430,7 @@ def main():
   ap.add_argument("--steps", type=int, default=5, help="batches timed per round (the same in every row)")
   ap.add_argument("--rounds", type=int, default=4, help="timing rounds, rows alternating within each")
   ap.add_argument("--warmup", type=int, default=3)
-  ap.add_argument("--models", default="hstu,hstu_unpacked,sasrec,hstu_large,hstu_large_unpacked,hstu_ranker,dlrm,din",
+  ap.add_argument("--models", default="hstu,hstu_unpacked,hstu_xla_attention,sasrec,hstu_large,hstu_large_unpacked,hstu_large_xla_attention,hstu_ranker,dlrm,din",
                   help="rows, comma-separated; 'kunlun_ablation' = Kunlun and each of its ablation rows")
   ap.add_argument("--out", default="results/bench/train_cpu.json")
   ap.add_argument("--peer_json", default=None, help="peer-hstu result JSON measured on this machine")

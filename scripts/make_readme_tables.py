@@ -142,6 +142,9 @@ def speed_table() -> str:
          + (f"; malloc tuned: {'yes' if b['hardware'].get('malloc_tuned') else 'no'}, fused C++ loss kernel: "
             f"{'yes' if b['hardware'].get('native_kernels') else 'no'}" if "malloc_tuned" in b["hardware"] else "")
          + (". GFLOP / step is the timed step's: XLA's count (skipped attention tiles counted as computed, an upper "
+            "bound) plus the C++ kernels' (the fused loss; the attention's real query-key pairs where it runs in "
+            "C++)." if "attention_kernel_flops_per_step" in b["rows"][0] else
+            ". GFLOP / step is the timed step's: XLA's count (skipped attention tiles counted as computed, an upper "
             "bound) plus the fused loss kernel's." if "xla_flops_per_step" in b["rows"][0] else
             ". GFLOP / step is XLA's count for the plain step (dense attention, XLA loss), the work the step stands for."),
          "",
@@ -154,7 +157,8 @@ def speed_table() -> str:
     tpeer = (f"{r['peer_tuned_allocator_step_s_median'] * 1e3:.0f} ms"
              if "peer_tuned_allocator_step_s_median" in r else "–")
     tsp = f"{r['speedup_vs_peer_tuned_allocator']:.1f}×" if "speedup_vs_peer_tuned_allocator" in r else "–"
-    name = r["config"] + (" (unpacked)" if r.get("model", "").endswith("_unpacked") else "")
+    name = r["config"] + (" (unpacked)" if r.get("model", "").endswith("_unpacked") else
+                          " (attention in XLA)" if r.get("model", "").endswith("_xla_attention") else "")
     # Ranking rows: an example is a request; its candidates are the scored unit.
     cands = f" ({r['candidates_per_s']:,.0f} candidates)" if "candidates_per_s" in r else ""
     out.append(f"| {name} | {r['step_s_median'] * 1e3:.0f} | {r['forward_s'] * 1e3:.0f} | "

@@ -5,7 +5,8 @@
     softmax:    w = scale * softmax_j(alpha * q_i·k_j + rab_ij | mask_ij)  (SASRec, Transformer: scale 1)
 
 `backend` is config: "xla" materialises the dense [B, H, Lq, Lk] scores (fast enough on CPU at
-L ≤ 1k, and the only option on machines without Pallas), "pallas" calls the kernel family in
+L ≤ 1k, and the only option on machines without Pallas; on CPU, `impl` may hand HSTU's causal SiLU
+case to a C++ kernel, `native_attention.py`), "pallas" calls the kernel family in
 `pallas_kernels/` (compiled on GPU, interpret mode on CPU), which computes the mask per tile and
 the relative bias inside the kernel. Both take the same `MaskSpec` and `RelativeBias`, and tests
 check they agree.
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.mask import MaskSpec, dense_mask
 from recjax import counter_rng
+from recjax.layers import native_attention
 from recjax.layers.dropout import hash_dropout
 from recjax.layers.relative_bias import RelativeBias, materialize
 from recjax.layers.sla import SLABlocking, check_sla_mask, semi_local_attention
@@ -39,7 +41,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
               dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
               tiling: CausalTiling | bool | str | None = "auto",
               sla: SLABlocking | None = None,
-              kv_lengths_B: jax.Array | None = None) -> jax.Array:
+              kv_lengths_B: jax.Array | None = None, impl: str = "xla") -> jax.Array:
   """Masked (pointwise or softmax) attention -> [B, Lq, H, Dv].
 
   Args:
@@ -63,6 +65,10 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
       sequence when they differ from the valid queries `lengths_B` (None: every query valid).
       Needs a non-positional mask (e.g. `MaskSpec(causal=False)`). The Pallas backend passes it
       to the kernel as `kv_lengths` (and `lengths_B` as `q_lengths`).
+    impl: XLA backend: "xla" (default) computes it in XLA (dense or tiled); "native" uses the C++
+      kernel (`native_attention.py`: pointwise SiLU, plain causal self-attention, no dropout; a
+      ValueError says why when the case is another); "auto" uses the kernel where it applies and
+      the backend is CPU, XLA otherwise.
   """
   if backend not in BACKENDS:
     raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
@@ -88,12 +94,22 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     return _pallas(q_BQHD, k_BKHD, v_BKHD, lengths_B, kv_lengths_B, mask, kind, activation, alpha,
                    scale, bias)
 
+  use_dropout = dropout_rate > 0.0 and dropout_rng is not None
+  if impl != "xla":
+    why_not = native_attention.native_supported(
+        kind=kind, activation=activation, plain_causal=mask == PLAIN_CAUSAL and sla is None,
+        same_length=lq == lk and kv_lengths_B is None, dropout=use_dropout, bias=bias)
+    if why_not is not None and impl == "native":
+      raise ValueError(f"attention impl 'native': {why_not}")
+    if why_not is None and native_attention.resolve_impl(impl):
+      out_NQD = native_attention.causal_silu_attention(
+          _fold_heads(q_BQHD), _fold_heads(k_BKHD), _fold_heads(v_BKHD), jnp.repeat(lengths_B, h), heads=h,
+          alpha=alpha, scale=scale, bias=bias)
+      return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2).astype(v_BKHD.dtype)
+
   # XLA:CPU runs 3-D batched matmuls ≈ 2x faster than the same contraction with a head axis, so
   # fold heads into the batch: [B, L, H, D] -> [B*H, L, D].
-  def fold(x):
-    return jnp.swapaxes(x, 1, 2).reshape(b * h, x.shape[1], x.shape[3])
-
-  use_dropout = dropout_rate > 0.0 and dropout_rng is not None
+  fold = _fold_heads
   if sla is not None:
     check_sla_mask(mask)
     if bias is not None or use_dropout or lq != lk:
@@ -127,6 +143,12 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     w_NQK = hash_dropout(w_NQK, dropout_rate, dropout_rng)
   o_NQD = jnp.einsum("nqk,nkd->nqd", w_NQK.astype(v_BKHD.dtype), fold(v_BKHD))
   return jnp.swapaxes(o_NQD.reshape(b, h, lq, -1), 1, 2)
+
+
+def _fold_heads(x_BLHD: jax.Array) -> jax.Array:
+  """[B, L, H, D] -> [B*H, L, D], row b * H + h."""
+  b, l, h, d = x_BLHD.shape
+  return jnp.swapaxes(x_BLHD, 1, 2).reshape(b * h, l, d)
 
 
 @jax.custom_vjp

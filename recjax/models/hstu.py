@@ -54,6 +54,7 @@ class HSTUBlock(nn.Module):
   attention_tiling: bool | str
   mask: MaskSpec = MaskSpec(causal=True)   # the ranker adds target isolation (num_targets)
   sla: SLABlocking | None = None            # semi-local mask on the XLA path: blockwise, O(L·(K1+K2))
+  attention_impl: str = "xla"               # attention(impl=...): "auto" | "xla" | "native"
 
   @nn.compact
   def __call__(self, x, lengths_B, key_times_BL, query_times_BL, *, train: bool,
@@ -82,7 +83,7 @@ class HSTUBlock(nn.Module):
                        v_BLF.reshape(b, l, h, dv), lengths_B=lengths_B, mask=self.mask,
                        kind="pointwise", activation="silu", alpha=1.0, scale=1.0 / self.attn_norm_len,
                        bias=bias, backend=self.backend,
-                       tiling=self.attention_tiling, sla=self.sla)
+                       tiling=self.attention_tiling, sla=self.sla, impl=self.attention_impl)
     o = o_BLHD.reshape(b, l, h * dv)
     if layout is not None:
       o = packing.pack(o, layout)
@@ -125,6 +126,7 @@ class HSTU(nn.Module):
   backend: str = "xla"
   attention_tiling: bool | str = "auto"   # XLA path: skip hidden tiles; "auto": on the CPU backend
   token_packing: bool = True      # token-wise ops on the real tokens only (same result at real positions)
+  attention_impl: str = "auto"    # "auto": the C++ causal-attention kernel on CPU where it applies | "xla" | "native"
   item_table: str = "id"          # "id": a [V, D] row per item | "sid": Semantic-ID token tables
   sid_combine: str = "sum"        # "sid": sum of the level rows | "concat" then project
   sid_residual_size: int = 0      # "sid": rows of a hashed-id residual table (0 = none)
@@ -160,7 +162,7 @@ class HSTU(nn.Module):
     self.blocks = [
         HSTUBlock(self.dim, self.num_heads, self.dqk, self.dv, self.attn_norm_len, self.dropout,
                   self.use_position_bias, self.use_time_bias, self.num_time_buckets, self.backend,
-                  self.attention_tiling, mask=mask, sla=sla,
+                  self.attention_tiling, mask=mask, sla=sla, attention_impl=self.attention_impl,
                   name=f"block_{i}") for i in range(self.num_blocks)]
 
   def __call__(self, batch, *, train: bool = False):

@@ -35,7 +35,9 @@ import jaxlib
 import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = {"recjax_sampled_softmax": ("sampled_softmax.cc", "RecjaxSampledSoftmax")}
+_SOURCES = {"recjax_sampled_softmax": ("sampled_softmax.cc", "RecjaxSampledSoftmax"),
+            "recjax_causal_attention_fwd": ("causal_attention.cc", "RecjaxCausalAttentionFwd"),
+            "recjax_causal_attention_bwd": ("causal_attention.cc", "RecjaxCausalAttentionBwd")}
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 _state: dict[str, object] = {}
 MIN_TOKENS_PER_THREAD = 512   # fewer tokens per thread: starting the thread costs more than it saves
@@ -219,3 +221,56 @@ def sampled_softmax_with_grads(user_TD: jax.Array, table_VD: jax.Array, ids_TK: 
   return call(user_TD.astype(jnp.float32), table_VD.astype(jnp.float32), ids_TK.astype(jnp.int32),
               weights_T.astype(jnp.float32), inv_temperature=np.float32(1.0 / temperature),
               num_threads=np.int64(thread_count(t) if num_threads is None else num_threads))
+
+
+def _attention_operands(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, heads):
+  """Checks shapes and returns the kernel's operands (absent biases as empty arrays)."""
+  if not available():
+    raise RuntimeError(f"recjax.native is unavailable: {why_unavailable()}")
+  if q_NLD.ndim != 3 or k_NLD.shape != q_NLD.shape or v_NLD.ndim != 3 or v_NLD.shape[:2] != q_NLD.shape[:2]:
+    raise ValueError(f"causal_attention: expected q, k [N, L, Dqk] and v [N, L, Dv], got {q_NLD.shape}, "
+                     f"{k_NLD.shape}, {v_NLD.shape}")
+  n, l, _ = q_NLD.shape
+  if lengths_N.shape != (n,) or heads < 1 or n % heads:
+    raise ValueError(f"causal_attention: lengths must be [N] = [{n}] and heads ({heads}) must divide N, got "
+                     f"lengths {lengths_N.shape}")
+  if (ts_weights is None) != (buckets_BLL is None):
+    raise ValueError("causal_attention: the time bias needs both ts_weights and buckets")
+  if ts_weights is not None:
+    if buckets_BLL.shape != (n // heads, l, l) or ts_weights.shape[0] > 256:
+      raise ValueError(f"causal_attention: buckets must be [N / heads, L, L] = [{n // heads}, {l}, {l}] with at "
+                       f"most 256 buckets, got {buckets_BLL.shape} and {ts_weights.shape[0]} buckets")
+  f32 = lambda x: jnp.zeros((0,), jnp.float32) if x is None else x.astype(jnp.float32)
+  buckets = jnp.zeros((0, 0, 0), jnp.uint8) if buckets_BLL is None else buckets_BLL.astype(jnp.uint8)
+  return (q_NLD.astype(jnp.float32), k_NLD.astype(jnp.float32), v_NLD.astype(jnp.float32),
+          lengths_N.astype(jnp.int32), f32(pos_weights), f32(ts_weights), buckets)
+
+
+def causal_attention_fwd(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, *, heads: int,
+                         alpha: float, scale: float, num_threads: int | None = None) -> jax.Array:
+  """HSTU's causal SiLU attention [N, L, Dv] (`causal_attention.cc` has the formula).
+
+  Rows n = b * heads + h; `pos_weights` [2P - 1] and `ts_weights` [nb] with `buckets_BLL` [N / heads,
+  L, L] (key-major: [b, j, i] is the time bucket of query i and key j) are optional. Padding queries
+  give 0.
+  """
+  ops = _attention_operands(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, heads)
+  n, l, _ = q_NLD.shape
+  call = jax.ffi.ffi_call("recjax_causal_attention_fwd",
+                          jax.ShapeDtypeStruct((n, l, v_NLD.shape[2]), jnp.float32))
+  return call(*ops, heads=np.int64(heads), alpha=np.float32(alpha), scale=np.float32(scale),
+              num_threads=np.int64(thread_count(n * l) if num_threads is None else num_threads))
+
+
+def causal_attention_bwd(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, d_out_NLD, *,
+                         heads: int, alpha: float, scale: float, num_threads: int | None = None):
+  """(dq, dk, dv, d pos_weights or None, d ts_weights or None) of `causal_attention_fwd` for cotangent d_out."""
+  ops = _attention_operands(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, heads)
+  n, l, _ = q_NLD.shape
+  sds = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  call = jax.ffi.ffi_call("recjax_causal_attention_bwd",
+                          (sds(q_NLD.shape), sds(k_NLD.shape), sds(v_NLD.shape), sds(ops[4].shape), sds(ops[5].shape)))
+  dq, dk, dv, dpos, dts = call(*ops, d_out_NLD.astype(jnp.float32), heads=np.int64(heads), alpha=np.float32(alpha),
+                               scale=np.float32(scale),
+                               num_threads=np.int64(thread_count(n * l) if num_threads is None else num_threads))
+  return dq, dk, dv, None if pos_weights is None else dpos, None if ts_weights is None else dts

@@ -14,7 +14,10 @@ Two views of the same work:
         `chunk ≥ T`, or add the analytic loss); a loop with a matmul and no known trip count
         makes `XlaCost.exact` false.
       - a custom call (the C++ sampled-softmax kernel of `recjax.native`) is opaque: listed in
-        `XlaCost.custom_calls`, its work is added analytically (`sampled_softmax_flops`).
+        `XlaCost.custom_calls`, its work is added analytically (`sampled_softmax_flops`). The C++
+        attention kernel is too: the trainer counts its step on the XLA attention path instead
+        (`train/loop.py`), so runs stay comparable whichever path trained them;
+        `causal_attention_flops` is the kernel's own (smaller, causal-only) count.
     XLA's "flops" counts every arithmetic op (elementwise too, 1 per element; exp/log/logistic go
     to "transcendentals"), so it runs above the matmul-only analytic count: +2% for the test's
     D = 256 models, +10% for the HSTU ML-1M forward (D = dqk = dv = 50, L = 200), where norms,
@@ -433,6 +436,18 @@ def sampled_softmax_flops(num_tokens: int, num_negatives: int, dim: int, *, back
                      f"N={num_negatives}, D={dim}")
   fwd = 2.0 * num_tokens * (num_negatives + 1) * dim
   return 3.0 * fwd if backward else fwd
+
+
+def causal_attention_flops(lengths, heads: int, dqk: int, dv: int, *, backward: bool) -> float:
+  """Matmul FLOPs of causal attention over the real tokens only (what the C++ kernel of
+  `layers/native_attention.py` computes): P = sum over rows of len·(len+1)/2 query-key pairs, each
+  head 2·P·(dqk + dv) forward (scores, weighted sum); with `backward` also the recomputed scores and
+  dW, dV, dQ, dK: 2·P·(4·dqk + 3·dv) in all. Per attention layer."""
+  lengths = np.asarray(lengths, dtype=np.float64)
+  if heads < 1 or dqk < 1 or dv < 1 or np.any(lengths < 0):
+    raise ValueError(f"causal_attention_flops: need heads, dqk, dv >= 1 and lengths >= 0, got {heads}, {dqk}, {dv}")
+  pairs = float(np.sum(lengths * (lengths + 1) / 2)) * heads
+  return 2.0 * pairs * ((4 * dqk + 3 * dv) if backward else (dqk + dv))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ RESUMABLE_CHANGES = (
     "mesh.shape", "mesh.axes", "mesh.dense",
     "train.count_flops",
     # Execution routes tested equal to the plain path (tiles skipped, padding not computed).
-    "model.attention_tiling", "model.token_packing",
+    "model.attention_tiling", "model.token_packing", "model.attention_impl",
 )
 # Keys added with the task abstraction: a checkpoint written before it stores none of them and was
 # a retrieval run, so their absence there matches a retrieval config (whatever the ranking block says).

@@ -13,7 +13,9 @@ the compiled step, `scaling.flops.FlopsByShape`: one extra compile per shape, ca
 steps between two log points (both after a host sync) give the achieved FLOP/s; MFU against a
 matmul peak measured on this device (and the datasheet peak where one exists) goes to TensorBoard
 at each log point and into the summary. The summary's `train_flops` sums the counted FLOPs of every
-training step (each step at its own batch shape), with the examples and steps it covers.
+training step (each step at its own batch shape), with the examples and steps it covers. A model on
+the C++ attention kernel (`model.attention_impl`) is counted as the same step on the XLA attention
+path, which XLA can see into: the counts do not depend on which path trained the run.
 
 Mesh (`config.mesh`, train/mesh.py): on more than one device the fast paths that cannot partition
 are turned off before the task builds its model and loss (`resolve_fast_paths`, noted in the
@@ -100,7 +102,8 @@ class _FlopMeter:
 
 
 def _without_unpartitionable_paths(config, spec):
-  """A copy of `config` with `mesh_lib.resolve_fast_paths` applied (loss.impl, model.attention_tiling)
+  """A copy of `config` with `mesh_lib.resolve_fast_paths` applied (loss.impl, model.attention_tiling,
+  model.attention_impl)
   -> (copy, notes). The caller's config, the one checkpoints record and resumes compare, is unchanged."""
   loss_cfg, model_cfg, notes = mesh_lib.resolve_fast_paths(config.loss, dict(config.model), spec)
   run_config = config.copy_and_resolve_references()
@@ -108,7 +111,18 @@ def _without_unpartitionable_paths(config, spec):
     run_config.loss = loss_cfg
     if "attention_tiling" in run_config.model:   # rankers have no such setting
       run_config.model.attention_tiling = "off" if model_cfg["attention_tiling"] is False else model_cfg["attention_tiling"]
+    if "attention_impl" in run_config.model:
+      run_config.model.attention_impl = model_cfg["attention_impl"]
   return run_config, notes
+
+
+def _counting_step(train_step, model, task, mesh, tx, step_key):
+  """The step whose XLA cost the FLOP meter reads: `train_step` itself, or, when the model runs the C++
+  attention kernel (a custom call XLA cannot see into), the same step with attention on the XLA path.
+  Counting only lowers and compiles it, never runs it; the counts then match runs made without the kernel."""
+  if getattr(model, "attention_impl", "xla") == "xla" or mesh is not None:   # a mesh already forces "xla"
+    return train_step
+  return make_step(task.loss_fn(model.clone(attention_impl="xla"), mesh=mesh), tx, step_key)
 
 
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
@@ -194,7 +208,9 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   def evaluate_split(params, split):
     return evaluate_params(mesh_lib.gather_for_evaluation(params), split)
 
-  flop_meter = _FlopMeter(train_step, task, model_cfg) if tc.get("count_flops", True) else None
+  flop_meter = None
+  if tc.get("count_flops", True):
+    flop_meter = _FlopMeter(_counting_step(train_step, model, task, mesh, tx, step_key), task, model_cfg)
   if flop_meter is not None and latest is not None:
     # A checkpoint without the count (older code, or counting off) leaves steps < the run's steps.
     flop_meter.train = dict(restored_train_flops or flop_meter.train)

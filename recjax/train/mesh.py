@@ -261,6 +261,10 @@ def resolve_fast_paths(loss_cfg, model_cfg: dict, spec: MeshSpec) -> tuple[Any, 
     model_cfg = {**model_cfg, "attention_tiling": False}
     notes.append(f"model.attention_tiling -> False on a {spec.num_devices}-device mesh: its global "
                  "sort by length would gather the batch onto every device")
+  if model_cfg.get("attention_impl", "xla") != "xla":
+    model_cfg = {**model_cfg, "attention_impl": "xla"}
+    notes.append(f"model.attention_impl -> 'xla' on a {spec.num_devices}-device mesh: the C++ attention kernel "
+                 "is an unpartitionable custom call")
   for n in notes:
     logging.info("mesh: %s", n)
   return loss_cfg, model_cfg, notes

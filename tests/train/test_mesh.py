@@ -37,15 +37,16 @@ def eight_device_run(tmp_path_factory):
 
 @pytest.mark.parametrize("mesh", ["8x1", "4x2_fsdp"])
 def test_sharded_step_equals_one_device(eight_device_run, mesh):
-  """5 steps of a tiny HSTU: the 1-device step (C++ loss kernel, tiled attention) against the
-  sharded step (the row-sharded shard_map loss, no tiling) with the table row-sharded over all 8
-  devices."""
+  """5 steps of a tiny HSTU: the 1-device step (C++ loss and attention kernels) against the
+  sharded step (the row-sharded shard_map loss, attention in XLA, no tiling) with the table
+  row-sharded over all 8 devices."""
   r = eight_device_run[mesh]
   assert r["loss_rel_err"] <= 1e-5, (r["losses"], eight_device_run["ref_losses"])
   assert r["param_rel_err"] <= 1e-5, r
   # It really ran sharded, with the fast paths turned off and said so.
   assert r["table_spec"] == "P(('data', 'model'), None)" and r["table_shard_shape"] == [4, 16], r
-  assert r["loss_impl"] == "shard_map" and r["tiling"] is False and len(r["notes"]) == 2, r
+  assert r["loss_impl"] == "shard_map" and r["tiling"] is False and len(r["notes"]) == 3, r
+  assert any("model.attention_impl -> 'xla'" in n for n in r["notes"]), r["notes"]
   if mesh.endswith("fsdp"):
     assert r["dense_leaves_sharded"] > 0, r
   else:
