@@ -25,8 +25,9 @@ Measured (seed 1, 101 epochs, 1.2-1.5 h per arm on the shared box, the collabora
            hybrid + 200 hashed rows .1396 (4.05x, 9 / 608 cold): the bar's three parts, met by
            --config.sid.vectors=collab:ppmi+content:tfidf --config.sid.normalize=True
            --config.model.sid_residual_size=200 (scripts/reproduce_semantic_ids.sh ml1m).
-           Seeds 1-2 (2.1 h per arm at seed 2, two runs sharing the box): ID .1381 ± .0008,
-           hybrid + 200 hashed rows .1397 ± .0002 (+1.2%); cold HR@10 hits 4 + 5 vs 9 + 12 of 608.
+           Seeds 1-3 (2.1 h per arm at seed 2, two runs sharing the box; 31 min per arm at seed 3,
+           two runs on a faster 2-core Xeon): ID .1354 ± .0048, hybrid + 200 hashed rows
+           .1382 ± .0026 (+2.1%, ahead at every seed); cold HR@10 hits 4 + 5 + 3 vs 9 + 12 + 11 of 608.
 """
 import ml_collections
 
