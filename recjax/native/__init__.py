@@ -4,7 +4,9 @@ XLA:CPU runs gathers and scatter-adds through memory, one element at a time: for
 softmax of an ML-1M HSTU step (14k tokens x 129 candidates x 50 dims) the gather, the batched dot
 and the table gradient's scatter-add take ≈ 110-150 ms of a ≈ 400 ms step, while the arithmetic
 is only ≈ 0.3 GFLOP. A fused loop that reads each candidate row once from the cache-resident
-table does the forward and backward pass in a few ms per thread. Each kernel here replaces one
+table does the forward and backward pass in a few ms per thread. HSTU's causal attention is the
+same story: score blocks run through memory op by op, where `causal_attention.cc` keeps a block of
+queries' scores in registers (`layers/native_attention.py` wraps it). Each kernel here replaces one
 pure-JAX function that stays the reference (and the path on GPU, on other platforms and when no
 compiler is found); tests check that both give the same values and gradients.
 
