@@ -22,7 +22,8 @@ XLA:CPU schedule) on a random but valid ranking batch of 4 requests x 16 candida
 history events each, dropout 0.3 on (`--dropout`), for these rows (all D = 64, 2 blocks x 2
 heads, dqk = dv = 32, max_history = L, attn_norm_len = L + 16, user features as context tokens):
 
-  * hstu_full: the full-attention HSTU ranker of configs/long_sequences_hstu_rank.py (time bias on);
+  * hstu_full: the full-attention HSTU ranker of configs/long_sequences_hstu_rank.py (time bias on),
+    attention in XLA (`attention_impl="xla"`: not the C++ kernel, which XLA's analyses cannot see);
   * ultra_sla: ULTRA-HSTU, one stream, SLA K1 = 256, K2 = 32 on the blocked path (block 128);
   * ultra_sla_trunc: the same with attention truncation (N1 = 1 full block, then the newest 1,024);
   * gact_f4: ULTRA-HSTU, plain causal attention over GACT-folded tokens (4 events per token);
@@ -145,7 +146,10 @@ USER_VOCAB, ITEM_VOCAB = (16, 8, 4), (32, 8)   # 3 user-context tokens, 2 item f
 # Each row: its model config on top of the shared width / depth (`step_config`); the SLA windows,
 # L' and the fold come from the command line.
 STEP_ROWS = {
-    "hstu_full": dict(name="hstu_ranker", use_time_bias=True, num_time_buckets=129, user_context="tokens"),
+    # attention_impl "xla": the C++ kernel (the ranker's CPU default) is a custom call that XLA's
+    # memory and FLOP analyses cannot see into; this row is XLA's full attention, as measured so far.
+    "hstu_full": dict(name="hstu_ranker", use_time_bias=True, num_time_buckets=129, user_context="tokens",
+                      attention_impl="xla"),
     "ultra_sla": dict(name="ultra_hstu", sla=True, truncated_len=0),
     "ultra_sla_trunc": dict(name="ultra_hstu", sla=True, full_layers=1),
     "gact_f4": dict(name="ultra_hstu", sla=False),

@@ -32,7 +32,8 @@ FLOPs: `flops_per_step` is the work of the step actually timed: XLA's cost analy
 (its unoptimised HLO, so no second compile) plus the C++ kernels' FLOPs, which XLA cannot see: the
 fused loss (`recjax.scaling.flops.sampled_softmax_flops` over the real tokens) and, on rows whose
 attention runs in the C++ kernel (`model.attention_impl`, "auto" on CPU), the attention's forward and
-backward over the real query-key pairs (`causal_attention_flops`). XLA counts a
+backward over the real query-key pairs (`causal_attention_flops`). Ranking rows whose attention runs
+in the kernel are counted as the same step with attention in XLA (dense scores: an upper bound). XLA counts a
 conditional as its larger branch, so attention tiles that the tiled path skips are counted as
 computed: an upper bound, and the utilisation (`flops_per_step` / step time / the matmul peak
 measured in the same run) is one too. `plain_flops_per_step` is XLA's count for the padded dense
@@ -206,7 +207,11 @@ class Worker:
     b0 = self.measured[0]
     candidates = float(np.mean([b["cand_mask"].sum() for b in self.measured]))
     history = float(np.mean([b["hist_lengths"].sum() for b in self.measured]))
-    flops = _flops(self.step.lower(self.state, b0))
+    native_attn = native_attention.resolve_impl(getattr(model, "attention_impl", "xla"))
+    counted_step = self.step
+    if native_attn:   # XLA cannot see into the C++ attention kernel: count the same step on XLA attention
+      counted_step = make_step(task.loss_fn(model.clone(attention_impl="xla")), tx, key)
+    flops = _flops(counted_step.lower(self.state, b0))
     self.info = {
         "model": name, "config": config.name, "model_overrides": {}, "task": "ranking",
         "token_packing": False, "batch_size": tc.batch_size, "max_len": config.ranking.history_len,
@@ -215,6 +220,7 @@ class Worker:
         "real_candidates_per_step": candidates, "real_tokens_per_step": history + candidates,
         "xla_flops_per_step": flops, "loss_kernel_flops_per_step": 0.0, "loss_impl": "xla (multi-task BCE)",
         "plain_flops_per_step": flops,
+        "attention_impl": "native (C++; FLOPs counted on the XLA twin, dense)" if native_attn else "xla",
     }
     return batches
 

@@ -66,9 +66,9 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
       Needs a non-positional mask (e.g. `MaskSpec(causal=False)`). The Pallas backend passes it
       to the kernel as `kv_lengths` (and `lengths_B` as `q_lengths`).
     impl: XLA backend: "xla" (default) computes it in XLA (dense or tiled); "native" uses the C++
-      kernel (`native_attention.py`: pointwise SiLU, plain causal self-attention, no dropout; a
-      ValueError says why when the case is another); "auto" uses the kernel where it applies and
-      the backend is CPU, XLA otherwise.
+      kernel (`native_attention.py`: pointwise SiLU, causal self-attention with or without targets,
+      no dropout; a ValueError says why when the case is another); "auto" uses the kernel where it
+      applies and the backend is CPU, XLA otherwise.
   """
   if backend not in BACKENDS:
     raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
@@ -97,14 +97,14 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
   use_dropout = dropout_rate > 0.0 and dropout_rng is not None
   if impl != "xla":
     why_not = native_attention.native_supported(
-        kind=kind, activation=activation, plain_causal=mask == PLAIN_CAUSAL and sla is None,
+        kind=kind, activation=activation, mask=mask, blocked_sla=sla is not None,
         same_length=lq == lk and kv_lengths_B is None, dropout=use_dropout, bias=bias)
     if why_not is not None and impl == "native":
       raise ValueError(f"attention impl 'native': {why_not}")
     if why_not is None and native_attention.resolve_impl(impl):
       out_NQD = native_attention.causal_silu_attention(
           _fold_heads(q_BQHD), _fold_heads(k_BKHD), _fold_heads(v_BKHD), jnp.repeat(lengths_B, h), heads=h,
-          alpha=alpha, scale=scale, bias=bias)
+          alpha=alpha, scale=scale, bias=bias, num_targets=mask.num_targets)
       return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2).astype(v_BKHD.dtype)
 
   # XLA:CPU runs 3-D batched matmuls ≈ 2x faster than the same contraction with a head axis, so

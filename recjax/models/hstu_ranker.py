@@ -70,6 +70,7 @@ class HSTURanker(nn.Module):
   use_time_bias: bool = True
   num_time_buckets: int = 129
   backend: str = "xla"
+  attention_impl: str = "auto"  # "auto": the C++ attention kernel on CPU (layers/native_attention.py) | "xla" | "native"
   watch_head: bool = False
   user_context: str = "sum"     # "sum" into every candidate token, or "tokens": one prefix token each
   num_tabs: int = NUM_TABS
@@ -123,7 +124,7 @@ class HSTURanker(nn.Module):
       x = HSTUBlock(dim=self.dim, num_heads=self.num_heads, dqk=self.dqk, dv=self.dv,
                     attn_norm_len=self.attn_norm_len, dropout=self.dropout, use_position_bias=False,
                     use_time_bias=self.use_time_bias, num_time_buckets=self.num_time_buckets,
-                    backend=self.backend, attention_tiling=False, mask=mask,
+                    backend=self.backend, attention_tiling=False, mask=mask, attention_impl=self.attention_impl,
                     name=f"block_{i}")(x, fu + lengths + c, key_times, query_times, train=train)
     slots = fu + lengths[:, None] + jnp.arange(c)[None, :]
     out_NCD = layer_norm_no_affine(jnp.take_along_axis(x, slots[..., None], axis=1))

@@ -249,23 +249,24 @@ def _attention_operands(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights,
 
 
 def causal_attention_fwd(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, *, heads: int,
-                         alpha: float, scale: float, num_threads: int | None = None) -> jax.Array:
+                         alpha: float, scale: float, num_targets: int = 0, num_threads: int | None = None) -> jax.Array:
   """HSTU's causal SiLU attention [N, L, Dv] (`causal_attention.cc` has the formula).
 
   Rows n = b * heads + h; `pos_weights` [2P - 1] and `ts_weights` [nb] with `buckets_BLL` [N / heads,
   L, L] (key-major: [b, j, i] is the time bucket of query i and key j) are optional. Padding queries
-  give 0.
+  give 0. `num_targets` > 0: the last that many real tokens of each row are targets, which see the
+  history and themselves only (`MaskSpec(causal=True, num_targets=...)`).
   """
   ops = _attention_operands(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, heads)
   n, l, _ = q_NLD.shape
   call = jax.ffi.ffi_call("recjax_causal_attention_fwd",
                           jax.ShapeDtypeStruct((n, l, v_NLD.shape[2]), jnp.float32))
   return call(*ops, heads=np.int64(heads), alpha=np.float32(alpha), scale=np.float32(scale),
-              num_threads=np.int64(thread_count(n * l) if num_threads is None else num_threads))
+              num_targets=np.int64(num_targets), num_threads=np.int64(thread_count(n * l) if num_threads is None else num_threads))
 
 
 def causal_attention_bwd(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, d_out_NLD, *,
-                         heads: int, alpha: float, scale: float, num_threads: int | None = None):
+                         heads: int, alpha: float, scale: float, num_targets: int = 0, num_threads: int | None = None):
   """(dq, dk, dv, d pos_weights or None, d ts_weights or None) of `causal_attention_fwd` for cotangent d_out."""
   ops = _attention_operands(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights, buckets_BLL, heads)
   n, l, _ = q_NLD.shape
@@ -273,6 +274,6 @@ def causal_attention_bwd(q_NLD, k_NLD, v_NLD, lengths_N, pos_weights, ts_weights
   call = jax.ffi.ffi_call("recjax_causal_attention_bwd",
                           (sds(q_NLD.shape), sds(k_NLD.shape), sds(v_NLD.shape), sds(ops[4].shape), sds(ops[5].shape)))
   dq, dk, dv, dpos, dts = call(*ops, d_out_NLD.astype(jnp.float32), heads=np.int64(heads), alpha=np.float32(alpha),
-                               scale=np.float32(scale),
+                               scale=np.float32(scale), num_targets=np.int64(num_targets),
                                num_threads=np.int64(thread_count(n * l) if num_threads is None else num_threads))
   return dq, dk, dv, None if pos_weights is None else dpos, None if ts_weights is None else dts

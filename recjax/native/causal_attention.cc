@@ -4,7 +4,9 @@
 // len_n = lengths[n] real tokens. For i, j < len_n, j <= i:
 //   s_ij = alpha * <q_i, k_j> + pos_w[clip(P - 1 + j - i, 0, 2P - 2)] + ts_w[bucket[b, j, i]]
 //   o_i  = scale * sum_j silu(s_ij) v_j                      (o = 0 at padding queries)
-// and the backward, for the cotangent do (recomputing s, nothing of size L x L is kept):
+// With T = num_targets > 0 the last T real tokens of a row (h = len_n - T on) are targets: a target
+// query sees keys j < h and itself, no other target (HSTU's ranking mask, pallas_kernels/mask.py).
+// The backward, for the cotangent do (recomputing s, nothing of size L x L is kept):
 //   ds_ij = scale * <do_i, v_j> * silu'(s_ij)
 //   dq_i = alpha sum_j ds_ij k_j,  dk_j = alpha sum_i ds_ij q_i,  dv_j = scale sum_i silu(s_ij) do_i
 //   dpos[P - 1 + j - i] += ds_ij,  dts[bucket[b, j, i]] += ds_ij
@@ -92,6 +94,7 @@ struct Problem {
   const uint8_t* buckets;   // [N / H, L, L] (key-major: buckets[b, j, i]) or null
   int64_t n, l, dqk, dv, heads, pos_n, nb;
   float alpha, scale;
+  int64_t targets;   // the last `targets` real tokens of a row see the others' history and themselves only
   // Derived: padded sizes and the position bias by query-key distance.
   int64_t lp = 0, dqp = 0, dvp = 0;
   std::vector<float> pos_by_delta;   // [2 lp + 1]: pos_w[clip(P - 1 - delta)] at delta + lp, delta = i - j
@@ -216,10 +219,13 @@ inline void Elementwise(const Problem& p, const uint8_t* bucket_col, int64_t row
     }
   }
   const float scale = p.scale;
+  // Keys at or after `hist_end` are targets: visible only to themselves (a history query never
+  // reaches one causally).
+  const int64_t hist_end = row_len - std::min(p.targets, row_len);
 #pragma omp simd
   for (int64_t t = 0; t < W; ++t) {
     const int64_t i = i0 + t;
-    const bool visible = i >= j && i < row_len;
+    const bool visible = i >= j && i < row_len && (j < hist_end || j == i);
     const float sig = Sigmoid(s[t]);
     w_j[t] = visible ? s[t] * sig * scale : 0.f;
     if (Backward) ds_j[t] = visible ? dw[t] * scale * sig * (1.f + s[t] * (1.f - sig)) : 0.f;
@@ -373,7 +379,8 @@ void BackwardRow(const Problem& p, int64_t row, const float* d_out, float* dq_al
 // Validates shapes (the same for both passes) and fills the problem; an error names the operand.
 ffi::Error MakeProblem(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer<ffi::F32>& v,
                        ffi::Buffer<ffi::S32>& lengths, ffi::Buffer<ffi::F32>& pos_w, ffi::Buffer<ffi::F32>& ts_w,
-                       ffi::Buffer<ffi::U8>& buckets, int64_t heads, float alpha, float scale, Problem* p) {
+                       ffi::Buffer<ffi::U8>& buckets, int64_t heads, float alpha, float scale, int64_t targets,
+                       Problem* p) {
   const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   if (qd.size() != 3 || kd.size() != 3 || vd.size() != 3 || kd[0] != qd[0] || kd[1] != qd[1] ||
       kd[2] != qd[2] || vd[0] != qd[0] || vd[1] != qd[1] || lengths.element_count() != size_t(qd[0])) {
@@ -394,7 +401,7 @@ ffi::Error MakeProblem(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::
                pos_w.element_count() > 0 ? pos_w.typed_data() : nullptr,
                has_ts ? ts_w.typed_data() : nullptr, has_ts ? buckets.typed_data() : nullptr,
                qd[0], qd[1], qd[2], vd[2], heads, int64_t(pos_w.element_count()), int64_t(ts_w.element_count()),
-               alpha, scale, 0, 0, 0, {}};
+               alpha, scale, std::max<int64_t>(targets, 0), 0, 0, 0, {}};
   if (has_ts) {   // an out-of-table bucket would read past ts_w: check the real pairs once
     for (int64_t b = 0; b < p->n / heads; ++b) {
       int64_t len = 0;
@@ -418,10 +425,11 @@ ffi::Error MakeProblem(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::
 
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                        ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::F32> pos_w, ffi::Buffer<ffi::F32> ts_w,
-                       ffi::Buffer<ffi::U8> buckets, int64_t heads, float alpha, float scale, int64_t num_threads,
-                       ffi::ResultBuffer<ffi::F32> out) {
+                       ffi::Buffer<ffi::U8> buckets, int64_t heads, float alpha, float scale, int64_t num_targets,
+                       int64_t num_threads, ffi::ResultBuffer<ffi::F32> out) {
   Problem p;
-  if (auto err = MakeProblem(q, k, v, lengths, pos_w, ts_w, buckets, heads, alpha, scale, &p); err.failure()) {
+  if (auto err = MakeProblem(q, k, v, lengths, pos_w, ts_w, buckets, heads, alpha, scale, num_targets, &p);
+      err.failure()) {
     return err;
   }
   const int64_t threads = std::max<int64_t>(1, std::min(num_threads, p.n));
@@ -434,11 +442,12 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Bu
 ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                         ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::F32> pos_w, ffi::Buffer<ffi::F32> ts_w,
                         ffi::Buffer<ffi::U8> buckets, ffi::Buffer<ffi::F32> d_out, int64_t heads, float alpha,
-                        float scale, int64_t num_threads, ffi::ResultBuffer<ffi::F32> dq,
+                        float scale, int64_t num_targets, int64_t num_threads, ffi::ResultBuffer<ffi::F32> dq,
                         ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv,
                         ffi::ResultBuffer<ffi::F32> dpos, ffi::ResultBuffer<ffi::F32> dts) {
   Problem p;
-  if (auto err = MakeProblem(q, k, v, lengths, pos_w, ts_w, buckets, heads, alpha, scale, &p); err.failure()) {
+  if (auto err = MakeProblem(q, k, v, lengths, pos_w, ts_w, buckets, heads, alpha, scale, num_targets, &p);
+      err.failure()) {
     return err;
   }
   if (d_out.element_count() != size_t(p.n * p.l * p.dv)) {
@@ -491,6 +500,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecjaxCausalAttentionFwd, ForwardImpl,
                                   .Attr<int64_t>("heads")
                                   .Attr<float>("alpha")
                                   .Attr<float>("scale")
+                                  .Attr<int64_t>("num_targets")
                                   .Attr<int64_t>("num_threads")
                                   .Ret<ffi::Buffer<ffi::F32>>());  // out [N, L, Dv]
 
@@ -507,6 +517,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecjaxCausalAttentionBwd, BackwardImpl,
                                   .Attr<int64_t>("heads")
                                   .Attr<float>("alpha")
                                   .Attr<float>("scale")
+                                  .Attr<int64_t>("num_targets")
                                   .Attr<int64_t>("num_threads")
                                   .Ret<ffi::Buffer<ffi::F32>>()   // dq
                                   .Ret<ffi::Buffer<ffi::F32>>()   // dk

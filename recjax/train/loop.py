@@ -111,7 +111,7 @@ def _without_unpartitionable_paths(config, spec):
     run_config.loss = loss_cfg
     if "attention_tiling" in run_config.model:   # rankers have no such setting
       run_config.model.attention_tiling = "off" if model_cfg["attention_tiling"] is False else model_cfg["attention_tiling"]
-    if "attention_impl" in run_config.model:
+    if "attention_impl" in model_cfg:   # set here where the config left the model's default
       run_config.model.attention_impl = model_cfg["attention_impl"]
   return run_config, notes
 

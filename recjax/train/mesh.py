@@ -245,6 +245,17 @@ def place(tree, shardings):
 MESH_SAMPLED_SOFTMAX = "shard_map"
 
 
+def _default_attention_impl(model_cfg: dict) -> str | None:
+  """The model class's `attention_impl` default (configs that replace `model` may omit the key), or
+  None for a model without the setting."""
+  from recjax.models import model_class  # pylint: disable=import-outside-toplevel
+  try:
+    field = model_class(model_cfg.get("name", "")).__dataclass_fields__.get("attention_impl")
+  except (KeyError, ValueError):
+    return None
+  return None if field is None else field.default
+
+
 def resolve_fast_paths(loss_cfg, model_cfg: dict, spec: MeshSpec) -> tuple[Any, dict, list[str]]:
   """(loss config, model settings) with the paths that cannot partition replaced on a mesh of
   more than one device -> (loss_cfg, model_cfg, notes). One device: unchanged."""
@@ -261,7 +272,7 @@ def resolve_fast_paths(loss_cfg, model_cfg: dict, spec: MeshSpec) -> tuple[Any, 
     model_cfg = {**model_cfg, "attention_tiling": False}
     notes.append(f"model.attention_tiling -> False on a {spec.num_devices}-device mesh: its global "
                  "sort by length would gather the batch onto every device")
-  if model_cfg.get("attention_impl", "xla") != "xla":
+  if model_cfg.get("attention_impl", _default_attention_impl(model_cfg)) not in (None, "xla"):
     model_cfg = {**model_cfg, "attention_impl": "xla"}
     notes.append(f"model.attention_impl -> 'xla' on a {spec.num_devices}-device mesh: the C++ attention kernel "
                  "is an unpartitionable custom call")

@@ -32,10 +32,11 @@ def _case(b, h, l, dqk, dv, *, pos_p, num_buckets, seed=0, lengths=None):
   return q, k, v, lens, bias
 
 
-def _run(impl, q, k, v, lens, bias, alpha, scale, tiling=False):
+def _run(impl, q, k, v, lens, bias, alpha, scale, tiling=False, targets=0):
   def f(q, k, v, pos, ts):
     b = RelativeBias(pos, ts, bias.query_times, bias.key_times)
-    return attention(q, k, v, lengths_B=lens, mask=MaskSpec(causal=True), kind="pointwise", activation="silu",
+    return attention(q, k, v, lengths_B=lens, mask=MaskSpec(causal=True, num_targets=targets), kind="pointwise",
+                     activation="silu",
                      alpha=alpha, scale=scale, bias=b, impl=impl, tiling=tiling)
   out = jax.jit(f)(q, k, v, bias.pos_weights, bias.ts_weights)
   cot = jnp.asarray(np.random.default_rng(7).normal(size=out.shape), jnp.float32)
@@ -59,6 +60,18 @@ def test_native_equals_dense_xla_values_and_gradients(b, h, l, dqk, dv, pos_p, n
   out, grads = _run("native", q, k, v, lens, bias, 0.7, 1.0 / (l + 5))
   np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-6)
   assert len(grads) == len(ref_grads)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * max(1.0, float(jnp.max(jnp.abs(r)))))
+
+
+@needs_kernel
+@pytest.mark.parametrize("targets", [1, 5, 40])
+def test_native_with_targets_equals_dense_xla(targets):
+  """The ranker's mask: the last T real tokens see the history and themselves (T > some lengths too)."""
+  q, k, v, lens, bias = _case(4, 2, 37, 6, 5, pos_p=0, num_buckets=25, seed=5, lengths=[37, 20, 3, 0])
+  ref_out, ref_grads = _run("xla", q, k, v, lens, bias, 1.0, 1 / 37, targets=targets)
+  out, grads = _run("native", q, k, v, lens, bias, 1.0, 1 / 37, targets=targets)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-6)
   for g, r in zip(grads, ref_grads):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * max(1.0, float(jnp.max(jnp.abs(r)))))
 
@@ -115,7 +128,7 @@ def test_attention_impl_native_refuses_what_the_kernel_does_not_compute():
   lens = jnp.array([6, 2])
   with pytest.raises(ValueError, match="pointwise SiLU"):
     attention(x, x, x, lengths_B=lens, mask=MaskSpec(causal=True), kind="softmax", impl="native")
-  with pytest.raises(ValueError, match="plain causal"):
+  with pytest.raises(ValueError, match="causal self-attention"):
     attention(x, x, x, lengths_B=lens, mask=MaskSpec(causal=True, local_window=2), impl="native")
   with pytest.raises(ValueError, match="attention impl must be one of"):
     attention(x, x, x, lengths_B=lens, mask=MaskSpec(causal=True), impl="fast")

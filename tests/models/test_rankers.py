@@ -215,3 +215,26 @@ def test_hstu_ranker_pallas_backend_matches_xla(setup):
   np.testing.assert_allclose(lb, la, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["hstu", "hstu_ctx"])
+def test_hstu_ranker_attention_kernel_equals_xla(data, setup, name):
+  """The C++ attention kernel (candidates isolated by the targets mask) against the XLA path:
+  logits, watch ratio and every parameter gradient."""
+  from recjax import native  # pylint: disable=import-outside-toplevel
+  if not native.available():
+    pytest.skip(f"recjax.native kernels unavailable here: {native.why_unavailable()}")
+  ex, _, params = setup
+  batch = _inputs(ex.arrays, slice(0, 12))
+  model = _models(data[2])[name]
+  out = {}
+  for impl in ("xla", "native"):
+    m = model.clone(attention_impl=impl)
+
+    def loss(p, m=m):
+      o = m.apply(p, batch)
+      return jnp.sum(jnp.sin(o["logits"])) + jnp.sum(jnp.sin(o["watch_ratio"]))
+    out[impl] = jax.jit(jax.value_and_grad(loss))(params[name])
+  np.testing.assert_allclose(out["native"][0], out["xla"][0], rtol=1e-5)
+  for (path, r), g in zip(jax.tree.leaves_with_path(out["xla"][1]), jax.tree.leaves(out["native"][1])):
+    np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))

@@ -225,6 +225,13 @@ def test_fast_paths_fall_back_only_on_a_mesh():
   c.loss.impl = "xla"   # the SPMD path asked for by name stays
   loss_cfg, _, notes = mesh_lib.resolve_fast_paths(c.loss, {"attention_tiling": "auto"}, eight)
   assert loss_cfg.impl == "xla" and len(notes) == 1
+  # The C++ attention kernel: off on a mesh, also where the config leaves the model's default ("auto").
+  _, model_cfg, notes = mesh_lib.resolve_fast_paths(c.loss, {"name": "hstu_ranker", "dim": 8}, eight)
+  assert model_cfg["attention_impl"] == "xla" and any("attention_impl" in n for n in notes)
+  _, model_cfg, _ = mesh_lib.resolve_fast_paths(c.loss, {"name": "hstu_ranker", "dim": 8}, one)
+  assert "attention_impl" not in model_cfg
+  _, model_cfg, notes = mesh_lib.resolve_fast_paths(c.loss, {"name": "dlrm", "dim": 8}, eight)
+  assert "attention_impl" not in model_cfg and not any("attention_impl" in n for n in notes)
 
 
 def _free_port() -> int:
