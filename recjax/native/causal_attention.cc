@@ -222,10 +222,12 @@ inline void Elementwise(const Problem& p, const uint8_t* bucket_col, int64_t row
   // Keys at or after `hist_end` are targets: visible only to themselves (a history query never
   // reaches one causally).
   const int64_t hist_end = row_len - std::min(p.targets, row_len);
+  // Bitwise, not short-circuit, logic: with `&&` / `||` GCC does not vectorise this loop (measured:
+  // HSTU-large's step 451 ms instead of 328). Built without AVX-512 it stays scalar either way.
 #pragma omp simd
   for (int64_t t = 0; t < W; ++t) {
     const int64_t i = i0 + t;
-    const bool visible = i >= j && i < row_len && (j < hist_end || j == i);
+    const bool visible = (i >= j) & (i < row_len) & ((j < hist_end) | (j == i));
     const float sig = Sigmoid(s[t]);
     w_j[t] = visible ? s[t] * sig * scale : 0.f;
     if (Backward) ds_j[t] = visible ? dw[t] * scale * sig * (1.f + s[t] * (1.f - sig)) : 0.f;
