@@ -10,9 +10,10 @@ Command:   python -m experiments.run --config=configs/linear_hstu_ml1m.py --work
            SEEDS="1 2 3" scripts/reproduce_movielens.sh linear_hstu_ml1m
 Quick:     python -m experiments.run --config=configs/linear_hstu_ml1m.py:quick
 Hardware:  2-core x86 CPU, 24 GB (~30-40 min a seed on an idle box).
-Measured:  seed 1 (results/ml-1m/linear_hstu_ml1m_seed1.json, ~23 min alone on a 2-core Xeon): HR@10
-           .2758, NDCG@10 .1543 at epoch 101, 7.1% below hstu_ml1m's 3-seed .1661 and within one
-           seed's noise of the no-bias plain-attention control (ultra_hstu_ml1m:full, .1579).
+Measured:  seed 1 (results/ml-1m/linear_hstu_ml1m_seed1.json, 22 min alone on a 2-core Xeon): HR@10
+           .2758, NDCG@10 .1543 at epoch 101, 7.1% below hstu_ml1m's 3-seed .1661 and .0036 below the
+           no-bias plain-attention control (ultra_hstu_ml1m:full, .1579): about one of HSTU's seed
+           spreads (±.0031), so not separable at one seed each.
 """
 import ml_collections
 
