@@ -81,7 +81,7 @@ from recjax.scaling import mfu  # noqa: E402
 from recjax.layers import native_attention  # noqa: E402
 from recjax.scaling.flops import causal_attention_flops, sampled_softmax_flops  # noqa: E402
 from recjax.train import results  # noqa: E402
-from recjax.train.loop import resolve_model_config  # noqa: E402
+from recjax.train.loop import flop_counting_step, resolve_model_config  # noqa: E402
 from recjax.train.state import TrainState, make_optimizer  # noqa: E402
 from recjax.train.step import loss_fn, make_step, make_train_step  # noqa: E402
 from recjax import compile_options  # noqa: E402
@@ -208,10 +208,8 @@ class Worker:
     candidates = float(np.mean([b["cand_mask"].sum() for b in self.measured]))
     history = float(np.mean([b["hist_lengths"].sum() for b in self.measured]))
     native_attn = native_attention.resolve_impl(getattr(model, "attention_impl", "xla"))
-    counted_step = self.step
-    if native_attn:   # XLA cannot see into the C++ attention kernel: count the same step on XLA attention
-      counted_step = make_step(task.loss_fn(model.clone(attention_impl="xla")), tx, key)
-    flops = _flops(counted_step.lower(self.state, b0))
+    # XLA cannot see into the C++ attention kernel: count the same step on XLA attention, as the trainer does.
+    flops = _flops(flop_counting_step(self.step, model, task, None, tx, key).lower(self.state, b0))
     self.info = {
         "model": name, "config": config.name, "model_overrides": {}, "task": "ranking",
         "token_packing": False, "batch_size": tc.batch_size, "max_len": config.ranking.history_len,

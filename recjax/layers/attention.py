@@ -94,6 +94,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     return _pallas(q_BQHD, k_BKHD, v_BKHD, lengths_B, kv_lengths_B, mask, kind, activation, alpha,
                    scale, bias)
 
+  native_attention.check_impl(impl)   # every value, also where the kernel does not apply
   use_dropout = dropout_rate > 0.0 and dropout_rng is not None
   if impl != "xla":
     why_not = native_attention.native_supported(
@@ -108,20 +109,19 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
       return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2).astype(v_BKHD.dtype)
 
   # XLA:CPU runs 3-D batched matmuls ≈ 2x faster than the same contraction with a head axis, so
-  # fold heads into the batch: [B, L, H, D] -> [B*H, L, D].
-  fold = _fold_heads
+  # fold heads into the batch: [B, L, H, D] -> [B*H, L, D] (`_fold_heads`).
   if sla is not None:
     check_sla_mask(mask)
     if bias is not None or use_dropout or lq != lk:
       raise ValueError("blocked semi-local attention takes no relative bias, no dropout and needs Lq == Lk")
     out_NQD = semi_local_attention(
-        fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), mask, kind=kind,
-        act=ACTIVATIONS[activation], alpha=alpha, scale=scale, block=sla.block)
+        _fold_heads(q_BQHD), _fold_heads(k_BKHD), _fold_heads(v_BKHD), jnp.repeat(lengths_B, h), mask,
+        kind=kind, act=ACTIVATIONS[activation], alpha=alpha, scale=scale, block=sla.block)
     return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2)
   if tiling is not None and mask == PLAIN_CAUSAL and lq == lk:
     out_NQD = causal_tiled_attention(
-        fold(q_BQHD), fold(k_BKHD), fold(v_BKHD), jnp.repeat(lengths_B, h), kind=kind,
-        act=ACTIVATIONS[activation], alpha=alpha, scale=scale, bias=bias,
+        _fold_heads(q_BQHD), _fold_heads(k_BKHD), _fold_heads(v_BKHD), jnp.repeat(lengths_B, h),
+        kind=kind, act=ACTIVATIONS[activation], alpha=alpha, scale=scale, bias=bias,
         batch_of_row=jnp.repeat(jnp.arange(b), h), dropout_rate=dropout_rate if use_dropout else 0.0,
         dropout_seed=counter_rng.seed_from(dropout_rng) if use_dropout else None, tiling=tiling)
     return jnp.swapaxes(out_NQD.reshape(b, h, lq, -1), 1, 2)
@@ -131,7 +131,8 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
       return x_BQK
     return jnp.broadcast_to(x_BQK[:, None], (b, h, lq, lk)).reshape(b * h, lq, lk)
 
-  s_NQK = jnp.einsum("nqd,nkd->nqk", fold(q_BQHD), fold(k_BKHD), preferred_element_type=jnp.float32) * alpha
+  s_NQK = jnp.einsum("nqd,nkd->nqk", _fold_heads(q_BQHD), _fold_heads(k_BKHD),
+                     preferred_element_type=jnp.float32) * alpha
   if bias is not None:
     s_NQK = add_broadcast_bias(s_NQK, per_head(materialize(bias, lq, lk)))
   visible_NQK = per_head(dense_mask(mask, lengths_B, lq, lk, kv_lengths=kv_lengths_B))
@@ -141,7 +142,7 @@ def attention(q_BQHD: jax.Array, k_BKHD: jax.Array, v_BKHD: jax.Array, *,
     w_NQK = masked_softmax(s_NQK, visible_NQK) * scale
   if use_dropout:
     w_NQK = hash_dropout(w_NQK, dropout_rate, dropout_rng)
-  o_NQD = jnp.einsum("nqk,nkd->nqd", w_NQK.astype(v_BKHD.dtype), fold(v_BKHD))
+  o_NQD = jnp.einsum("nqk,nkd->nqd", w_NQK.astype(v_BKHD.dtype), _fold_heads(v_BKHD))
   return jnp.swapaxes(o_NQD.reshape(b, h, lq, -1), 1, 2)
 
 

@@ -27,14 +27,20 @@ MAX_TIME_BUCKETS = 256   # uint8 buckets
 IMPLS = ("auto", "xla", "native")
 
 
+def check_impl(impl: str) -> None:
+  """A ValueError naming the setting unless `impl` is one of IMPLS."""
+  if impl not in IMPLS:
+    raise ValueError(f"attention impl must be one of {IMPLS} (model.attention_impl, attention(impl=...)), "
+                     f"got {impl!r}")
+
+
 def resolve_impl(impl: str) -> bool:
   """`model.attention_impl` -> whether to use the kernel where it applies.
 
   "auto": on the CPU backend when the kernel compiled (`recjax.native.available()`); "native":
   required (an error naming why it is unavailable); "xla": never.
   """
-  if impl not in IMPLS:
-    raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
+  check_impl(impl)
   if impl == "xla":
     return False
   if impl == "auto":

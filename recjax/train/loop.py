@@ -116,7 +116,7 @@ def _without_unpartitionable_paths(config, spec):
   return run_config, notes
 
 
-def _counting_step(train_step, model, task, mesh, tx, step_key):
+def flop_counting_step(train_step, model, task, mesh, tx, step_key):
   """The step whose XLA cost the FLOP meter reads: `train_step` itself, or, when the model runs the C++
   attention kernel (a custom call XLA cannot see into), the same step with attention on the XLA path.
   Counting only lowers and compiles it, never runs it; the counts then match runs made without the kernel."""
@@ -210,7 +210,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
   flop_meter = None
   if tc.get("count_flops", True):
-    flop_meter = _FlopMeter(_counting_step(train_step, model, task, mesh, tx, step_key), task, model_cfg)
+    flop_meter = _FlopMeter(flop_counting_step(train_step, model, task, mesh, tx, step_key), task, model_cfg)
   if flop_meter is not None and latest is not None:
     # A checkpoint without the count (older code, or counting off) leaves steps < the run's steps.
     flop_meter.train = dict(restored_train_flops or flop_meter.train)

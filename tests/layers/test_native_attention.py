@@ -132,6 +132,8 @@ def test_attention_impl_native_refuses_what_the_kernel_does_not_compute():
     attention(x, x, x, lengths_B=lens, mask=MaskSpec(causal=True, local_window=2), impl="native")
   with pytest.raises(ValueError, match="attention impl must be one of"):
     attention(x, x, x, lengths_B=lens, mask=MaskSpec(causal=True), impl="fast")
+  with pytest.raises(ValueError, match=r"model\.attention_impl"):   # also where the kernel would not apply
+    attention(x, x, x, lengths_B=lens, mask=MaskSpec(causal=True, local_window=2), impl="fast")
 
 
 @needs_kernel
@@ -195,7 +197,7 @@ def test_trainer_counts_flops_on_the_xla_attention_twin():
   from recjax.train.state import TrainState   # pylint: disable=import-outside-toplevel
   from recjax.train.step import make_step   # pylint: disable=import-outside-toplevel
 
-  class Task:   # the one method _counting_step uses
+  class Task:   # the one method flop_counting_step uses
     @staticmethod
     def loss_fn(model, mesh=None):
       return lambda p, b, key: jnp.sum(model.apply({"params": p}, b)[0] ** 2)
@@ -212,8 +214,8 @@ def test_trainer_counts_flops_on_the_xla_attention_twin():
   key = jax.random.key(1)
   train_step = make_step(Task.loss_fn(model), tx, key)
   assert "recjax_causal_attention" in train_step.lower(state, batch).as_text()
-  counting = loop._counting_step(train_step, model, Task, None, tx, key)
+  counting = loop.flop_counting_step(train_step, model, Task, None, tx, key)
   assert "recjax_causal_attention" not in counting.lower(state, batch).as_text()
   xla_step = make_step(Task.loss_fn(HSTU(**kw, attention_impl="xla")), tx, key)
   assert flops_lib.train_step_flops(counting, state, batch).total == flops_lib.train_step_flops(xla_step, state, batch).total
-  assert loop._counting_step(xla_step, HSTU(**kw, attention_impl="xla"), Task, None, tx, key) is xla_step
+  assert loop.flop_counting_step(xla_step, HSTU(**kw, attention_impl="xla"), Task, None, tx, key) is xla_step
