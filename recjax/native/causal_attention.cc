@@ -14,13 +14,14 @@
 // reference; tests check values and gradients against them.
 //
 // Why: XLA:CPU computes this as padded [rows, tile, keys] score blocks: a batched matmul, then the
-// bias, SiLU and mask as separate passes through memory, and the same again in the backward (≈ 40
-// ms per block at the ML-1M shape). Here each query's scores live in one L1-resident vector, only
-// the causal prefix of the real tokens is touched, and each row is one thread's work.
+// bias, SiLU and mask as separate passes through memory, and the same again in the backward. Here a
+// block of W queries is one vector: its scores against each key are accumulated in registers, the
+// bias, SiLU and mask applied in place, and only the causal prefix of the real tokens is touched
+// (scripts/bench_train.py, rows hstu vs hstu_xla_attention: 145 -> 102 ms per ML-1M step).
 //
 // Rows are spread over threads longest first (a row costs ~len^2). The bias gradients are summed
-// per row into [N, 2P - 1] and [N, nb] buffers and then over rows in row order, so every output is
-// bit-identical for any thread count.
+// per row (the position bias by query-key distance, [N, 2 lp + W + 1]; the time bias [N, nb]) and
+// then over rows in row order, so every output is bit-identical for any thread count.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
