@@ -27,8 +27,13 @@ The verdicts (each true, false or "not run" when an arm it needs has no finished
 Scaling efficiency (issue 18): where ultra and hstu_full have runs at >= 3 widths (`w<D>` extras),
 `scaling` fits test NE against log10 training FLOPs per example per family (every run one point)
 and reports ultra's slope ratio and iso-NE compute ratio over hstu_full with bootstrap intervals,
-in the .md and under `scaling_efficiency`; the table and verdicts use the default width only.
-Inference FLOPs are not measured (the runs count training FLOPs).
+in the .md and under `scaling_efficiency` (`training`; `inference` the same against inference FLOPs
+per example where every run has a count); the table and verdicts use the default width only.
+Inference FLOPs per example (`--count_inference`, cached in <out>_inference_flops.json) are counted
+here, not by the runs: for each arm's config, the ranking task's `inference_flops` (XLA's count of
+the compiled forward pass over the test split's evaluation batches, each request at its own
+history width; the world regenerated from its seed, no parameters needed). They depend on the
+config only, so one count serves every seed. Arms without a count show "–".
 
 "A beats B" is the paired rule of recjax/scaling/seeds.py on A − B over the seeds both have (lower
 NE is better): true when the 95% t-interval lies below 0; with one common seed, the sign alone
@@ -58,6 +63,8 @@ _PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "world"], "which world's ru
 _STUDY_OUT = flags.DEFINE_string("study_out", None, "output path without extension "
                                  "(default <results_dir>/summary/<preset>[_quick])")
 _QUICK_RUNS = flags.DEFINE_bool("quick_runs", False, "gather the quick runs (a smoke test of the pipeline) instead")
+_COUNT_INFERENCE = flags.DEFINE_bool("count_inference", False, "count the inference FLOPs of every arm not yet in "
+                                     "<out>_inference_flops.json (a few compiles per arm; see inference_flops)")
 
 REFERENCE = "hstu_full"
 NE_TOLERANCE, FLOPS_BUDGET = 0.005, 0.5     # verdict 2: within 0.5% NE at <= 50% of the FLOPs
@@ -102,6 +109,45 @@ def collect(results_dir: str, preset: str, quick: bool = False) -> list[dict]:
   return sorted(rows, key=lambda x: (x["arm"], x["seed"]))
 
 
+def config_argument(row: dict, quick: bool = False) -> str:
+  """The configs/long_sequences.py argument that rebuilds a run's config (seed aside)."""
+  parts = [row["arm"]] + (["cpu"] if row["preset"] == "cpu" else []) + (["quick"] if quick else [])
+  if row["width"] != ls_config.DEFAULT_WIDTH:
+    parts.append(f"w{row['width']}")
+  return ",".join(parts)
+
+
+def inference_flops(argument: str) -> dict:
+  """Forward FLOPs per example of an arm's config on its test split (RankingTask.inference_flops)."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from recjax.tasks.ranking import RankingTask  # pylint: disable=import-outside-toplevel
+  t0 = time.time()
+  with tempfile.TemporaryDirectory(prefix="recjax_inference_flops_") as work:   # the world, regenerated
+    task = RankingTask(ls_config.get_config(argument), work)
+    counted = task.inference_flops(task.build_model()[0])
+  return {**counted, "argument": argument, "count_seconds": round(time.time() - t0, 1)}
+
+
+def add_inference_flops(rows: list[dict], cache_path: str, quick: bool, count: bool) -> dict:
+  """Sets row["inference_flops_per_example"] from the cache at `cache_path` ({argument: record}),
+  counting (and caching) the missing arguments when `count`; NaN where none. Returns the cache."""
+  cache = {}
+  if os.path.exists(cache_path):
+    with open(cache_path) as f:
+      cache = json.load(f)
+  missing = sorted({config_argument(r, quick) for r in rows} - set(cache))
+  if count and missing:
+    for argument in missing:
+      print(f"counting inference FLOPs of {argument}", flush=True)
+      cache[argument] = inference_flops(argument)
+    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+    with open(cache_path, "w") as f:
+      json.dump(cache, f, indent=1, sort_keys=True)
+  for r in rows:
+    r["inference_flops_per_example"] = cache.get(config_argument(r, quick), {}).get("flops_per_example", np.nan)
+  return cache
+
+
 def _mean_std(values) -> dict:
   s = seeds_lib.summarise([float(v) for v in values]) if all(np.isfinite(values)) else None
   return {"mean": s.mean, "std": s.std, "n": s.n} if s else {"mean": float("nan"), "std": float("nan"), "n": len(values)}
@@ -114,14 +160,16 @@ def arm_summaries(rows: list[dict]) -> dict[str, dict]:
   for arm in sorted({r["arm"] for r in rows}, key=lambda a: order.get(a, len(order))):
     group = [r for r in rows if r["arm"] == arm]
     out[arm] = {"seeds": [r["seed"] for r in group],
-                **{q: _mean_std([r[q] for r in group]) for q in
+                **{q: _mean_std([r.get(q, np.nan) for r in group]) for q in
                    ("test_ne", "test_auc", "test_gap_closed", "planted_ne", "planted_oracle_ne",
-                    "planted_gap_closed", "flops_per_example", "valid_ne")},
+                    "planted_gap_closed", "flops_per_example", "inference_flops_per_example", "valid_ne")},
                 "planted_candidates": group[0]["planted_candidates"]}
   ref = out.get(REFERENCE)
   for s in out.values():
     s["delta_ne_vs_ref"] = (s["test_ne"]["mean"] / ref["test_ne"]["mean"] - 1.0) if ref else float("nan")
     s["flops_vs_ref"] = (s["flops_per_example"]["mean"] / ref["flops_per_example"]["mean"]) if ref else float("nan")
+    s["inference_flops_vs_ref"] = (s["inference_flops_per_example"]["mean"] / ref["inference_flops_per_example"]["mean"]
+                                   if ref else float("nan"))
   return out
 
 
@@ -174,7 +222,8 @@ def _pm(s: dict, fmt: str = ".4f") -> str:
 def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
   """The table and the verdicts as markdown."""
   titles = ("arm", "seeds", "test NE", "ΔNE vs hstu_full", "planted NE (oracle)", "planted gap closed",
-            "gap closed", "train FLOPs / example", "FLOPs vs hstu_full")
+            "gap closed", "train FLOPs / example", "FLOPs vs hstu_full", "inference FLOPs / example",
+            "inference vs hstu_full")
   lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
   for arm, s in arms.items():
     oracle = s["planted_oracle_ne"]["mean"]
@@ -184,7 +233,10 @@ def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
         _pm(s["planted_ne"]) + ("" if not np.isfinite(oracle) else f" ({oracle:.4f})"),
         _pm(s["planted_gap_closed"], ".3f"), _pm(s["test_gap_closed"], ".3f"),
         f"{s['flops_per_example']['mean']:.3g}",
-        "–" if not np.isfinite(s["flops_vs_ref"]) else f"{s['flops_vs_ref']:.2f}x")) + " |")
+        "–" if not np.isfinite(s["flops_vs_ref"]) else f"{s['flops_vs_ref']:.2f}x",
+        "–" if not np.isfinite(s["inference_flops_per_example"]["mean"]) else
+        f"{s['inference_flops_per_example']['mean']:.3g}",
+        "–" if not np.isfinite(s["inference_flops_vs_ref"]) else f"{s['inference_flops_vs_ref']:.2f}x")) + " |")
   counts = sorted({s["planted_candidates"] for s in arms.values()})
   lines += ["", f"Preset `{preset}`; test split at each run's selected epoch; NE = mean over the 8 feedbacks "
             f"(± sample std over seeds); planted = the {'/'.join(map(str, counts))} test candidates that are "
@@ -256,24 +308,30 @@ def scaling(rows: list[dict], *, num_bootstrap: int = SCALING_BOOTSTRAP, seed: i
       out[name] = {"verdict": "not run", "widths": widths,
                    "why": "needs each family at >= 3 widths (configs/long_sequences.py `w<D>`)"}
       continue
-    data = {m: (np.array([r["flops_per_example"] for r in fam[m]]), np.array([r["test_ne"] for r in fam[m]]))
-            for m in (a, b)}
-    at = float(np.max(data[b][0]))
-    eff = fits.scaling_efficiency(*data[a], *data[b], at_compute=at, law="log_linear",
-                                  num_bootstrap=num_bootstrap, seed=seed)
-    out[name] = {"widths": widths, "at_flops_per_example": at, "law": "test NE = a + b log10(FLOPs per example)",
-                 "slope_ratio": scaling_study.estimate_record(eff.slope_ratio),
-                 "iso_ne_compute_ratio": scaling_study.estimate_record(eff.iso_compute_ratio),
+    out[name] = {"widths": widths, "law": "test NE = a + b log10(FLOPs per example)",
                  "ci": f"95% percentile bootstrap over runs ({num_bootstrap} resamples, families resampled "
-                       "independently)",
-                 "inference": "not measured: the runs count training FLOPs only"}
+                       "independently)"}
+    for phase, key in (("training", "flops_per_example"), ("inference", "inference_flops_per_example")):
+      data = {m: (np.array([r.get(key, np.nan) for r in fam[m]]), np.array([r["test_ne"] for r in fam[m]]))
+              for m in (a, b)}
+      if not all(np.isfinite(x).all() for x, _ in data.values()):
+        out[name][phase] = {"verdict": "not run", "why": f"{key} missing for some runs (--count_inference)"}
+        continue
+      at = float(np.max(data[b][0]))
+      eff = fits.scaling_efficiency(*data[a], *data[b], at_compute=at, law="log_linear",
+                                    num_bootstrap=num_bootstrap, seed=seed)
+      out[name][phase] = {"at_flops_per_example": at,
+                          "slope_ratio": scaling_study.estimate_record(eff.slope_ratio),
+                          "iso_ne_compute_ratio": scaling_study.estimate_record(eff.iso_compute_ratio)}
   return out
 
 
-def gather(results_dir: str, preset: str, stem: str, quick: bool = False) -> dict:
-  """collect -> summaries -> verdicts -> <stem>.md, .json and the PNGs; returns the record."""
+def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_inference: bool = False) -> dict:
+  """collect -> inference FLOPs (cached; counted when `count_inference`) -> summaries -> verdicts ->
+  <stem>.md, .json and the PNGs; returns the record."""
   t0 = time.time()
   all_rows = collect(results_dir, preset, quick)
+  add_inference_flops(all_rows, stem + "_inference_flops.json", quick, count_inference)
   rows = [r for r in all_rows if r["width"] == ls_config.DEFAULT_WIDTH]   # the table: every arm at D = 64
   if not rows:
     raise ValueError(f"{results_dir}: no finished configs/long_sequences.py runs at preset {preset!r}"
@@ -311,10 +369,15 @@ def _scaling_markdown(efficiency: dict) -> str:
     if e.get("verdict") == "not run":
       lines.append(f"- {name}: not run ({e['why']}; widths {e['widths']})")
       continue
-    sr, iso = e["slope_ratio"], e["iso_ne_compute_ratio"]
-    lines.append(f"- {name}: slope ratio {sr['value']:.2f} [{sr['lo']:.2f}, {sr['hi']:.2f}], iso-NE compute "
-                 f"ratio {iso['value']:.2f} [{iso['lo']:.2f}, {iso['hi']:.2f}] at {e['at_flops_per_example']:.3g} "
-                 f"FLOPs per example (95% bootstrap over runs); inference not measured")
+    for phase in ("training", "inference"):
+      p = e[phase]
+      if p.get("verdict") == "not run":
+        lines.append(f"- {name}, {phase}: not run ({p['why']})")
+        continue
+      sr, iso = p["slope_ratio"], p["iso_ne_compute_ratio"]
+      lines.append(f"- {name}, {phase}: slope ratio {sr['value']:.2f} [{sr['lo']:.2f}, {sr['hi']:.2f}], iso-NE "
+                   f"compute ratio {iso['value']:.2f} [{iso['lo']:.2f}, {iso['hi']:.2f}] at "
+                   f"{p['at_flops_per_example']:.3g} {phase} FLOPs per example (95% bootstrap over runs)")
   return "\n".join(lines) + "\n"
 
 
@@ -322,7 +385,7 @@ def main(argv):
   del argv
   stem = _STUDY_OUT.value or os.path.join(_RESULTS_DIR.value, "summary",
                                           _PRESET.value + ("_quick" if _QUICK_RUNS.value else ""))
-  record = gather(_RESULTS_DIR.value, _PRESET.value, stem, _QUICK_RUNS.value)
+  record = gather(_RESULTS_DIR.value, _PRESET.value, stem, _QUICK_RUNS.value, _COUNT_INFERENCE.value)
   with open(record["table"]) as f:
     print(f.read())
   print(f"wrote {stem}.md, {stem}.json, {', '.join(record['plots'])} ({len(record['runs'])} runs)")

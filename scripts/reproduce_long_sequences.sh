@@ -36,4 +36,4 @@ for arm in "${arms[@]}"; do
       || { echo "FAILED $name: see workdirs/long_sequences/$name.log" >&2; exit 1; }
   done
 done
-"$PY" -m experiments.long_sequences --preset="$PRESET"
+"$PY" -m experiments.long_sequences --preset="$PRESET" --count_inference

@@ -227,6 +227,39 @@ class RankingTask(Task):
       return value
     return loss
 
+  def _eval_order(self, split: str) -> np.ndarray:
+    """The evaluator's row order: by history-length bucket (ragged layout; the identity when padded),
+    so that consecutive batches share a width and few widths compile."""
+    return np.argsort(self.examples[split].length_bucket(), kind="stable")
+
+  def inference_flops(self, model, split: str = "test") -> dict:
+    """Forward FLOPs per request of scoring `split` as the evaluator does: its batches, XLA's count of
+    the compiled forward pass at each batch shape (`scaling.flops.FlopsByShape`; nothing runs), the
+    model on XLA attention where it would use the C++ kernel (XLA cannot see into a custom call).
+    Each batch's count is shared by its real requests (padding rows cost nothing), then averaged over
+    the split's requests: the cost of scoring one request's candidates at its own history width."""
+    from recjax.scaling import flops as flops_lib  # pylint: disable=import-outside-toplevel
+    if getattr(model, "attention_impl", "xla") != "xla":
+      model = model.clone(attention_impl="xla")
+    ex, batch_size = self.examples[split], self.config.eval.batch_size
+    params = jax.eval_shape(lambda k, b: model.init({"params": k, "dropout": k}, b, train=False)["params"],
+                            jax.random.key(0), self.init_batch())
+    # The batch first: FlopsByShape reads the example count off the first mapping argument.
+    count = flops_lib.FlopsByShape(lambda b, p: model.apply({"params": p}, b, train=False)["logits"],
+                                   examples=self.examples_in)
+    order, total, widths, exact = self._eval_order(split), 0.0, {}, True
+    for s in range(0, len(ex), batch_size):
+      rows = order[s:s + batch_size]
+      batch = make_batch(ex, rows, batch_size)
+      counted = count(batch, params)
+      total += counted.total * len(rows) / counted.examples
+      width = int(batch["hist_ids"].shape[1])
+      widths[width] = widths.get(width, 0) + len(rows)
+      exact = exact and counted.xla.exact
+    return {"split": split, "requests": len(ex), "flops_per_example": total / max(len(ex), 1),
+            "requests_by_width": {str(w): n for w, n in sorted(widths.items())}, "shapes_counted": len(count.counted()),
+            "exact": exact}
+
   def evaluator(self, model):
     batch_size = self.config.eval.batch_size
     watch_head = self.watch_weight > 0
@@ -238,8 +271,7 @@ class RankingTask(Task):
 
     def run(params, split: str) -> dict:
       ex = self.examples[split]
-      # Rows by history-length bucket (ragged layout; the identity when padded): few widths compile.
-      order = np.argsort(ex.length_bucket(), kind="stable")
+      order = self._eval_order(split)
       # Each batch copied in first: the step runs inline and frees its scratch on return (cpu_allocator.py).
       preds = [predict(params, cpu_allocator.on_device(make_batch(ex, order[s:s + batch_size], batch_size)))
                for s in range(0, len(ex), batch_size)]

@@ -104,15 +104,42 @@ def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
   for seed, ne in zip((1, 2, 3), (0.950, 0.951, 0.949)):
     _fabricated_run(runs, "hstu_full", seed, test_ne=1.2 - 0.03 * 9, planted_ne=0.9, flops=1e9)
   _fabricated_run(runs, "ultra", 1, test_ne=1.3 - 0.045 * np.log10(4e8), planted_ne=0.905, flops=4e8)
-  record = study.gather(str(runs), "cpu", str(tmp_path / "b" / "cpu"))
+  # Inference FLOPs come from the gatherer's cache (counted from the configs, not by the runs): fabricated
+  # here as 1/3 of each run's training FLOPs for hstu_full and 1/6 for ultra, except one ultra width left out.
+  stem = tmp_path / "b" / "cpu"
+  stem.parent.mkdir()
+  cache = {}
+  for arm, f64, share in (("hstu_full", 1e9, 3.0), ("ultra", 4e8, 6.0)):
+    for w, f in ((32, 3e8), (64, None), (128, 3e9), (256, 1e10)):
+      f = f64 if f is None else (f if arm == "hstu_full" else f / 2.5)
+      cache[f"{arm},cpu" + (f",w{w}" if w != 64 else "")] = {"flops_per_example": f / share}
+  del cache["ultra,cpu,w256"]
+  (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps(cache))
+  record = study.gather(str(runs), "cpu", str(stem))
   assert record["arms"]["hstu_full"]["seeds"] == [1, 2, 3]       # the table keeps the default width only
+  assert record["arms"]["ultra"]["inference_flops_vs_ref"] == pytest.approx(0.4 * 3 / 6)
+  assert np.isnan(record["arms"]["trunc_f4"]["inference_flops_per_example"]["mean"])   # not in the cache
   e = record["scaling_efficiency"]["ultra over hstu_full"]
   assert e["widths"] == {"ultra": [32, 64, 128, 256], "hstu_full": [32, 64, 128, 256]}
-  assert e["slope_ratio"]["value"] == pytest.approx(1.5, rel=1e-6)
-  at = e["at_flops_per_example"]
+  train = e["training"]
+  assert train["slope_ratio"]["value"] == pytest.approx(1.5, rel=1e-6)
+  at = train["at_flops_per_example"]
   assert at == pytest.approx(1e10)
   ne_a = 1.3 - 0.045 * np.log10(at)                              # ultra's NE at that compute
   want = 10 ** ((1.2 - ne_a) / 0.03) / at                         # hstu_full's compute for it, over at
-  assert e["iso_ne_compute_ratio"]["value"] == pytest.approx(want, rel=1e-6)
-  assert e["slope_ratio"]["lo"] <= 1.5 <= e["slope_ratio"]["hi"]
-  assert "slope ratio 1.50" in open(record["table"]).read()
+  assert train["iso_ne_compute_ratio"]["value"] == pytest.approx(want, rel=1e-6)
+  assert train["slope_ratio"]["lo"] <= 1.5 <= train["slope_ratio"]["hi"]
+  assert e["inference"]["verdict"] == "not run"                  # ultra,cpu,w256 has no count
+  table = open(record["table"]).read()
+  assert "training: slope ratio 1.50" in table and "inference: not run" in table
+  cache["ultra,cpu,w256"] = {"flops_per_example": 1e10 / 2.5 / 6.0}
+  (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps(cache))
+  infer = study.gather(str(runs), "cpu", str(stem))["scaling_efficiency"]["ultra over hstu_full"]["inference"]
+  # Inference FLOPs are a constant share of training FLOPs per family, so the slopes in log10 FLOPs are
+  # unchanged (ratio 1.5), and the iso-NE ratio moves by the shares: ultra's curve shifts left by log10 6,
+  # hstu_full's by log10 3.
+  assert infer["slope_ratio"]["value"] == pytest.approx(1.5, rel=1e-6)
+  at_i = infer["at_flops_per_example"]
+  assert at_i == pytest.approx(1e10 / 3)
+  ne_ai = 1.3 - 0.045 * np.log10(at_i * 6)
+  assert infer["iso_ne_compute_ratio"]["value"] == pytest.approx(10 ** ((1.2 - ne_ai) / 0.03) / 3 / at_i, rel=1e-6)

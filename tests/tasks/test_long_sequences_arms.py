@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import long_sequences as ls
@@ -84,3 +85,34 @@ def test_experiments_run_accepts_each_arm_at_quick(arm, tmp_path):
   r = _run_quick(arm, tmp_path)
   assert r["config_values"]["study"]["arm"] == arm and r["steps"] == 2
   assert r["metrics"]["test"]["planted"]["candidates"] > 0
+
+
+def test_inference_flops_count_the_evaluators_batches(tmp_path):
+  """RankingTask.inference_flops on the quick world: the kernel model is counted as its XLA twin (an
+  exact count), the newest-256 cut and GACT's fold cost less than the whole history, and the per-request
+  figure is one evaluation batch's forward FLOPs over its rows (every test request has one width here)."""
+  from recjax.scaling import flops as flops_lib  # pylint: disable=import-outside-toplevel
+  from recjax.tasks.ranking import RankingTask, make_batch  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  counts = {}
+  for arm in ("hstu_full", "hstu_newest256", "gact_f4"):
+    task = RankingTask(ls.get_config(f"{arm},cpu,quick"), str(tmp_path / arm))
+    model = task.build_model()[0]
+    counts[arm] = task.inference_flops(model)
+    assert counts[arm]["exact"] and counts[arm]["requests"] == len(task.examples["test"]) > 0
+  full = counts["hstu_full"]
+  assert counts["hstu_newest256"]["flops_per_example"] < 0.5 * full["flops_per_example"]
+  assert counts["gact_f4"]["flops_per_example"] < 0.5 * full["flops_per_example"]
+  task = RankingTask(ls.get_config("hstu_full,cpu,quick"), str(tmp_path / "hstu_full"))
+  model = task.build_model()[0]
+  assert model.attention_impl == "auto"
+  assert task.inference_flops(model.clone(attention_impl="xla")) == full
+  ex, bs = task.examples["test"], task.config.eval.batch_size
+  assert list(full["requests_by_width"]) == [str(task.config.ranking.history_len)]
+  batch = make_batch(ex, np.arange(min(bs, len(ex))), bs)
+  xla = model.clone(attention_impl="xla")
+  params = jax.eval_shape(lambda k, b: xla.init({"params": k, "dropout": k}, b, train=False)["params"],
+                          jax.random.key(0), batch)
+  one = flops_lib.forward_flops(lambda b, p: xla.apply({"params": p}, b, train=False)["logits"], batch, params,
+                                examples=bs)
+  assert full["flops_per_example"] == pytest.approx(one.total / bs, rel=1e-9)
