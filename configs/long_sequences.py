@@ -1,6 +1,6 @@
 """Issue 18's long-sequence quality study: one arm per run, on the long-history world (papers.md §2, §4.2).
 
-Argument: `<arm>[,cpu][,quick][,w<D>]` (comma-separated; order of the extras free), e.g. `ultra,cpu`.
+Argument: `<arm>[,cpu][,quick][,w<D>][,e<N>]` (comma-separated; order of the extras free), e.g. `ultra,cpu`.
   arm     one of ARMS (below).
   cpu     the CPU-sized world `long_world.CPU_WORLD` (384 users, histories 512-4,096, mean ~1.2k)
           instead of `long_world.WORLD` (256 users, 1k-16k, mean ~3.9k; meant for an accelerator),
@@ -10,6 +10,9 @@ Argument: `<arm>[,cpu][,quick][,w<D>]` (comma-separated; order of the extras fre
           history), so the long-range signal is still in training for the longer histories.
   w<D>    the arm at width D (dqk = dv = D / 2; default 64, e.g. `ultra,cpu,w32`), named ..._w<D>: the
           points of the scaling-efficiency fit (experiments/long_sequences.py), every other setting equal.
+  e<N>    the arm trained for N epochs instead of DEFAULT_EPOCHS = 4, named ..._e<N>: a longer budget
+          (4 epochs leave every arm far from the oracle; see Result), gathered into its own table
+          (experiments/long_sequences.py --epochs=N).
   quick   `long_world.QUICK_WORLD`, history 512, a few steps (configs/long_sequences_hstu_rank.py
           `apply_quick`): a smoke test of the arm, no result.
 Runs are named long_sequences[_cpu]_<arm> (experiments/run.py adds _quick) and write
@@ -98,21 +101,26 @@ EXTRAS = ("cpu", "quick")
 SLA_FULL, SLA_QUICK = (256, 32, 128, 512), (64, 8, 32, 128)
 CPU_TRAIN_K = 256   # cpu preset: training candidates per user (ranking.train_k)
 DEFAULT_WIDTH = 64  # D of every arm; `w<D>` runs the arm at another width (the scaling fits' points)
+DEFAULT_EPOCHS = 4  # training epochs of every arm; `e<N>` trains N (a longer budget, its own table)
 SL_ALPHA = 1.6      # hstu_sl: stochastic length's alpha; histories cut to H^0.8, expected cost O(H^1.6)
 
 
-def parse(arg: str | None) -> tuple[str, set[str], int]:
-  """`<arm>[,cpu][,quick][,w<D>]` -> (arm, extras, width D); unknown parts raise naming the known ones."""
+def parse(arg: str | None) -> tuple[str, set[str], int, int]:
+  """`<arm>[,cpu][,quick][,w<D>][,e<N>]` -> (arm, extras, width D, epochs N); unknown parts raise naming
+  the known ones."""
   parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
   if not parts or parts[0] not in ARMS:
     raise ValueError(f"long_sequences: the argument must start with an arm, one of {ARMS}; got {arg!r}")
   widths = [p for p in parts[1:] if p.startswith("w")]
-  extras = set(parts[1:]) - set(widths)
-  if (extras - set(EXTRAS) or len(extras) + len(widths) != len(parts) - 1 or len(widths) > 1
-      or any(not w[1:].isdigit() or int(w[1:]) < 2 or int(w[1:]) % 2 for w in widths)):
-    raise ValueError(f"long_sequences: after the arm only {EXTRAS} and one even width w<D> (each once); "
-                     f"got {arg!r}")
-  return parts[0], extras, (int(widths[0][1:]) if widths else DEFAULT_WIDTH)
+  epochs = [p for p in parts[1:] if p.startswith("e")]
+  extras = set(parts[1:]) - set(widths) - set(epochs)
+  if (extras - set(EXTRAS) or len(extras) + len(widths) + len(epochs) != len(parts) - 1 or len(widths) > 1
+      or len(epochs) > 1 or any(not w[1:].isdigit() or int(w[1:]) < 2 or int(w[1:]) % 2 for w in widths)
+      or any(not e[1:].isdigit() or int(e[1:]) < 1 for e in epochs)):
+    raise ValueError(f"long_sequences: after the arm only {EXTRAS}, one even width w<D> and one epoch count "
+                     f"e<N> (each once); got {arg!r}")
+  return (parts[0], extras, int(widths[0][1:]) if widths else DEFAULT_WIDTH,
+          int(epochs[0][1:]) if epochs else DEFAULT_EPOCHS)
 
 
 def _ultra_model(c: ml_collections.ConfigDict, quick: bool) -> ml_collections.ConfigDict:
@@ -128,8 +136,9 @@ def _ultra_model(c: ml_collections.ConfigDict, quick: bool) -> ml_collections.Co
 
 
 def get_config(arg: str | None = None):
-  arm, extras, width = parse(arg)
+  arm, extras, width, epochs = parse(arg)
   c = long_sequences_hstu_rank.get_config(None)
+  assert c.train.num_epochs == DEFAULT_EPOCHS, "DEFAULT_EPOCHS must be the shared config's"
   preset = "cpu" if "cpu" in extras else "world"
   if preset == "cpu":
     c.data.world = dict(long_world.CPU_WORLD)
@@ -138,7 +147,8 @@ def get_config(arg: str | None = None):
     long_sequences_hstu_rank.apply_quick(c)   # QUICK_WORLD whatever the preset: a smoke test
   c.name = "long_sequences" + ("_cpu" if preset == "cpu" else "") + f"_{arm}"
   c.dataset_label = "long_sequences"
-  c.study = ml_collections.ConfigDict(dict(name="long_sequences", arm=arm, preset=preset, width=width))
+  c.study = ml_collections.ConfigDict(dict(name="long_sequences", arm=arm, preset=preset, width=width,
+                                           epochs=epochs))
   h = c.ranking.history_len
   if arm == "hstu_full":
     pass
@@ -172,4 +182,7 @@ def get_config(arg: str | None = None):
   if width != DEFAULT_WIDTH:   # every arm scales the same way: D, and dqk = dv = D / 2
     c.name += f"_w{width}"
     c.model.dim, c.model.dqk, c.model.dv = width, width // 2, width // 2
+  if epochs != DEFAULT_EPOCHS:   # after quick, which shortens training by steps, not epochs
+    c.name += f"_e{epochs}"
+    c.train.num_epochs = epochs
   return c

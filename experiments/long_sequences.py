@@ -1,7 +1,7 @@
 """Issue 18's long-sequence study from its runs' results files: table, plots and the three verdicts.
 
-    python -m experiments.long_sequences [--results_dir=results/long_sequences] [--preset=cpu]
-        [--study_out=results/long_sequences/summary/<preset>] [--quick_runs]
+    python -m experiments.long_sequences [--results_dir=results/long_sequences] [--preset=cpu] [--epochs=N]
+        [--study_out=results/long_sequences/summary/<preset>[_e<N>]] [--quick_runs] [--count_inference]
 
 Reads every results file of `--results_dir` written by a configs/long_sequences.py arm at
 `--preset` ("cpu" or "world"; partial runs and the other preset's runs skipped; quick runs only
@@ -63,6 +63,8 @@ _PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "world"], "which world's ru
 _STUDY_OUT = flags.DEFINE_string("study_out", None, "output path without extension "
                                  "(default <results_dir>/summary/<preset>[_quick])")
 _QUICK_RUNS = flags.DEFINE_bool("quick_runs", False, "gather the quick runs (a smoke test of the pipeline) instead")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "gather the runs trained for this many epochs (configs/long_sequences.py "
+                                "`e<N>`; default its DEFAULT_EPOCHS)")
 _COUNT_INFERENCE = flags.DEFINE_bool("count_inference", False, "count the inference FLOPs of every arm not yet in "
                                      "<out>_inference_flops.json (a few compiles per arm; see inference_flops)")
 
@@ -93,6 +95,7 @@ def run_row(path: str, preset: str, quick: bool) -> dict | None:
     pm = planted.get("mean", {})
     row.update(arm=study["arm"], preset=preset, config=r["config"],
                width=int(study.get("width", ls_config.DEFAULT_WIDTH)),
+               epoch_budget=int(study.get("epochs", ls_config.DEFAULT_EPOCHS)),
                test_gap_closed=test["mean"].get("gap_closed", np.nan),
                test_oracle_ne=test["mean"].get("oracle_ne", np.nan), planted_candidates=planted.get("candidates", 0),
                planted_ne=pm.get("ne", np.nan), planted_oracle_ne=pm.get("oracle_ne", np.nan),
@@ -114,6 +117,8 @@ def config_argument(row: dict, quick: bool = False) -> str:
   parts = [row["arm"]] + (["cpu"] if row["preset"] == "cpu" else []) + (["quick"] if quick else [])
   if row["width"] != ls_config.DEFAULT_WIDTH:
     parts.append(f"w{row['width']}")
+  if row["epoch_budget"] != ls_config.DEFAULT_EPOCHS:
+    parts.append(f"e{row['epoch_budget']}")
   return ",".join(parts)
 
 
@@ -326,16 +331,17 @@ def scaling(rows: list[dict], *, num_bootstrap: int = SCALING_BOOTSTRAP, seed: i
   return out
 
 
-def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_inference: bool = False) -> dict:
-  """collect -> inference FLOPs (cached; counted when `count_inference`) -> summaries -> verdicts ->
-  <stem>.md, .json and the PNGs; returns the record."""
+def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_inference: bool = False,
+           epochs: int = ls_config.DEFAULT_EPOCHS) -> dict:
+  """collect (the runs of `epochs` epochs) -> inference FLOPs (cached; counted when `count_inference`) ->
+  summaries -> verdicts -> <stem>.md, .json and the PNGs; returns the record."""
   t0 = time.time()
-  all_rows = collect(results_dir, preset, quick)
+  all_rows = [r for r in collect(results_dir, preset, quick) if r["epoch_budget"] == epochs]
   add_inference_flops(all_rows, stem + "_inference_flops.json", quick, count_inference)
   rows = [r for r in all_rows if r["width"] == ls_config.DEFAULT_WIDTH]   # the table: every arm at D = 64
   if not rows:
     raise ValueError(f"{results_dir}: no finished configs/long_sequences.py runs at preset {preset!r}"
-                     f"{' (quick)' if quick else ''} and width {ls_config.DEFAULT_WIDTH}")
+                     f"{' (quick)' if quick else ''}, width {ls_config.DEFAULT_WIDTH} and {epochs} epochs")
   arms = arm_summaries(rows)
   found = verdicts(rows, arms)
   efficiency = scaling(all_rows)
@@ -354,7 +360,7 @@ def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_
       "metrics": {"verdicts": {v["claim"]: v["verdict"] for v in found},
                   "test_ne": {a: s["test_ne"] for a, s in arms.items()},
                   "planted_ne": {a: s["planted_ne"] for a, s in arms.items()}},
-      "study": "long_sequences", "preset": preset, "quick_runs": quick, "results_dir": results_dir,
+      "study": "long_sequences", "preset": preset, "epochs": epochs, "quick_runs": quick, "results_dir": results_dir,
       "arms": arms, "verdicts": found, "scaling_efficiency": efficiency, "runs": all_rows, "table": stem + ".md",
       "plots": pngs,
       "wall_clock_s": time.time() - t0,   # the gatherer's; the runs' own are summed below
@@ -383,9 +389,11 @@ def _scaling_markdown(efficiency: dict) -> str:
 
 def main(argv):
   del argv
-  stem = _STUDY_OUT.value or os.path.join(_RESULTS_DIR.value, "summary",
-                                          _PRESET.value + ("_quick" if _QUICK_RUNS.value else ""))
-  record = gather(_RESULTS_DIR.value, _PRESET.value, stem, _QUICK_RUNS.value, _COUNT_INFERENCE.value)
+  epochs = ls_config.DEFAULT_EPOCHS if _EPOCHS.value is None else _EPOCHS.value
+  stem = _STUDY_OUT.value or os.path.join(
+      _RESULTS_DIR.value, "summary", _PRESET.value + ("" if epochs == ls_config.DEFAULT_EPOCHS else f"_e{epochs}")
+      + ("_quick" if _QUICK_RUNS.value else ""))
+  record = gather(_RESULTS_DIR.value, _PRESET.value, stem, _QUICK_RUNS.value, _COUNT_INFERENCE.value, epochs)
   with open(record["table"]) as f:
     print(f.read())
   print(f"wrote {stem}.md, {stem}.json, {', '.join(record['plots'])} ({len(record['runs'])} runs)")

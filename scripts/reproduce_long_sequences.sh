@@ -6,7 +6,9 @@
 # keeps its checkpoints in workdirs/long_sequences/<name>: a run whose results file exists (and is not
 # a --snapshot's partial one) is skipped, an interrupted one resumes from its checkpoint on the rerun.
 #
-#   usage: SEEDS="1 2 3" PRESET=cpu scripts/reproduce_long_sequences.sh [arm ...]   (default: every arm)
+#   usage: SEEDS="1 2 3" PRESET=cpu [EPOCHS=N] scripts/reproduce_long_sequences.sh [arm ...]   (default: every arm)
+#   EPOCHS=N (default: the config's DEFAULT_EPOCHS, 4): the `e<N>` budget, runs named ..._e<N>_seed<S>,
+#   gathered into their own table (summary/<preset>_e<N>).
 #   PRESET=cpu (default): long_world.CPU_WORLD, sized for the 2-core CPU box;
 #   PRESET=world: long_world.WORLD (histories to 16k), meant for an accelerator.
 # Hardware: the per-arm time on the 2-core CPU box is the config docstring's "Expected runtime".
@@ -20,6 +22,8 @@ case $PRESET in
   world) extra=""; prefix="long_sequences" ;;
   *) echo "PRESET must be cpu or world, got $PRESET" >&2; exit 2 ;;
 esac
+ebudget=""
+if [ -n "${EPOCHS:-}" ]; then extra="$extra,e$EPOCHS"; ebudget="_e$EPOCHS"; fi
 arms=("$@")
 if [ ${#arms[@]} -eq 0 ]; then
   read -r -a arms <<< "$("$PY" -c "from configs import long_sequences as l; print(' '.join(l.ARMS))")"
@@ -27,7 +31,7 @@ fi
 mkdir -p workdirs/long_sequences
 for arm in "${arms[@]}"; do
   for s in $SEEDS; do
-    name="${prefix}_${arm}_seed${s}"
+    name="${prefix}_${arm}${ebudget}_seed${s}"
     out="results/long_sequences/$name.json"
     if [ -f "$out" ] && ! grep -q '"partial": true' "$out"; then echo "skip $name ($out exists)"; continue; fi
     echo "run $name ($(date -u +%H:%M:%S))"
@@ -36,4 +40,4 @@ for arm in "${arms[@]}"; do
       || { echo "FAILED $name: see workdirs/long_sequences/$name.log" >&2; exit 1; }
   done
 done
-"$PY" -m experiments.long_sequences --preset="$PRESET" --count_inference
+"$PY" -m experiments.long_sequences --preset="$PRESET" --count_inference ${EPOCHS:+--epochs="$EPOCHS"}

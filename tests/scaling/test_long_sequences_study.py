@@ -143,3 +143,20 @@ def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
   assert at_i == pytest.approx(1e10 / 3)
   ne_ai = 1.3 - 0.045 * np.log10(at_i * 6)
   assert infer["iso_ne_compute_ratio"]["value"] == pytest.approx(10 ** ((1.2 - ne_ai) / 0.03) / 3 / at_i, rel=1e-6)
+
+
+def test_longer_budget_runs_are_gathered_apart(runs, tmp_path):
+  """Runs of `e<N>` (study.epochs) go to their own table; the default gather leaves them out."""
+  for arm, ne in (("hstu_full", 0.90), ("hstu_newest256", 0.92)):
+    _fabricated_run(runs, arm, 1, test_ne=ne, planted_ne=ne, flops=1e9, name=f"long_sequences_cpu_{arm}_e12_seed1")
+    record = json.loads((runs / f"long_sequences_cpu_{arm}_e12_seed1.json").read_text())
+    record["config_values"]["study"]["epochs"] = 12
+    (runs / f"long_sequences_cpu_{arm}_e12_seed1.json").write_text(json.dumps(record))
+  default = study.gather(str(runs), "cpu", str(tmp_path / "d" / "cpu"))
+  assert default["arms"]["hstu_full"]["test_ne"]["mean"] == pytest.approx(0.950)   # the 4-epoch seeds only
+  longer = study.gather(str(runs), "cpu", str(tmp_path / "d" / "cpu_e12"), epochs=12)
+  assert sorted(longer["arms"]) == ["hstu_full", "hstu_newest256"] and longer["epochs"] == 12
+  assert longer["arms"]["hstu_full"]["test_ne"]["mean"] == pytest.approx(0.90)
+  assert study.config_argument(longer["runs"][0]) == "hstu_full,cpu,e12"
+  with pytest.raises(ValueError, match="and 8 epochs"):
+    study.gather(str(runs), "cpu", str(tmp_path / "d" / "cpu_e8"), epochs=8)

@@ -56,7 +56,13 @@ def test_every_arm_resolves_to_its_model():
   assert ls.get_config("ultra,cpu").study.width == ls.DEFAULT_WIDTH == 64
   assert {k: v for k, v in w.model.items() if k not in ("dim", "dqk", "dv")} == {
       k: v for k, v in m["ultra"].items() if k not in ("dim", "dqk", "dv")}
-  for bad in ("", "cpu", "ultra,gpu", "ultra,cpu,cpu", "bogus,cpu", "ultra,w33", "ultra,w32,w64", "ultra,wide"):
+  e = ls.get_config("hstu_full,cpu,e12")   # a longer budget: only the epochs and the name differ
+  assert (e.train.num_epochs, e.study.epochs, e.name) == (12, 12, "long_sequences_cpu_hstu_full_e12")
+  assert ref.train.num_epochs == ref.study.epochs == ls.DEFAULT_EPOCHS
+  assert {k: v for k, v in e.train.items() if k != "num_epochs"} == {
+      k: v for k, v in ref.train.items() if k != "num_epochs"} and e.model == ref.model
+  for bad in ("", "cpu", "ultra,gpu", "ultra,cpu,cpu", "bogus,cpu", "ultra,w33", "ultra,w32,w64", "ultra,wide",
+              "ultra,e0", "ultra,e4,e8", "ultra,eight"):
     with pytest.raises(ValueError, match="long_sequences"):
       ls.get_config(bad)
 
@@ -74,7 +80,8 @@ def _run_quick(arm: str, tmp_path) -> dict:
 
 def test_experiments_run_accepts_an_arm_at_quick(tmp_path):
   r = _run_quick("gact_f8", tmp_path)
-  assert r["config_values"]["study"] == {"name": "long_sequences", "arm": "gact_f8", "preset": "cpu", "width": 64}
+  assert r["config_values"]["study"] == {"name": "long_sequences", "arm": "gact_f8", "preset": "cpu", "width": 64,
+                                        "epochs": 4}
   assert r["steps"] == 2 and r["dataset"] == "long_sequences"
   assert r["metrics"]["test"]["planted"]["candidates"] > 0 and "ne" in r["metrics"]["test"]["planted"]["mean"]
 
