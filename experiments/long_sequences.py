@@ -134,23 +134,32 @@ def inference_flops(argument: str) -> dict:
 
 
 def add_inference_flops(rows: list[dict], cache_path: str, quick: bool, count: bool) -> dict:
-  """Sets row["inference_flops_per_example"] from the cache at `cache_path` ({argument: record}),
-  counting (and caching) the missing arguments when `count`; NaN where none. Returns the cache."""
-  cache = {}
+  """Sets row["inference_flops_per_example"] from the counts cached at `cache_path` (a results file whose
+  `counts` maps each config argument to its count), counting (and caching) the missing arguments when
+  `count`; NaN where none. Returns the counts."""
+  counts, seconds = {}, 0.0
   if os.path.exists(cache_path):
     with open(cache_path) as f:
-      cache = json.load(f)
-  missing = sorted({config_argument(r, quick) for r in rows} - set(cache))
+      cached = json.load(f)
+    counts, seconds = cached.get("counts", {}), float(cached.get("wall_clock_s", 0.0))
+  missing = sorted({config_argument(r, quick) for r in rows} - set(counts))
   if count and missing:
+    t0 = time.time()
     for argument in missing:
       print(f"counting inference FLOPs of {argument}", flush=True)
-      cache[argument] = inference_flops(argument)
-    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-    with open(cache_path, "w") as f:
-      json.dump(cache, f, indent=1, sort_keys=True)
+      counts[argument] = inference_flops(argument)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results.write_results(cache_path, {   # the fields every results file carries, then the counts
+        "dataset": "long_sequences (the arms' test splits)", "model": ", ".join(sorted(counts)),
+        "config": "configs/long_sequences.py",
+        "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.long_sequences"] + sys.argv[1:]),
+        "commit": results.git_commit(repo), "versions": results.versions(), "hardware": results.hardware(),
+        "wall_clock_s": seconds + time.time() - t0, "seed": None,
+        "metrics": {"inference_flops_per_example": {a: c["flops_per_example"] for a, c in sorted(counts.items())}},
+        "counts": dict(sorted(counts.items()))})
   for r in rows:
-    r["inference_flops_per_example"] = cache.get(config_argument(r, quick), {}).get("flops_per_example", np.nan)
-  return cache
+    r["inference_flops_per_example"] = counts.get(config_argument(r, quick), {}).get("flops_per_example", np.nan)
+  return counts
 
 
 def _mean_std(values) -> dict:

@@ -114,7 +114,7 @@ def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
       f = f64 if f is None else (f if arm == "hstu_full" else f / 2.5)
       cache[f"{arm},cpu" + (f",w{w}" if w != 64 else "")] = {"flops_per_example": f / share}
   del cache["ultra,cpu,w256"]
-  (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps(cache))
+  (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps({"counts": cache}))
   record = study.gather(str(runs), "cpu", str(stem))
   assert record["arms"]["hstu_full"]["seeds"] == [1, 2, 3]       # the table keeps the default width only
   assert record["arms"]["ultra"]["inference_flops_vs_ref"] == pytest.approx(0.4 * 3 / 6)
@@ -133,7 +133,7 @@ def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
   table = open(record["table"]).read()
   assert "training: slope ratio 1.50" in table and "inference: not run" in table
   cache["ultra,cpu,w256"] = {"flops_per_example": 1e10 / 2.5 / 6.0}
-  (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps(cache))
+  (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps({"counts": cache}))
   infer = study.gather(str(runs), "cpu", str(stem))["scaling_efficiency"]["ultra over hstu_full"]["inference"]
   # Inference FLOPs are a constant share of training FLOPs per family, so the slopes in log10 FLOPs are
   # unchanged (ratio 1.5), and the iso-NE ratio moves by the shares: ultra's curve shifts left by log10 6,
