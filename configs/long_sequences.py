@@ -71,23 +71,23 @@ Quick:     python -m experiments.run --config=configs/long_sequences.py:ultra,qu
 FLOPs:     the results files' training FLOPs per example are XLA's counts of the compiled step
            (recjax/scaling/flops.py), averaged over the run's batches of every width. Both rankers
            run attention without tiling, so hstu_full computes (and is counted at) dense attention.
-Expected runtime (measured for hstu_full,cpu only, nice'd on the shared 2-core CPU box at load
-           average 5-7, i.e. with a fraction of the two cores): 1,512 steps per epoch (6,048 for the
-           4 epochs); the first 25 steps took 222 s (world generation is seconds; compiling the step
-           and its FLOP count for each new history width), then 0.15 steps/s steady (steps 25-75:
-           169 s and 165 s per 25 steps; XLA counts 6.9e10-7.5e10 FLOPs per step over the width mix,
-           1.1e10 FLOP/s achieved), so ~2.8 h of training per epoch, ~11 h for 4 epochs, plus ~7 min
-           of evaluation per epoch (valid + test: 192 forward batches, estimated at a third of a
-           step each): ~12 h per seed for hstu_full.
-           The run was stopped after 11 minutes (75 steps), so this rests on 50 steady steps.
-           The other arms were not timed. Expected, not measured: hstu_newest256 and trunc_f4/f8
-           (at most 256-1,024 events) well below that, ultra*, gact_f* and trunc_f2 in between,
-           ultra_mot (two block stacks) possibly near hstu_full; idle cores faster. Budget: the whole
-           study (13 arms x SEEDS) takes days on this box. (That measurement predates
-           `train_k`: with CPU_TRAIN_K the cpu preset has <= 384 steps per epoch, about 4x fewer,
-           so ~3 h per seed for hstu_full at the same loaded rate: an estimate, not measured.) Run it on an accelerator, or
-           fewer arms and seeds (scripts/reproduce_long_sequences.sh takes arms as arguments).
-Result:    not run yet.
+Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-epoch evaluation) on the
+           2-core AVX-512 CPU box, from the results files' `wall_clock_s`. 4 epochs (from 9c35cad, two
+           runs sharing the box): hstu_full 30 min, ultra 22 min, trunc_f4 25 min, gact_f4 14 min,
+           hstu_newest256 3 min. 8 epochs (`e8`, from 008d092, three to four runs sharing the box):
+           hstu_full 91 min, ultra 69 min, trunc_f4 61 min, gact_f4 31 min, hstu_newest256 7 min.
+           Alone on the box a run should take about half its shared time (expected, not measured). Not timed: hstu_sl, the ultra
+           ablations (ultra_mot has two block stacks: about twice ultra), gact_f2/f8, trunc_f2/f8.
+           The `world` preset (histories to 16k) is meant for an accelerator.
+Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
+           the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
+           hstu_newest256 .9593 / .9251, hstu_full .9665 / .9370, gact_f4 .9615 / .9472. 4 epochs leave
+           every arm unconverged (validation NE still falling). No arm learns the planted long-range
+           signal: NE on the planted return-phase candidates is >= 1.0 for every arm at both budgets
+           (Bayes with the full history 0.8468, with no history 0.9605), so issue 18's verdicts 1
+           (full history beats newest 256 there) and 3 (GACT f = 4 beats truncation) are misses;
+           verdict 2 (ULTRA within 0.5% NE of full HSTU at <= 50% of its training FLOPs) holds at
+           0.21x the FLOPs, because full-history HSTU trains worst. One seed: signs only.
 """
 import ml_collections
 

@@ -23,8 +23,10 @@ Study:     configs/long_sequences.py builds issue 18's arms on this config (its 
            `hstu_newest256` arms are this config and `newest256` on the chosen world).
 Hardware:  meant for an accelerator; on the 2-core CPU box a 4k-history step of full-attention HSTU
            is seconds per request batch (issue 18's table), so the full run is hours there.
-Result:    not run yet (the study is a later phase of issue 18). The generator's own measure of what
-           is learnable is in world_signal.json of the generated world.
+Result:    this config's two arms ran as configs/long_sequences.py's `hstu_full` and `hstu_newest256` on
+           the `cpu` world (that docstring's Result, results/long_sequences/summary/); this config's
+           own `WORLD` (histories to 16k) has not run. The generator's own measure of what is
+           learnable is in world_signal.json of the generated world.
 """
 import ml_collections
 
