@@ -114,3 +114,41 @@ def feedback_probs_grid(duration_ms: np.ndarray) -> np.ndarray:
   p = sy.feedback_probabilities(a, d)
   out = np.stack([p[n] for n in kuairand.ACTION_BITS], -1).reshape(len(duration_ms), len(GRID), -1)
   return np.clip(out, 1e-12, 1 - 1e-12)
+
+
+def split_signal(world: sy.World, test_k: int, valid_k: int, train_k: int = 0, min_history: int = 0,
+                 window: int = 256) -> dict:
+  """Where the planted return-phase events fall under a `last_k` ranking split, and the Bayes NEs there.
+
+  The ranking task (recjax/data/ranking.py) makes each user's last `test_k` standard events test
+  candidates, the `valid_k` before them validation, and the rest training (only the newest `train_k`
+  of them when > 0), each at position >= `min_history`. A model can learn the long-range signal only
+  from the planted return-phase events among the training candidates; this counts them per split and
+  scores `predictions`' four predictors (oracle, full history, newest `window`, no history) on them.
+
+  Returns:
+    {split: {"candidates": int, "planted_return": int, "ne": {"oracle", "full_history",
+    "newest_<window>", "no_history"} or None when the split holds no planted return event}}.
+  """
+  p = predictions(world, window)
+  std = world.log["is_rand"] == 0
+  user = world.log["user_id"][std]
+  from_end = np.bincount(user)[user] - p["position"]        # 1 = the user's last event
+  eligible = p["position"] >= min_history
+  train = (from_end > test_k + valid_k) & eligible
+  if train_k:
+    train &= from_end <= test_k + valid_k + train_k
+  masks = {"train": train,
+           "valid": (from_end > test_k) & (from_end <= test_k + valid_k) & eligible,
+           "test": (from_end <= test_k) & eligible}
+  out = {}
+  for split, mask in masks.items():
+    ret = mask & (p["phase"] == sy.PLANTED_RETURN)
+    entry = {"candidates": int(mask.sum()), "planted_return": int(ret.sum()), "ne": None}
+    if ret.any():
+      truth = p["p_true"][ret]
+      entry["ne"] = {name: _expected_ne(truth, p[key][ret])["mean"] for name, key in
+                     (("oracle", "p_true"), ("full_history", "p_full"), (f"newest_{window}", "p_newest"),
+                      ("no_history", "p_prior"))}
+    out[split] = entry
+  return out

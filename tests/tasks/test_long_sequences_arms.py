@@ -123,3 +123,32 @@ def test_inference_flops_count_the_evaluators_batches(tmp_path):
   one = flops_lib.forward_flops(lambda b, p: xla.apply({"params": p}, b, train=False)["logits"], batch, params,
                                 examples=bs)
   assert full["flops_per_example"] == pytest.approx(one.total / bs, rel=1e-9)
+
+
+@pytest.mark.parametrize("train_k", [0, 40])
+def test_split_signal_counts_what_the_task_scores(train_k, tmp_path):
+  """synthetic_signal.split_signal places the planted return-phase events in the splits exactly as the
+  ranking task does (its `planted` masks and real candidates), with and without a train_k cut; the
+  script built on it rejects a field the world does not have."""
+  from recjax.data import synthetic as sy  # pylint: disable=import-outside-toplevel
+  from recjax.data import synthetic_signal  # pylint: disable=import-outside-toplevel
+  from recjax.tasks.ranking import RankingTask  # pylint: disable=import-outside-toplevel
+  c = ls.get_config("hstu_full,cpu,quick")
+  c.ranking.train_k = train_k
+  task = RankingTask(c, str(tmp_path))
+  r = c.ranking
+  got = synthetic_signal.split_signal(sy.build_world(sy.WorldConfig(**c.data.world.to_dict())), test_k=r.test_k,
+                                      valid_k=r.valid_k, train_k=train_k, min_history=r.min_history)
+  for split in ("train", "valid", "test"):
+    real = task.examples[split].arrays["cand_event"] >= 0
+    assert got[split]["candidates"] == int(real.sum())
+    assert got[split]["planted_return"] == int(task.planted[split].sum())
+  assert got["test"]["planted_return"] > 0 and got["test"]["ne"]["oracle"] <= got["test"]["ne"]["full_history"]
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  try:
+    import long_world_split_signal as script  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  assert script.parse_variant("dormant_return_from=0.6,num_users=8") == {"dormant_return_from": 0.6, "num_users": 8}
+  with pytest.raises(ValueError, match="dormant_return_form"):
+    script.parse_variant("dormant_return_form=0.6")
