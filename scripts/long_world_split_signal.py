@@ -84,6 +84,10 @@ def main():
           f"{fmt(ne('train'), ('full_history', 'newest_256'))} |")
   record = {
       "kind": "long_world_split_signal", "preset": args.preset, "variants": list(variants), "rows": rows,
+      "dataset": f"long_world {args.preset} preset (configs/long_world.py), generated, with each variant's overrides",
+      "model": "none: the generator's Bayes predictors (oracle, full history, newest 256, no history)",
+      "config": f"configs/long_sequences.py:hstu_full{'' if args.preset == 'world' else ',' + args.preset} (its split)",
+      "metrics": {v or "preset": row["splits"] for v, row in zip(variants, rows)},
       "definition": "per split of configs/long_sequences.py's hstu_full arm: candidates, planted return-phase "
                     "candidates, and the expected NE (mean of the 8 feedbacks, true probability as label) of "
                     "the generator's Bayes predictors on them (recjax/data/synthetic_signal.py split_signal)",
