@@ -49,6 +49,10 @@ differ only by what each arm attends to. The arms:
                    "global only" ablation.
   ultra_k2_0       ultra with K2 = 0 (context + local band), "local only".
   ultra_no_trunc   ultra without attention truncation (both blocks on the whole sequence).
+  ultra_interleaved  ultra with the paper's baseline layout instead of summed tokens: two tokens per event
+                   (item, then action; `token_layout="interleaved"`), so 2n history tokens; K1, K2, L' and
+                   the attention normaliser doubled (512, 64, 1,024, 2H + 16) so that every window spans
+                   the same events as ultra's. The summed-vs-interleaved ablation: about twice ultra's FLOPs.
   ultra_mot        ultra with a mixture of two transducers: every event with all 8 feedback bits, and
                    the engagement events (like / follow / comment / forward / hate / profile, bits 190)
                    with those bits, fused by concat + Dense (as configs/ultra_hstu_rank_synthetic.py).
@@ -95,6 +99,7 @@ from configs import long_sequences_hstu_rank, long_world
 from configs.ultra_hstu_rank_synthetic import ENGAGEMENT_BITS
 
 ARMS = ("hstu_full", "hstu_newest256", "hstu_sl", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
+        "ultra_interleaved",
         "gact_f2", "gact_f4", "gact_f8", "trunc_f2", "trunc_f4", "trunc_f8")
 EXTRAS = ("cpu", "quick")
 # (K1, K2, SLA block, L') of the ultra arms at the full history and at `quick`.
@@ -131,7 +136,7 @@ def _ultra_model(c: ml_collections.ConfigDict, quick: bool) -> ml_collections.Co
       name="ultra_hstu", dim=64, num_blocks=2, num_heads=2, dqk=32, dv=32, max_history=h,
       attn_norm_len=h + c.ranking.request_size, dropout=0.3, num_time_buckets=129,
       sla=True, local_window=k1, global_window=k2, sla_block=block, full_layers=1, truncated_len=trunc,
-      history_fold=1, stream_select=(0,), stream_encode=(255,), fusion="sum",
+      history_fold=1, token_layout="summed", stream_select=(0,), stream_encode=(255,), fusion="sum",
       remat=False, remat_policy="nothing", backend="xla"))
 
 
@@ -165,6 +170,10 @@ def get_config(arg: str | None = None):
       m.global_window = 0
     elif arm == "ultra_no_trunc":
       m.truncated_len = 0
+    elif arm == "ultra_interleaved":   # two tokens per event: every token count doubles, same events
+      m.token_layout = "interleaved"
+      m.local_window, m.global_window, m.truncated_len = 2 * m.local_window, 2 * m.global_window, 2 * m.truncated_len
+      m.attn_norm_len = 2 * h + c.ranking.request_size
     elif arm == "ultra_mot":
       m.stream_select = (0, ENGAGEMENT_BITS)
       m.stream_encode = (255, ENGAGEMENT_BITS)

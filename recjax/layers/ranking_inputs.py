@@ -78,6 +78,20 @@ class RankingInputs(nn.Module):
          + self.tab_embedding(jnp.clip(batch["hist_tab"], 0, self.num_tabs - 1)))
     return x * valid_NH[..., None], valid_NH
 
+  def history_parts(self, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The two halves of `history`'s tokens, for layouts that give each its own token: (item part
+    [N, H, D]: item, item features, tab; action part [N, H, D]: action bits, watch bucket; valid
+    [N, H]), zeroed on padding. Their sum is `history`'s token up to float rounding (`history` keeps
+    its own summation order, so that runs and checkpoints made with it reproduce bit for bit)."""
+    ids_NH = batch["hist_ids"]
+    valid_NH = jnp.arange(ids_NH.shape[1])[None, :] < batch["hist_lengths"][:, None]
+    bits_NHA = (batch["hist_actions"][..., None] >> jnp.arange(self.num_action_bits)) & 1
+    item = (self.item_embedding(ids_NH) + self.item_features(batch["hist_feats"]).sum(-2)
+            + self.tab_embedding(jnp.clip(batch["hist_tab"], 0, self.num_tabs - 1)))
+    action = (bits_NHA.astype(jnp.float32) @ self.action_table
+              + self.watch_embedding(jnp.clip(batch["hist_watch"], 0, self.num_watch_buckets - 1)))
+    return item * valid_NH[..., None], action * valid_NH[..., None], valid_NH
+
   def candidates(self, batch) -> jax.Array:
     """Candidate tokens [N, C, D]: item, tab and item features; no action, no watch time."""
     return (self.item_embedding(batch["cand_ids"])

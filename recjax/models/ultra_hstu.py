@@ -10,6 +10,12 @@ Per request and per stream s (a "transducer" of the mixture), one sequence
             + E_time[bucket(t_request − t_j)] + E_recency[n − j]
   A candidate token has the same item part and a zero action part ("candidate masking": nothing of
   its outcome is an input; `layers/ranking_inputs.py` builds it without ever reading a label).
+  `token_layout="interleaved"` is the paper's baseline layout, for the summed-vs-interleaved
+  ablation: event j becomes two tokens, its item part then its action part (each with the event's
+  time-gap and recency embeddings), so the history costs 2n tokens; causal attention lets the
+  action token read its item, never the other way round. K1, K2, L' and `attn_norm_len` count
+  tokens, so an arm that wants the same events in each window doubles them (configs/long_sequences.py
+  `ultra_interleaved`). Not combined with GACT folding (a fold would mix item and action halves).
 * Heterogeneous action encoding: the explicit feedbacks are the 8-bit KuaiRand bitmask
   (`hist_actions`: click, like, follow, comment, forward, hate, long_view, profile_enter), the
   implicit one the bucketed watch ratio (`hist_watch`, 8 buckets of play / duration, 0 = unknown).
@@ -73,6 +79,7 @@ from recjax.models.hstu import HSTUBlock
 from recjax.models.hstu_ranker import merge_history_and_candidates
 
 FUSIONS = ("sum", "concat_mlp")
+TOKEN_LAYOUTS = ("summed", "interleaved")
 REMAT_POLICIES = {
     "nothing": None,   # save nothing inside a block: recompute all of it
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,   # keep the projections' outputs
@@ -97,6 +104,12 @@ def newest(x_NLD: jax.Array, start: int, lengths_N: jax.Array, keep: int) -> tup
   src_NK = start + lengths_N[:, None] - kept_N[:, None] + j
   out = jnp.take_along_axis(x_NLD, jnp.clip(src_NK, 0, x_NLD.shape[1] - 1)[..., None], axis=1)
   return jnp.where((j < kept_N[:, None])[..., None], out, 0.0), kept_N
+
+
+def interleave(item_NHD: jax.Array, action_NHD: jax.Array) -> jax.Array:
+  """[N, H, D] item and action parts of H events -> [N, 2H, D]: item_0, action_0, item_1, action_1, ..."""
+  n, h, d = item_NHD.shape
+  return jnp.stack([item_NHD, action_NHD], axis=2).reshape(n, 2 * h, d)
 
 
 def _run_block(block: HSTUBlock, x, lengths_N, train: bool):
@@ -126,6 +139,7 @@ class UltraHSTU(nn.Module):
   full_layers: int = 1           # N1
   truncated_len: int = 0         # L' (0: no truncation)
   history_fold: int = 1          # GACT fold f: f history events per token (1: off)
+  token_layout: str = "summed"   # "summed": item + action in one token; "interleaved": two tokens per event
   stream_select: tuple[int, ...] = (0,)      # per stream: events with action & select != 0 (0: all)
   stream_encode: tuple[int, ...] = (255,)    # per stream: the action bits its tokens encode
   fusion: str = "sum"
@@ -150,6 +164,11 @@ class UltraHSTU(nn.Module):
                        f"{self.local_window}, {self.global_window}, {self.sla_block}")
     if self.history_fold < 1:
       raise ValueError(f"model.history_fold must be >= 1, got {self.history_fold}")
+    if self.token_layout not in TOKEN_LAYOUTS:
+      raise ValueError(f"model.token_layout must be one of {TOKEN_LAYOUTS}, got {self.token_layout!r}")
+    if self.token_layout == "interleaved" and self.history_fold > 1:
+      raise ValueError("model.token_layout='interleaved' cannot be combined with model.history_fold > 1 "
+                       "(a fold would mix item and action tokens)")
     if self.truncated_len < 0 or not 0 <= self.full_layers <= self.num_blocks:
       raise ValueError(f"model.truncated_len must be >= 0 and 0 <= model.full_layers <= num_blocks "
                        f"({self.num_blocks}), got {self.truncated_len}, {self.full_layers}")
@@ -188,11 +207,18 @@ class UltraHSTU(nn.Module):
     ctx_x = inputs.user(batch) * scale                                 # [N, C_ctx, D]
     outs = []
     for s, (select, encode) in enumerate(zip(self.stream_select, self.stream_encode)):
-      hist_x, _ = inputs.history(dict(batch, hist_actions=batch["hist_actions"] & encode))
-      hist_x = hist_x * scale + where_NH
+      stream_batch = dict(batch, hist_actions=batch["hist_actions"] & encode)
       keep = valid_NH if select == 0 else valid_NH & ((batch["hist_actions"] & select) != 0)
-      len_s, (hist_x,) = compact_events(keep, hist_x)
-      hist_x = jnp.where((jnp.arange(h)[None, :] < len_s[:, None])[..., None], hist_x, 0.0)
+      if self.token_layout == "interleaved":
+        item_x, action_x, _ = inputs.history_parts(stream_batch)
+        len_s, (item_x, action_x) = compact_events(keep, item_x * scale + where_NH, action_x * scale + where_NH)
+        hist_x, len_s = interleave(item_x, action_x), 2 * len_s
+      else:
+        hist_x, _ = inputs.history(stream_batch)
+        len_s, (hist_x,) = compact_events(keep, hist_x * scale + where_NH)
+      hist_x = jnp.where((jnp.arange(hist_x.shape[1])[None, :] < len_s[:, None])[..., None], hist_x, 0.0)
+      self.sow("intermediates", f"stream_{s}_history_tokens", hist_x)   # the layout, for tests
+      hist_x = self.perturb(f"stream_{s}_history_tokens", hist_x)
       if self.history_fold > 1:   # GACT: [N, H, D] -> [N, ⌈H/f⌉, f·D] -> [N, ⌈H/f⌉, D]
         hist_x, len_s = fold_time(hist_x, len_s, self.history_fold)
         hist_x = nn.Dense(self.dim, name=f"stream_{s}_fold_proj")(hist_x)

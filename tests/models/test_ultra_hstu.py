@@ -15,7 +15,7 @@ import pytest
 
 from pallas_kernels.mask import MaskSpec
 from recjax.models import build_model
-from recjax.models.ultra_hstu import UltraHSTU, compact_events
+from recjax.models.ultra_hstu import UltraHSTU, compact_events, interleave
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N, H, C, T = 3, 12, 4, 8
@@ -80,14 +80,21 @@ def test_compact_events_keeps_order():
   assert out[0, :3].tolist() == [1, 3, 4]
 
 
-def test_no_candidate_reaches_another_and_no_label_is_read(variables):
-  """With every feature on (SLA, truncation, two streams fused by concat + MLP): d logit(i) /
-  d token(j) is exactly zero for j != i (and across requests) and non-zero for j = i; the targets
-  (labels, watch ratio, mask) are never read: zero gradient, and rewriting them changes nothing."""
-  model = _model(**FULL)
+def _perturbations(model) -> dict:
+  v = jax.eval_shape(lambda b: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, b), _batch())
+  return jax.tree.map(lambda x: jnp.zeros(x.shape), v["perturbations"])
+
+
+@pytest.mark.parametrize("layout", ["summed", "interleaved"])
+def test_no_candidate_reaches_another_and_no_label_is_read(variables, layout):
+  """With every feature on (SLA, truncation, two streams fused by concat + MLP), in both token
+  layouts: d logit(i) / d token(j) is exactly zero for j != i (and across requests) and non-zero for
+  j = i; the targets (labels, watch ratio, mask) are never read: zero gradient, and rewriting them
+  changes nothing."""
+  model = _model(**FULL, token_layout=layout)
   batch = _batch()
   v = variables
-  pert = v["perturbations"]
+  pert = _perturbations(model)
 
   def logits_of(tokens_NCD, watch_NC, b):
     out = model.apply({"params": v["params"], "perturbations": dict(pert, candidate_tokens=tokens_NCD)},
@@ -257,6 +264,50 @@ def test_gact_fold_one_is_the_unfolded_model():
   assert four["stream_0_fold_proj"]["kernel"].shape == (4 * 16, 16)
   with pytest.raises(ValueError, match="history_fold"):
     _model(history_fold=0).check()
+
+
+def test_interleave_alternates_item_and_action():
+  item = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 2)
+  out = interleave(item, -item)
+  assert out.shape == (2, 6, 2)
+  np.testing.assert_array_equal(out[:, 0::2], item)
+  np.testing.assert_array_equal(out[:, 1::2], -item)
+
+
+def test_interleaved_layout_gives_each_event_an_item_and_an_action_token(variables):
+  """token_layout="interleaved": the stack reads exactly 2n history tokens (gradient on slots < 2n,
+  none past them); event j's item id moves only token 2j and its action bits only token 2j + 1; the
+  summed layout reads n tokens, each moved by both. Folding cannot be combined with it."""
+  batch = _batch(4)
+  for layout, per_event in (("summed", 1), ("interleaved", 2)):
+    model = _model(**FULL, token_layout=layout)
+    pert = _perturbations(model)
+    name = "stream_0_history_tokens"
+    assert pert[name].shape == (N, per_event * H, 16)
+
+    def total(x, model=model, pert=pert, name=name):
+      return model.apply({"params": variables["params"], "perturbations": dict(pert, **{name: x})},
+                         batch)["logits"].sum()
+
+    g = np.abs(np.asarray(jax.jit(jax.grad(total))(pert[name]))).sum(-1)   # [N, per_event * H]
+    for r, n in enumerate(LENGTHS):
+      assert np.all(g[r, :per_event * n] > 0.0) and np.all(g[r, per_event * n:] == 0.0), (layout, r, g[r])
+
+    def tokens(b, model=model, name=name):
+      _, state = model.apply({"params": variables["params"]}, b, mutable=["intermediates"])
+      return np.asarray(state["intermediates"][name][0])                  # [N, per_event * H, D]
+
+    base = tokens(batch)
+    j = 3
+    new_item = dict(batch, hist_ids=batch["hist_ids"].at[0, j].set(batch["hist_ids"][0, j] % 29 + 1))
+    new_action = dict(batch, hist_actions=batch["hist_actions"].at[0, j].set(batch["hist_actions"][0, j] ^ 0xFF))
+    for changed, slot in ((new_item, per_event * j), (new_action, per_event * j + per_event - 1)):
+      moved = np.flatnonzero(np.abs(tokens(changed) - base).sum(-1)[0] > 0)
+      assert moved.tolist() == [slot], (layout, moved)
+  with pytest.raises(ValueError, match="token_layout"):
+    _model(token_layout="interleaved", history_fold=2).check()
+  with pytest.raises(ValueError, match="token_layout"):
+    _model(token_layout="pairs").check()
 
 
 def test_k1_k2_map_onto_the_mask_spec():

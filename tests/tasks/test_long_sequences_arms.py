@@ -35,7 +35,8 @@ def test_every_arm_resolves_to_its_model():
       assert split.history_layout == "ragged" and split.buckets()[-1] == c.model.max_history == split.history_len
       assert (c.model.dim, c.model.num_blocks, c.model.num_heads) == (64, 2, 2), arm   # widths matched
       assert c.study.arm == arm and c.study.preset == ("cpu" if "cpu" in extras else "world")
-      assert c.model.attn_norm_len <= c.model.max_history + c.ranking.request_size
+      tokens_per_event = 2 if c.model.get("token_layout") == "interleaved" else 1
+      assert c.model.attn_norm_len <= tokens_per_event * c.model.max_history + c.ranking.request_size
       names.add(c.name + ("_quick" if c.quick else ""))
   assert len(names) == 3 * len(ls.ARMS), "run names collide"
   m = {arm: ls.get_config(arm + ",cpu").model for arm in ls.ARMS}
@@ -46,6 +47,13 @@ def test_every_arm_resolves_to_its_model():
           m["ultra"].truncated_len, m["ultra"].stream_select) == (256, 32, 128, 1, 512, (0,))
   assert m["ultra_k1_0"].local_window == 0 and m["ultra_k2_0"].global_window == 0
   assert m["ultra_no_trunc"].truncated_len == 0 and len(m["ultra_mot"].stream_select) == 2
+  inter = m["ultra_interleaved"]   # two tokens per event; every token count doubled, nothing else changed
+  assert (inter.token_layout, inter.local_window, inter.global_window, inter.truncated_len, inter.attn_norm_len) == (
+      "interleaved", 512, 64, 1024, 2 * 4096 + 16)
+  assert {k: v for k, v in inter.items() if k not in ("token_layout", "local_window", "global_window", "truncated_len",
+                                                      "attn_norm_len")} == {
+      k: v for k, v in m["ultra"].items() if k not in ("token_layout", "local_window", "global_window", "truncated_len",
+                                                       "attn_norm_len")}
   for f in (2, 4, 8):   # GACT folds the whole history; truncation keeps the newest H / f: same token budget
     g, t = ls.get_config(f"gact_f{f},cpu"), ls.get_config(f"trunc_f{f},cpu")
     assert (g.model.sla, g.model.history_fold, g.ranking.history_len) == (False, f, 4096)
@@ -87,7 +95,7 @@ def test_experiments_run_accepts_an_arm_at_quick(tmp_path):
 
 
 @pytest.mark.slow   # ~1-2 min per arm on the loaded 2-core box
-@pytest.mark.parametrize("arm", ["hstu_full", "hstu_newest256", "ultra", "ultra_mot", "gact_f4", "trunc_f4"])
+@pytest.mark.parametrize("arm", ["hstu_full", "hstu_newest256", "ultra", "ultra_mot", "ultra_interleaved", "gact_f4", "trunc_f4"])
 def test_experiments_run_accepts_each_arm_at_quick(arm, tmp_path):
   r = _run_quick(arm, tmp_path)
   assert r["config_values"]["study"]["arm"] == arm and r["steps"] == 2
