@@ -315,3 +315,20 @@ def test_sports_configs_share_tigers_protocol(name, tmp_path):
     assert tasks.make_task(c, str(tmp_path / "wd")).test_at_each_eval
     with pytest.raises(ValueError, match="unknown config argument"):
       mod.get_config("quik")
+
+
+def test_tiger_ml1m_shares_hstus_split_and_evaluation():
+  """configs/tiger_ml1m.py: HSTU's ML-1M data, split and evaluation (history removed, whole
+  catalogue), TIGER's model and content SIDs; `short` is a labelled budget run."""
+  from configs import hstu_ml1m, tiger_amazon_sports, tiger_ml1m  # pylint: disable=import-outside-toplevel
+  hstu, paper = hstu_ml1m.get_config(None), tiger_amazon_sports.get_config(None)
+  c = tiger_ml1m.get_config(None)
+  assert c.task == "generative" and c.name == "tiger_ml1m" and c.dataset_label == "ml-1m"
+  assert {k: v for k, v in c.data.items() if k != "max_len"} == {k: v for k, v in hstu.data.items() if k != "max_len"}
+  assert c.data.max_len == 20 and c.eval.exclude_history == hstu.eval.exclude_history
+  assert {5, 10} <= set(c.eval.ks) and c.model == paper.model and c.sid.vectors == "content:tfidf"
+  short = tiger_ml1m.get_config("short")
+  assert short.name == "tiger_ml1m_short" and short.model == tiger_amazon_sports.get_config("short").model
+  assert short.train.num_epochs == tiger_ml1m.SHORT_EPOCHS and short.train.max_steps == 0
+  with pytest.raises(ValueError, match="unknown config argument"):
+    tiger_ml1m.get_config("shrt")
