@@ -14,9 +14,10 @@ Three parts, each written to `--out_dir`:
   item_tables.{json,png}      every SID-vs-ID retrieval run in results/*/sid_*.json
       (configs/sid_hstu_*.py): table rows against test NDCG@10 (all, warm) and cold-item HR@10, one
       point per run, grouped by config (mean ± std over seeds).
-  generative.json             the Amazon Sports rows (results/amazon-sports/): Recall/NDCG@5/10 per
-      model and protocol, and for the generative retriever the collision-aware (item-level)
-      numbers beside the SID-level ones.
+  generative.json             the Amazon Sports rows (results/amazon-sports/) and the ML-1M rows of
+      TIGER, HSTU and SASRec (results/ml-1m/, one split and evaluation): Recall/NDCG@5/10 per model
+      and protocol, and for the generative retriever the collision-aware (item-level) numbers beside
+      the SID-level ones.
 Nothing here trains a retrieval model: scripts/reproduce_semantic_ids.sh runs them, then this.
 """
 from __future__ import annotations
@@ -243,20 +244,32 @@ def plot_item_tables(rows: list[dict], path: str) -> None:
 
 # -- part 3: generative retrieval beside dense retrieval on Amazon Sports -------------------------
 
+# ML-1M runs that sit on one split and evaluation (configs/hstu_ml1m.py's): TIGER, HSTU, SASRec, any seed.
+ML1M_GENERATIVE_PEERS = re.compile(r"^(tiger|hstu|sasrec)_ml1m(_short)?(_seed\d+)?\.json$")
+GENERATIVE_KEYS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
+
+
 def gather_generative(results_root: str) -> list[dict]:
-  """Amazon Sports rows: model, protocol, Recall/NDCG@5/10 (item level) and, where the run reports
-  them, the SID-level numbers a collision-unaware evaluation would give."""
+  """The generative retriever beside the dense ones: every Amazon Sports row and the ML-1M rows of
+  TIGER, HSTU and SASRec (ML1M_GENERATIVE_PEERS) -> rows of dataset, model, protocol, Recall/NDCG@5/10
+  (item level; a run without a cut-off leaves it out) and, where the run reports them, the SID-level
+  numbers a collision-unaware evaluation would give."""
+  paths = sorted(glob.glob(os.path.join(results_root, "amazon-sports", "*.json")))
+  paths += sorted(p for p in glob.glob(os.path.join(results_root, "ml-1m", "*.json"))
+                  if ML1M_GENERATIVE_PEERS.match(os.path.basename(p)))
   rows = []
-  for path in sorted(glob.glob(os.path.join(results_root, "amazon-sports", "*.json"))):
+  for path in paths:
     r = json.load(open(path))
     if r.get("config", "").endswith("_quick"):
       continue
     t = r["metrics"]["test"]
-    row = {"config": r["config"], "model": r["model"], "seed": r["seed"], "file": path,
-           "protocol": "history removed" if "history_removed" in r["config"] else "history kept (TIGER)",
-           "partial": bool(r.get("partial")), **{k: t[k] for k in ("hr@5", "hr@10", "ndcg@5", "ndcg@10") if k in t}}
+    dataset = os.path.basename(os.path.dirname(path))
+    protocol = ("history removed" if "history_removed" in r["config"] else "history kept (TIGER)"
+                ) if dataset == "amazon-sports" else "history removed"   # ML-1M: HSTU's protocol removes it
+    row = {"dataset": dataset, "config": r["config"], "model": r["model"], "seed": r["seed"], "file": path,
+           "protocol": protocol, "partial": bool(r.get("partial")), **{k: t[k] for k in GENERATIVE_KEYS if k in t}}
     if "sid_level" in t:
-      row["sid_level"] = {k: t["sid_level"][k] for k in ("hr@5", "hr@10", "ndcg@5", "ndcg@10") if k in t["sid_level"]}
+      row["sid_level"] = {k: t["sid_level"][k] for k in GENERATIVE_KEYS if k in t["sid_level"]}
     rows.append(row)
   return rows
 
@@ -340,10 +353,11 @@ def main(argv):
 
   gen = gather_generative(_RESULTS.value)
   with open(os.path.join(out, "generative.json"), "w") as f:
-    json.dump(_record("generative", {"amazon-sports"} if gen else set(),
+    json.dump(_record("generative", {g["dataset"] for g in gen},
                       {f"ndcg@10_{g['config']}": g.get("ndcg@10") for g in gen}, t0, rows=gen), f, indent=1)
-  _print_table("Amazon Sports (test)", ["config", "protocol", "R@5", "R@10", "N@5", "N@10", "SID-level N@10"],
-               [[g["config"] + (" (partial)" if g["partial"] else ""), g["protocol"]]
+  _print_table("generative vs dense retrieval (test)",
+               ["dataset", "config", "protocol", "R@5", "R@10", "N@5", "N@10", "SID-level N@10"],
+               [[g["dataset"], g["config"] + (" (partial)" if g["partial"] else ""), g["protocol"]]
                 + [f"{g[k]:.4f}" if k in g else "–" for k in ("hr@5", "hr@10", "ndcg@5", "ndcg@10")]
                 + [f"{g['sid_level']['ndcg@10']:.4f}" if "sid_level" in g else "–"] for g in gen])
   print(f"\nwrote {out}/")

@@ -78,6 +78,15 @@ def test_generative_rows_name_the_protocol_and_keep_sid_level_numbers(tmp_path):
   assert rows["tiger_s"]["protocol"].startswith("history kept") and rows["tiger_s"]["sid_level"]["ndcg@10"] == 0.009
   assert rows["sasrec_s_history_removed"]["protocol"] == "history removed"
   assert "sid_level" not in rows["sasrec_s_history_removed"]
+  ml = tmp_path / "results" / "ml-1m"    # ML-1M: TIGER, HSTU and SASRec only, every seed; other runs left out
+  ml.mkdir()
+  for config in ("tiger_ml1m_short", "hstu_ml1m_seed2", "sasrec_ml1m", "sid_hstu_ml1m_id_seed1", "hstu_large_ml1m"):
+    json.dump({"config": config, "model": config.split("_")[0], "seed": 1, "metrics": {"test": t}},
+              open(ml / f"{config}.json", "w"))
+  got = {(r["dataset"], r["config"]): r for r in study.gather_generative(str(tmp_path / "results"))}
+  assert {c for d, c in got if d == "ml-1m"} == {"tiger_ml1m_short", "hstu_ml1m_seed2", "sasrec_ml1m"}
+  assert got[("ml-1m", "hstu_ml1m_seed2")]["protocol"] == "history removed"
+  assert got[("amazon-sports", "tiger_s")]["dataset"] == "amazon-sports"
 
 
 def test_sweep_plot_is_written(tmp_path):
