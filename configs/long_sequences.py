@@ -82,7 +82,7 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            hstu_newest256 3 min. 8 epochs (`e8`, from 008d092, three to four runs sharing the box):
            hstu_full 91 min, ultra 69 min, trunc_f4 61 min, gact_f4 31 min, hstu_newest256 7 min.
            Seed 2 at 8 epochs (from 3def614), nearly alone on the box: hstu_newest256 4 min, gact_f4 12 min
-           (its file's 18 min include a 6-minute pause), ultra 27 min. Not timed: hstu_sl, the ultra
+           (its file's 18 min include a 6-minute pause), ultra 27 min, trunc_f4 22 min. Not timed: hstu_sl, the ultra
            ablations (ultra_mot has two block stacks: about twice ultra), gact_f2/f8, trunc_f2/f8.
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
@@ -94,8 +94,8 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            (full history beats newest 256 there) and 3 (GACT f = 4 beats truncation) are misses;
            verdict 2 (ULTRA within 0.5% NE of full HSTU at <= 50% of its training FLOPs) holds at
            0.21x the FLOPs, because full-history HSTU trains worst. Seed 2 at 8 epochs (hstu_newest256 .9231,
-           ultra .9134, gact_f4 .9527; planted NE 1.02-1.03) moves test NE by .002-.006: the gaps between
-           arms (.01-.03) are well above that. Why the planted signal is not learned: the README's section
+           ultra .9134, gact_f4 .9527, trunc_f4 .9106; planted NE 0.99-1.03) moves test NE by .002-.010;
+           truncation beats GACT at both seeds. Why the planted signal is not learned: the README's section
            (the training split holds 452 planted return-phase examples; scripts/long_world_split_signal.py).
 """
 import ml_collections
