@@ -434,21 +434,29 @@ def event_splits(seqs: UserSequences, cfg: RankingSplit) -> tuple[np.ndarray, tu
   return split.astype(np.int8), cuts
 
 
-def ranking_examples(seqs: UserSequences, cfg: RankingSplit, split: str,
-                     context: ContextTables | None = None) -> RankingExamples:
-  """The requests of one split (module docstring); `context` adds user_feats and cand_feats."""
+def candidate_mask(seqs: UserSequences, cfg: RankingSplit, split: str) -> tuple[np.ndarray, tuple[int, int] | None]:
+  """Which events are candidates of `split` -> (bool [E], time_cut's (valid, test) cut): the event's
+  split, position >= min_history, and for training the newest train_k training events per user."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  labels = event_labels(seqs, cfg.tasks)
   splits, cuts = event_splits(seqs, cfg)
-  e = len(seqs.items)
   user_of = np.repeat(np.arange(seqs.num_users), seqs.lengths)
-  pos = np.arange(e) - seqs.offsets[user_of]
+  pos = np.arange(len(seqs.items)) - seqs.offsets[user_of]
   is_cand = (splits == SPLITS.index(split)) & (pos >= cfg.min_history)
   if split == "train" and cfg.train_k:
     # A user's training events are positions 0 .. n_train - 1; keep the newest train_k of them.
     n_train = np.bincount(user_of[splits == 0], minlength=seqs.num_users)
     is_cand &= pos >= n_train[user_of] - cfg.train_k
+  return is_cand, cuts
+
+
+def ranking_examples(seqs: UserSequences, cfg: RankingSplit, split: str,
+                     context: ContextTables | None = None) -> RankingExamples:
+  """The requests of one split (module docstring); `context` adds user_feats and cand_feats."""
+  labels = event_labels(seqs, cfg.tasks)
+  is_cand, cuts = candidate_mask(seqs, cfg, split)
+  e = len(seqs.items)
+  user_of = np.repeat(np.arange(seqs.num_users), seqs.lengths)
   cand = np.flatnonzero(is_cand)
   # Requests: consecutive candidates of one user, request_size at a time. A user's candidates of one
   # split are consecutive events (the split is monotone in time along a user's history).

@@ -25,7 +25,9 @@ import numpy as np
 from scipy import special
 
 from recjax.data import kuairand
+from recjax.data import ranking as rk
 from recjax.data import synthetic as sy
+from recjax.data.types import UserSequences
 
 GRID = np.linspace(-3.0, 2.5, 111)   # old-affinity grid: the generator's clip range, step 0.05
 
@@ -120,11 +122,12 @@ def split_signal(world: sy.World, test_k: int, valid_k: int, train_k: int = 0, m
                  window: int = 256) -> dict:
   """Where the planted return-phase events fall under a `last_k` ranking split, and the Bayes NEs there.
 
-  The ranking task (recjax/data/ranking.py) makes each user's last `test_k` standard events test
-  candidates, the `valid_k` before them validation, and the rest training (only the newest `train_k`
-  of them when > 0), each at position >= `min_history`. A model can learn the long-range signal only
-  from the planted return-phase events among the training candidates; this counts them per split and
-  scores `predictions`' four predictors (oracle, full history, newest `window`, no history) on them.
+  The candidates of each split are the ranking task's own (`ranking.candidate_mask` on the standard
+  logs): each user's last `test_k` events are test, the `valid_k` before them validation, the rest
+  training (only the newest `train_k` of them when > 0), each at position >= `min_history`. A model
+  can learn the long-range signal only from the planted return-phase events among the training
+  candidates; this counts them per split and scores `predictions`' four predictors (oracle, full
+  history, newest `window`, no history) on them.
 
   Returns:
     {split: {"candidates": int, "planted_return": int, "ne": {"oracle", "full_history",
@@ -132,17 +135,15 @@ def split_signal(world: sy.World, test_k: int, valid_k: int, train_k: int = 0, m
   """
   p = predictions(world, window)
   std = world.log["is_rand"] == 0
-  user = world.log["user_id"][std]
-  from_end = np.bincount(user)[user] - p["position"]        # 1 = the user's last event
-  eligible = p["position"] >= min_history
-  train = (from_end > test_k + valid_k) & eligible
-  if train_k:
-    train &= from_end <= test_k + valid_k + train_k
-  masks = {"train": train,
-           "valid": (from_end > test_k) & (from_end <= test_k + valid_k) & eligible,
-           "test": (from_end <= test_k) & eligible}
+  lengths = np.bincount(world.log["user_id"][std], minlength=world.cfg.num_users)
+  items = world.log["video_id"][std].astype(np.int32) + 1          # only the layout matters here
+  seqs = UserSequences(user_ids=np.arange(len(lengths)), offsets=np.concatenate([[0], np.cumsum(lengths)]),
+                       items=items, timestamps=None, num_items=int(items.max(initial=0)) + 1,
+                       source="synthetic world (standard logs)")
+  cfg = rk.RankingSplit(mode="last_k", test_k=test_k, valid_k=valid_k, train_k=train_k, min_history=min_history)
   out = {}
-  for split, mask in masks.items():
+  for split in ("train", "valid", "test"):
+    mask, _ = rk.candidate_mask(seqs, cfg, split)
     ret = mask & (p["phase"] == sy.PLANTED_RETURN)
     entry = {"candidates": int(mask.sum()), "planted_return": int(ret.sum()), "ne": None}
     if ret.any():
