@@ -44,7 +44,10 @@ def parse_variant(spec: str) -> dict:
     if not sep or key not in fields:
       raise ValueError(f"--variant {spec!r}: {part!r} is not KEY=VALUE with KEY a WorldConfig field "
                        f"({sorted(fields)})")
-    out[key] = float(value)
+    try:
+      out[key] = float(value)
+    except ValueError:
+      raise ValueError(f"--variant {spec!r}: {key} needs a number, got {value!r}") from None
   return out
 
 

@@ -160,3 +160,5 @@ def test_split_signal_counts_what_the_task_scores(train_k, tmp_path):
   assert script.parse_variant("dormant_return_from=0.6,num_users=8") == {"dormant_return_from": 0.6, "num_users": 8}
   with pytest.raises(ValueError, match="dormant_return_form"):
     script.parse_variant("dormant_return_form=0.6")
+  with pytest.raises(ValueError, match="dormant_return_from needs a number"):
+    script.parse_variant("dormant_return_from=late")
