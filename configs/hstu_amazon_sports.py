@@ -11,7 +11,7 @@ Command:   python -m experiments.run --config=configs/hstu_amazon_sports.py --wo
 Quick:     python -m experiments.run --config=configs/hstu_amazon_sports.py:quick
 Our default protocol (history items removed): --config=configs/hstu_amazon_sports.py:history_removed
 Hardware:  2-core x86 CPU.
-Expected:  279 steps per epoch; 18 min alone on the 2-core box (26 steps/s plus a validation pass per
+Expected:  279 steps per epoch; 18 min nearly alone on the 2-core box (short test runs beside it) (26 steps/s plus a validation pass per
            epoch). Measured (seed 42, from 3def614, results/amazon-sports/hstu_amazon_sports.json):
            epoch 90 selected, test R@5 .0278, R@10 .0442, N@5 .0158, N@10 .0210.
            `:history_removed` (17 min, results/amazon-sports/hstu_amazon_sports_history_removed.json):
