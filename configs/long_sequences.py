@@ -8,6 +8,9 @@ Argument: `<arm>[,cpu][,quick][,w<D>][,e<N>]` (comma-separated; order of the ext
           (`ranking.train_k`; the older ones stay history): <= 384 steps per epoch instead of 1,512.
           The candidates kept are the ones nearest the dormant topic's return (the last 10% of a
           history), so the long-range signal is still in training for the longer histories.
+  cpu_multi  the same, on `long_world.CPU_MULTI_WORLD`: ten dormant topics per user instead of one,
+          returning from 60% of a history, so that training holds 7,802 planted return-phase
+          candidates instead of 452 at the same full-vs-newest-256 Bayes gap (long_world.py).
   w<D>    the arm at width D (dqk = dv = D / 2; default 64, e.g. `ultra,cpu,w32`), named ..._w<D>: the
           points of the scaling-efficiency fit (experiments/long_sequences.py), every other setting equal.
   e<N>    the arm trained for N epochs instead of DEFAULT_EPOCHS = 4, named ..._e<N>: a longer budget
@@ -106,7 +109,9 @@ from configs.ultra_hstu_rank_synthetic import ENGAGEMENT_BITS
 ARMS = ("hstu_full", "hstu_newest256", "hstu_sl", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
         "ultra_interleaved",
         "gact_f2", "gact_f4", "gact_f8", "trunc_f2", "trunc_f4", "trunc_f8")
-EXTRAS = ("cpu", "quick")
+EXTRAS = ("cpu", "cpu_multi", "quick")
+# World presets (configs/long_world.py) by their extra; without one, `world` (long_world.WORLD).
+PRESETS = {"cpu": long_world.CPU_WORLD, "cpu_multi": long_world.CPU_MULTI_WORLD, "world": long_world.WORLD}
 # (K1, K2, SLA block, L') of the ultra arms at the full history and at `quick`.
 SLA_FULL, SLA_QUICK = (256, 32, 128, 512), (64, 8, 32, 128)
 CPU_TRAIN_K = 256   # cpu preset: training candidates per user (ranking.train_k)
@@ -126,9 +131,9 @@ def parse(arg: str | None) -> tuple[str, set[str], int, int]:
   extras = set(parts[1:]) - set(widths) - set(epochs)
   if (extras - set(EXTRAS) or len(extras) + len(widths) + len(epochs) != len(parts) - 1 or len(widths) > 1
       or len(epochs) > 1 or any(not w[1:].isdigit() or int(w[1:]) < 2 or int(w[1:]) % 2 for w in widths)
-      or any(not e[1:].isdigit() or int(e[1:]) < 1 for e in epochs)):
-    raise ValueError(f"long_sequences: after the arm only {EXTRAS}, one even width w<D> and one epoch count "
-                     f"e<N> (each once); got {arg!r}")
+      or any(not e[1:].isdigit() or int(e[1:]) < 1 for e in epochs) or len(extras & set(PRESETS)) > 1):
+    raise ValueError(f"long_sequences: after the arm only {EXTRAS} (one world preset at most), one even width "
+                     f"w<D> and one epoch count e<N> (each once); got {arg!r}")
   return (parts[0], extras, int(widths[0][1:]) if widths else DEFAULT_WIDTH,
           int(epochs[0][1:]) if epochs else DEFAULT_EPOCHS)
 
@@ -149,13 +154,13 @@ def get_config(arg: str | None = None):
   arm, extras, width, epochs = parse(arg)
   c = long_sequences_hstu_rank.get_config(None)
   assert c.train.num_epochs == DEFAULT_EPOCHS, "DEFAULT_EPOCHS must be the shared config's"
-  preset = "cpu" if "cpu" in extras else "world"
-  if preset == "cpu":
-    c.data.world = dict(long_world.CPU_WORLD)
+  preset = next((p for p in PRESETS if p in extras), "world")
+  if preset != "world":   # the CPU-sized worlds
+    c.data.world = dict(PRESETS[preset])
     c.ranking.train_k = CPU_TRAIN_K
   if "quick" in extras:
     long_sequences_hstu_rank.apply_quick(c)   # QUICK_WORLD whatever the preset: a smoke test
-  c.name = "long_sequences" + ("_cpu" if preset == "cpu" else "") + f"_{arm}"
+  c.name = "long_sequences" + ("" if preset == "world" else f"_{preset}") + f"_{arm}"
   c.dataset_label = "long_sequences"
   c.study = ml_collections.ConfigDict(dict(name="long_sequences", arm=arm, preset=preset, width=width,
                                            epochs=epochs))

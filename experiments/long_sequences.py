@@ -4,8 +4,8 @@
         [--study_out=results/long_sequences/summary/<preset>[_e<N>]] [--quick_runs] [--count_inference]
 
 Reads every results file of `--results_dir` written by a configs/long_sequences.py arm at
-`--preset` ("cpu" or "world"; partial runs and the other preset's runs skipped; quick runs only
-with `--quick_runs`, and then only they, to smoke-test the pipeline) and writes
+`--preset` ("cpu", "cpu_multi" or "world": configs/long_sequences.py PRESETS; partial runs and the
+other preset's runs skipped; quick runs only with `--quick_runs`, and then only they, to smoke-test the pipeline) and writes
   <out>.md                 the table: per arm, the seeds, test NE (mean over the 8 feedbacks; mean
                            ± sample std over seeds where several), ΔNE vs hstu_full (relative), NE
                            and gap closed on the planted return-phase candidates (`planted.`, the
@@ -59,7 +59,7 @@ from recjax.train import results
 
 # Flag names are process-global in absl: none of scaling_study's or mixture_study's.
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "results/long_sequences", "folder of the arms' results JSON")
-_PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "world"], "which world's runs to gather")
+_PRESET = flags.DEFINE_enum("preset", "cpu", list(ls_config.PRESETS), "which world's runs to gather")
 _STUDY_OUT = flags.DEFINE_string("study_out", None, "output path without extension "
                                  "(default <results_dir>/summary/<preset>[_quick])")
 _QUICK_RUNS = flags.DEFINE_bool("quick_runs", False, "gather the quick runs (a smoke test of the pipeline) instead")
@@ -114,7 +114,7 @@ def collect(results_dir: str, preset: str, quick: bool = False) -> list[dict]:
 
 def config_argument(row: dict, quick: bool = False) -> str:
   """The configs/long_sequences.py argument that rebuilds a run's config (seed aside)."""
-  parts = [row["arm"]] + (["cpu"] if row["preset"] == "cpu" else []) + (["quick"] if quick else [])
+  parts = [row["arm"]] + ([row["preset"]] if row["preset"] != "world" else []) + (["quick"] if quick else [])
   if row["width"] != ls_config.DEFAULT_WIDTH:
     parts.append(f"w{row['width']}")
   if row["epoch_budget"] != ls_config.DEFAULT_EPOCHS:

@@ -65,7 +65,7 @@ def measure(preset: str, overrides: dict) -> dict:
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--preset", default="cpu", choices=("cpu", "world"))
+  ap.add_argument("--preset", default="cpu", choices=tuple(ls.PRESETS))
   ap.add_argument("--variant", action="append", default=None,
                   help="WorldConfig fields to change, KEY=V[,KEY=V]; '' is the preset itself (repeatable)")
   ap.add_argument("--out", default=None)

@@ -2,7 +2,7 @@
 # Issue 18's long-sequence quality study (configs/long_sequences.py): every arm at every seed, one run
 # at a time under nice, then the gatherer (experiments/long_sequences.py: the table, the two plots and
 # the three verdicts in results/long_sequences/summary/<preset>.{md,json} and *.png).
-# Each run writes results/long_sequences/<name>.json, name = long_sequences[_cpu]_<arm>_seed<S>, and
+# Each run writes results/long_sequences/<name>.json, name = long_sequences[_<preset>]_<arm>_seed<S>, and
 # keeps its checkpoints in workdirs/long_sequences/<name>: a run whose results file exists (and is not
 # a --snapshot's partial one) is skipped, an interrupted one resumes from its checkpoint on the rerun.
 #
@@ -12,6 +12,8 @@
 #   improving (configs/long_sequences.py, Result). EPOCHS=4 runs the config's default budget, named
 #   without the suffix (the first look, summary/<preset>).
 #   PRESET=cpu (default): long_world.CPU_WORLD, sized for the 2-core CPU box;
+#   PRESET=cpu_multi: long_world.CPU_MULTI_WORLD, the same size with ten dormant topics per user (the
+#   planted signal in the training split: issue 18's verdict 1);
 #   PRESET=world: long_world.WORLD (histories to 16k), meant for an accelerator.
 # Hardware: the per-arm time on the 2-core CPU box is the config docstring's "Runtime".
 set -euo pipefail
@@ -20,9 +22,9 @@ PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-"1 2 3"}
 PRESET=${PRESET:-cpu}
 case $PRESET in
-  cpu) extra=",cpu"; prefix="long_sequences_cpu" ;;
+  cpu|cpu_multi) extra=",$PRESET"; prefix="long_sequences_$PRESET" ;;
   world) extra=""; prefix="long_sequences" ;;
-  *) echo "PRESET must be cpu or world, got $PRESET" >&2; exit 2 ;;
+  *) echo "PRESET must be cpu, cpu_multi or world, got $PRESET" >&2; exit 2 ;;
 esac
 EPOCHS=${EPOCHS:-8}
 default_epochs=$("$PY" -c "from configs import long_sequences as l; print(l.DEFAULT_EPOCHS)")

@@ -95,14 +95,16 @@ class WorldConfig:
   authors_per_topic: int = 10
   seed: int = 0
   variant: str = "synth"            # file-name suffix, as in log_standard_..._<variant>.csv
-  # Planted long-range structure (off at the defaults; see `_plant_dormant_topics`): per user one
-  # dormant topic, watched in the first `dormant_early_until` share of the history, absent in the
-  # middle, back from `dormant_return_from` on; its feedback follows the user's own old affinity.
+  # Planted long-range structure (off at the defaults; see `_plant_dormant_topics`): per user
+  # `dormant_topics` dormant topics, watched in the first `dormant_early_until` share of the history,
+  # absent in the middle, back from `dormant_return_from` on; each one's feedback follows the user's
+  # own old affinity for it. The rates are per event, shared by the user's dormant topics.
   dormant_early_rate: float = 0.0   # P(an event before dormant_early_until is the dormant topic)
   dormant_return_rate: float = 0.0  # P(an event from dormant_return_from on is the dormant topic)
   dormant_early_until: float = 0.3
   dormant_return_from: float = 0.9
   dormant_affinity_sigma: float = 1.5  # old log affinity a_u ~ N(0, sigma^2), clipped to [-3, 2.5]
+  dormant_topics: int = 1           # dormant topics per user (the least-interest ones), each its own a_u
 
   def __post_init__(self):
     if self.tab_noise is None:
@@ -130,6 +132,8 @@ class WorldConfig:
     if all(out[f] == _LONG_RANGE_DEFAULTS[f] for f in _LONG_RANGE_DEFAULTS):
       for f in _LONG_RANGE_DEFAULTS:
         del out[f]
+    elif out["dormant_topics"] == 1:   # added after the first long-range worlds: 1 keeps their fingerprints
+      del out["dormant_topics"]
     return out
 
   def fingerprint(self) -> str:
@@ -167,6 +171,8 @@ def _validate(cfg: WorldConfig) -> None:
       (0 < cfg.dormant_early_until < cfg.dormant_return_from < 1,
        "need 0 < dormant_early_until < dormant_return_from < 1 (a dormant gap between them)"),
       (cfg.dormant_affinity_sigma > 0, "dormant_affinity_sigma must be > 0"),
+      (1 <= cfg.dormant_topics < cfg.num_topics,
+       "dormant_topics must lie in 1..num_topics - 1 (a user needs a topic that is not dormant)"),
   ]
   for ok, msg in checks:
     if not ok:
@@ -188,8 +194,9 @@ class World:
   event_topic: np.ndarray       # int64 [E] latent topic of interest-driven events (-1 otherwise)
   followed: np.ndarray          # bool [E] item = chain successor of the previous interest-driven item
   oracle: dict[str, np.ndarray]  # kuairand.ACTION_BITS name -> float64 [E] true P(feedback = 1)
-  # Long-range worlds only: dormant_topic [U], old_affinity [U] (a_u), planted_phase int8 [E]
-  # (0 = not planted, 1 = early, 2 = return).
+  # Long-range worlds only: dormant_topic int64 [U, T] and old_affinity float64 [U, T] (a_u per
+  # dormant topic, T = cfg.dormant_topics), planted_phase int8 [E] (0 = not planted, 1 = early,
+  # 2 = return); a planted event's dormant topic is its event_topic.
   long_range: dict[str, np.ndarray] | None = None
 
 
@@ -498,29 +505,35 @@ def _plant_dormant_topics(cfg: WorldConfig, cat: _Catalogue, theta: tuple[np.nda
                           log_aff: np.ndarray) -> dict[str, np.ndarray]:
   """Plants the return-after-gap structure in place (item, event_topic, followed, log_aff, is_noise).
 
-  Per user u: the dormant topic d_u is the topic of least base interest (theta_start + theta_end),
-  so the base process almost never shows it; the old affinity a_u ~ N(0, sigma^2) clipped to
-  [-3, 2.5]. A non-random event at history share f becomes a d_u event (popularity draw inside
-  d_u) with probability `dormant_early_rate` when f < dormant_early_until and
-  `dormant_return_rate` when f >= dormant_return_from; none between (the gap). Every d_u event's
-  log affinity is a_u, in both phases: what the user felt for the topic long ago decides the
-  feedback when it returns, and only the early events' feedback reveals it. The draws come from
-  their own stream (seed, 2), after the base world's, so the rest of the world is the base one.
+  Per user u: the T = `dormant_topics` dormant topics d_u,1..T are the topics of least base interest
+  (theta_start + theta_end), so the base process almost never shows them; each has an old affinity
+  a_u,t ~ N(0, sigma^2) clipped to [-3, 2.5]. A non-random event at history share f becomes a
+  dormant event with probability `dormant_early_rate` when f < dormant_early_until and
+  `dormant_return_rate` when f >= dormant_return_from; none between (the gap). Its topic is one of
+  the T, uniformly (its own stream, (seed, 3)), its item a popularity draw inside it, and its log
+  affinity that topic's a_u,t, in both phases: what the user felt for the topic long ago decides the
+  feedback when it returns, and only the early events' feedback reveals it. With T > 1 each topic
+  returns T times more sparsely for the same rates, so the newest events reveal less of each a_u,t.
+  The draws come from their own stream (seed, 2), after the base world's, so the rest of the world
+  is the base one (and T = 1 draws exactly what the single-topic generator drew).
   """
   rng = np.random.default_rng([cfg.seed, 2])
+  t = cfg.dormant_topics
   interest = theta[0] + theta[1] + 1e-9 * rng.random(theta[0].shape)   # random tie-break
-  dormant = np.argmin(interest, axis=1).astype(np.int64)
-  old_aff = np.clip(rng.normal(0.0, cfg.dormant_affinity_sigma, cfg.num_users), -3.0, 2.5)
+  dormant = np.argsort(interest, axis=1, kind="stable")[:, :t].astype(np.int64)           # [U, T]
+  old_aff = np.clip(rng.normal(0.0, cfg.dormant_affinity_sigma, (cfg.num_users, t)), -3.0, 2.5)
   draw = rng.random(len(item))
   early = (ev.frac < cfg.dormant_early_until) & (draw < cfg.dormant_early_rate)
   late = (ev.frac >= cfg.dormant_return_from) & (draw < cfg.dormant_return_rate)
   planted = (early | late) & ~ev.is_rand
   u = ev.user[planted]
-  item[planted] = _draw_in_topic(rng, cat, dormant[u])
-  event_topic[planted] = dormant[u]
+  slot = (np.random.default_rng([cfg.seed, 3]).integers(0, t, len(u)) if t > 1
+          else np.zeros(len(u), np.int64))
+  item[planted] = _draw_in_topic(rng, cat, dormant[u, slot])
+  event_topic[planted] = dormant[u, slot]
   followed[planted] = False
   ev.is_noise[planted] = False
-  log_aff[planted] = old_aff[u]
+  log_aff[planted] = old_aff[u, slot]
   phase = np.where(planted & early, PLANTED_EARLY, np.where(planted, PLANTED_RETURN, 0)).astype(np.int8)
   return {"dormant_topic": dormant, "old_affinity": old_aff, "planted_phase": phase}
 
@@ -634,7 +647,7 @@ def _world_json(world: World, files: dict[str, str]) -> dict:
                  "all log files merged): user_id, time_ms, video_id, is_noise, event_topic (-1 = not "
                  "interest-driven), followed",
           **({"long_range": "dormant topics (WorldConfig.dormant_*): world_truth.npz adds "
-                            "dormant_topic, old_affinity [U] and planted_phase [E] (1 early, 2 "
+                            "dormant_topic, old_affinity [U, dormant_topics] and planted_phase [E] (1 early, 2 "
                             f"return); {SIGNAL_FILE}: oracle NE with the newest 256 events vs the "
                             "full history (synthetic_signal.long_range_signal)"}
              if world.long_range is not None else {}),

@@ -5,9 +5,9 @@ see the same world and differ only in how much history they may read:
   * everything except the planted dormant-topic events is given to both as its true probability
     (the base world's drifting interests are the same for both: this isolates the planted
     long-range signal);
-  * a planted event's feedback depends on the user's old affinity a_u (synthetic.py,
-    `_plant_dormant_topics`). A predictor infers a_u from the 8 binary feedbacks of the user's
-    earlier planted events it may read: the full history, or only those among the newest W events
+  * a planted event's feedback depends on the user's old affinity a_u for its dormant topic
+    (synthetic.py, `_plant_dormant_topics`). A predictor infers a_u from the 8 binary feedbacks of
+    the user's earlier planted events of that topic it may read: the full history, or only those among the newest W events
     before the target. Its prediction is the posterior mean of P(feedback | a) on a grid of a
     (prior: a ~ N(0, sigma^2) clipped to [-3, 2.5], the generator's own prior).
 Play times are not used, so the full-history predictor is a lower bound on what the history
@@ -72,14 +72,19 @@ def predictions(world: sy.World, window: int = 256) -> dict[str, np.ndarray]:
            else world.long_range["planted_phase"][std])
   planted = np.flatnonzero(phase > 0)                                  # flat indices, user-major
   if len(planted):
+    # One old affinity per (user, dormant topic): group the planted events by it, in time order.
+    group = user[planted] * world.cfg.num_topics + world.event_topic[std][planted]
+    order = np.lexsort((planted, group))
+    planted, group = planted[order], group[order]
+    key = group * e + planted                                          # ascending: group, then time
     probs = feedback_probs_grid(world.item_duration_ms[world.log["video_id"][std][planted]])  # [P, G, F]
     y = labels[planted][:, None, :]
     loglik = (y * np.log(probs) + (1 - y) * np.log1p(-probs)).sum(-1)   # [P, G]
-    before = np.cumsum(loglik, 0) - loglik                               # exclusive, over all users
-    user_first = np.searchsorted(planted, user_start[planted])
-    win_first = np.searchsorted(planted, np.maximum(planted - window, user_start[planted]))
+    before = np.cumsum(loglik, 0) - loglik                               # exclusive, over all groups
+    group_first = np.searchsorted(key, group * e)
+    win_first = np.searchsorted(key, group * e + np.maximum(planted - window, user_start[planted]))
     log_prior = _log_prior(world.cfg.dormant_affinity_sigma)
-    for out, ll in ((p_full, before - before[user_first]), (p_newest, before - before[win_first]),
+    for out, ll in ((p_full, before - before[group_first]), (p_newest, before - before[win_first]),
                     (p_prior, np.zeros_like(before))):
       post = special.softmax(log_prior[None] + ll, axis=1)              # [P, G]
       out[planted] = np.einsum("pg,pgf->pf", post, probs)
