@@ -43,6 +43,7 @@ def runs(tmp_path):
   _fabricated_run(d, "gact_f4", 1, test_ne=0.90, planted_ne=0.9, flops=2e8, partial=True)
   _fabricated_run(d, "gact_f4", 2, test_ne=0.90, planted_ne=0.9, flops=2e8, quick=True, name="q")
   _fabricated_run(d, "gact_f4", 3, test_ne=0.90, planted_ne=0.9, flops=2e8, preset="world")
+  _fabricated_run(d, "gact_f4", 4, test_ne=0.90, planted_ne=0.9, flops=2e8, preset="cpu_multi")
   (d / "other.json").write_text(json.dumps({"config": "x", "partial": False, "config_values": {}}))
   return d
 
@@ -51,6 +52,9 @@ def test_gatherer_table_and_verdicts_on_fabricated_runs(runs, tmp_path):
   rows = study.collect(str(runs), "cpu")
   assert sorted({r["arm"] for r in rows}) == ["hstu_full", "hstu_newest256", "trunc_f4", "ultra"]
   assert len(rows) == 8
+  multi = study.collect(str(runs), "cpu_multi")   # each preset's runs alone; the argument rebuilds the config
+  assert [(r["arm"], r["seed"]) for r in multi] == [("gact_f4", 4)]
+  assert study.config_argument(multi[0]) == "gact_f4,cpu_multi" and study.config_argument(rows[0]) == "hstu_full,cpu"
   record = study.gather(str(runs), "cpu", str(tmp_path / "out" / "cpu"))
   arms = record["arms"]
   assert list(arms)[:3] == ["hstu_full", "hstu_newest256", "ultra"]          # the config's arm order

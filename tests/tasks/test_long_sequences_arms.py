@@ -27,18 +27,21 @@ def test_every_arm_resolves_to_its_model():
   ref = ls.get_config("hstu_full,cpu")
   assert ref.data.world.to_dict() == long_world.CPU_WORLD and ref.ranking.history_len == 4096
   assert ls.get_config("hstu_full").data.world.to_dict() == long_world.WORLD
+  multi = ls.get_config("hstu_full,cpu_multi")   # the CPU world with ten dormant topics: only the world differs
+  assert multi.data.world.to_dict() == long_world.CPU_MULTI_WORLD and multi.name == "long_sequences_cpu_multi_hstu_full"
+  assert multi.study.preset == "cpu_multi" and multi.ranking == ref.ranking and multi.model == ref.model
   names = set()
   for arm in ls.ARMS:
-    for extras in (",cpu", ",cpu,quick", ""):
+    for extras in (",cpu", ",cpu,quick", "", ",cpu_multi"):
       c = ls.get_config(arm + extras)
       split = _split(c)
       assert split.history_layout == "ragged" and split.buckets()[-1] == c.model.max_history == split.history_len
       assert (c.model.dim, c.model.num_blocks, c.model.num_heads) == (64, 2, 2), arm   # widths matched
-      assert c.study.arm == arm and c.study.preset == ("cpu" if "cpu" in extras else "world")
+      assert c.study.arm == arm and c.study.preset == (extras.split(",")[1] if extras else "world")
       tokens_per_event = 2 if c.model.get("token_layout") == "interleaved" else 1
       assert c.model.attn_norm_len <= tokens_per_event * c.model.max_history + c.ranking.request_size
       names.add(c.name + ("_quick" if c.quick else ""))
-  assert len(names) == 3 * len(ls.ARMS), "run names collide"
+  assert len(names) == 4 * len(ls.ARMS), "run names collide"
   m = {arm: ls.get_config(arm + ",cpu").model for arm in ls.ARMS}
   assert ls.get_config("hstu_newest256,cpu").ranking.history_len == 256
   assert ls.get_config("hstu_sl,cpu").ranking.sl_alpha == ls.SL_ALPHA and m["hstu_sl"] == m["hstu_full"]
@@ -69,7 +72,7 @@ def test_every_arm_resolves_to_its_model():
   assert ref.train.num_epochs == ref.study.epochs == ls.DEFAULT_EPOCHS
   assert {k: v for k, v in e.train.items() if k != "num_epochs"} == {
       k: v for k, v in ref.train.items() if k != "num_epochs"} and e.model == ref.model
-  for bad in ("", "cpu", "ultra,gpu", "ultra,cpu,cpu", "bogus,cpu", "ultra,w33", "ultra,w32,w64", "ultra,wide",
+  for bad in ("", "cpu", "ultra,gpu", "ultra,cpu,cpu", "ultra,cpu,cpu_multi", "bogus,cpu", "ultra,w33", "ultra,w32,w64", "ultra,wide",
               "ultra,e0", "ultra,e4,e8", "ultra,eight"):
     with pytest.raises(ValueError, match="long_sequences"):
       ls.get_config(bad)
