@@ -8,9 +8,10 @@ Argument: `<arm>[,cpu][,quick][,w<D>][,e<N>]` (comma-separated; order of the ext
           (`ranking.train_k`; the older ones stay history): <= 384 steps per epoch instead of 1,512.
           The candidates kept are the ones nearest the dormant topic's return (the last 10% of a
           history), so the long-range signal is still in training for the longer histories.
-  cpu_multi  the same, on `long_world.CPU_MULTI_WORLD`: ten dormant topics per user instead of one,
-          returning from 60% of a history, so that training holds 7,802 planted return-phase
-          candidates instead of 452 at the same full-vs-newest-256 Bayes gap (long_world.py).
+  cpu_multi  the same, on `long_world.CPU_MULTI_WORLD`: five dormant topics per user instead of one,
+          returning from 60% of a history, and less tab noise, so that training holds 6,242 planted
+          return-phase candidates instead of 452 while the full-vs-newest-256 Bayes gap on the test
+          ones stays open (0.035 NE; CPU_WORLD 0.044; long_world.py).
   w<D>    the arm at width D (dqk = dv = D / 2; default 64, e.g. `ultra,cpu,w32`), named ..._w<D>: the
           points of the scaling-efficiency fit (experiments/long_sequences.py), every other setting equal.
   e<N>    the arm trained for N epochs instead of DEFAULT_EPOCHS = 4, named ..._e<N>: a longer budget
