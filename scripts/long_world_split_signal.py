@@ -75,14 +75,16 @@ def main():
   t0 = time.time()
   rows = [measure(args.preset, parse_variant(v)) for v in variants]
   print(f"planted return-phase candidates per split and expected NE on the test ones ({args.preset} world)")
-  print("| variant | train | valid | test | test NE: oracle / full / newest 256 / none | train NE: full / newest 256 |")
-  print("|---|---|---|---|---|---|")
+  print("| variant | train | valid | test | planted share of dormant-topic train candidates "
+        "| test NE: oracle / full / newest 256 / none | train NE: full / newest 256 |")
+  print("|---|---|---|---|---|---|---|")
   for v, row in zip(variants, rows):
     s = row["splits"]
     ne = lambda split: s[split]["ne"] or {}   # noqa: E731
     fmt = lambda d, keys: " / ".join(f"{d[k]:.4f}" if k in d else "-" for k in keys)   # noqa: E731
     print(f"| {v or '(preset)'} | {s['train']['planted_return']} of {s['train']['candidates']} | "
           f"{s['valid']['planted_return']} | {s['test']['planted_return']} | "
+          f"{s['train']['planted_return'] / max(s['train']['dormant_topic'], 1):.2f} | "
           f"{fmt(ne('test'), ('oracle', 'full_history', 'newest_256', 'no_history'))} | "
           f"{fmt(ne('train'), ('full_history', 'newest_256'))} |")
   record = {

@@ -134,9 +134,15 @@ def split_signal(world: sy.World, test_k: int, valid_k: int, train_k: int = 0, m
   candidates; this counts them per split and scores `predictions`' four predictors (oracle, full
   history, newest `window`, no history) on them.
 
+  A model is not told which events are planted: a candidate on one of the user's dormant topics
+  may also be a uniformly random (tab-noise) item or a base-world draw, whose feedback follows the
+  base world's low affinity. `dormant_topic` counts the split's candidates on a dormant topic, of
+  which `planted_return` are the ones that follow the old affinity.
+
   Returns:
-    {split: {"candidates": int, "planted_return": int, "ne": {"oracle", "full_history",
-    "newest_<window>", "no_history"} or None when the split holds no planted return event}}.
+    {split: {"candidates": int, "dormant_topic": int, "planted_return": int, "ne": {"oracle",
+    "full_history", "newest_<window>", "no_history"} or None when the split holds no planted return
+    event}}.
   """
   p = predictions(world, window)
   std = world.log["is_rand"] == 0
@@ -146,11 +152,16 @@ def split_signal(world: sy.World, test_k: int, valid_k: int, train_k: int = 0, m
                        items=items, timestamps=None, num_items=int(items.max(initial=0)) + 1,
                        source="synthetic world (standard logs)")
   cfg = rk.RankingSplit(mode="last_k", test_k=test_k, valid_k=valid_k, train_k=train_k, min_history=min_history)
+  user = world.log["user_id"][std]
+  topic = world.item_topic[world.log["video_id"][std]]
+  on_dormant = ((world.long_range["dormant_topic"][user] == topic[:, None]).any(1) if world.long_range is not None
+                else np.zeros(len(user), bool))
   out = {}
   for split in ("train", "valid", "test"):
     mask, _ = rk.candidate_mask(seqs, cfg, split)
     ret = mask & (p["phase"] == sy.PLANTED_RETURN)
-    entry = {"candidates": int(mask.sum()), "planted_return": int(ret.sum()), "ne": None}
+    entry = {"candidates": int(mask.sum()), "dormant_topic": int((mask & on_dormant).sum()),
+             "planted_return": int(ret.sum()), "ne": None}
     if ret.any():
       truth = p["p_true"][ret]
       entry["ne"] = {name: _expected_ne(truth, p[key][ret])["mean"] for name, key in

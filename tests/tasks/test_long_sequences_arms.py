@@ -154,7 +154,9 @@ def test_split_signal_counts_what_the_task_scores(train_k, tmp_path):
     real = task.examples[split].arrays["cand_event"] >= 0
     assert got[split]["candidates"] == int(real.sum())
     assert got[split]["planted_return"] == int(task.planted[split].sum())
+    assert got[split]["planted_return"] <= got[split]["dormant_topic"] <= got[split]["candidates"]
   assert got["test"]["planted_return"] > 0 and got["test"]["ne"]["oracle"] <= got["test"]["ne"]["full_history"]
+  assert got["test"]["dormant_topic"] > got["test"]["planted_return"]   # random items land on dormant topics too
   sys.path.insert(0, os.path.join(REPO, "scripts"))
   try:
     import long_world_split_signal as script  # pylint: disable=import-outside-toplevel
