@@ -9,7 +9,7 @@ other preset's runs skipped; quick runs only with `--quick_runs`, and then only 
   <out>.md                 the table: per arm, the seeds, test NE (mean over the 8 feedbacks; mean
                            ± sample std over seeds where several), ΔNE vs hstu_full (relative), NE
                            and gap closed on the planted return-phase candidates (`planted.`, the
-                           ranking task), the overall gap closed, training FLOPs per example and
+                           ranking task) with their AUC and calibration, the overall gap closed, training FLOPs per example and
                            their ratio to hstu_full; then the verdicts;
   <out>.json               the same rows, per-run rows and the verdicts with their numbers;
   <out>_ne_vs_flops.png    test NE against training FLOPs per example, one point per arm;
@@ -99,6 +99,7 @@ def run_row(path: str, preset: str, quick: bool) -> dict | None:
                test_gap_closed=test["mean"].get("gap_closed", np.nan),
                test_oracle_ne=test["mean"].get("oracle_ne", np.nan), planted_candidates=planted.get("candidates", 0),
                planted_ne=pm.get("ne", np.nan), planted_oracle_ne=pm.get("oracle_ne", np.nan),
+               planted_auc=pm.get("auc", np.nan), planted_calibration=pm.get("calibration", np.nan),
                planted_gap_closed=pm.get("gap_closed", np.nan))
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: not a finished configs/long_sequences.py run ({type(e).__name__}: {e})") from None
@@ -175,7 +176,8 @@ def arm_summaries(rows: list[dict]) -> dict[str, dict]:
     group = [r for r in rows if r["arm"] == arm]
     out[arm] = {"seeds": [r["seed"] for r in group],
                 **{q: _mean_std([r.get(q, np.nan) for r in group]) for q in
-                   ("test_ne", "test_auc", "test_gap_closed", "planted_ne", "planted_oracle_ne",
+                   ("test_ne", "test_auc", "test_gap_closed", "planted_ne", "planted_oracle_ne", "planted_auc",
+                    "planted_calibration",
                     "planted_gap_closed", "flops_per_example", "inference_flops_per_example", "valid_ne")},
                 "planted_candidates": group[0]["planted_candidates"]}
   ref = out.get(REFERENCE)
@@ -235,7 +237,8 @@ def _pm(s: dict, fmt: str = ".4f") -> str:
 
 def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
   """The table and the verdicts as markdown."""
-  titles = ("arm", "seeds", "test NE", "ΔNE vs hstu_full", "planted NE (oracle)", "planted gap closed",
+  titles = ("arm", "seeds", "test NE", "ΔNE vs hstu_full", "planted NE (oracle)", "planted AUC",
+            "planted calibration", "planted gap closed",
             "gap closed", "train FLOPs / example", "FLOPs vs hstu_full", "inference FLOPs / example",
             "inference vs hstu_full")
   lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
@@ -245,6 +248,7 @@ def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
         arm, ",".join(str(x) for x in s["seeds"]), _pm(s["test_ne"]),
         "–" if not np.isfinite(s["delta_ne_vs_ref"]) else f"{100 * s['delta_ne_vs_ref']:+.2f}%",
         _pm(s["planted_ne"]) + ("" if not np.isfinite(oracle) else f" ({oracle:.4f})"),
+        _pm(s["planted_auc"], ".3f"), _pm(s["planted_calibration"], ".2f"),
         _pm(s["planted_gap_closed"], ".3f"), _pm(s["test_gap_closed"], ".3f"),
         f"{s['flops_per_example']['mean']:.3g}",
         "–" if not np.isfinite(s["flops_vs_ref"]) else f"{s['flops_vs_ref']:.2f}x",
@@ -254,7 +258,9 @@ def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
   counts = sorted({s["planted_candidates"] for s in arms.values()})
   lines += ["", f"Preset `{preset}`; test split at each run's selected epoch; NE = mean over the 8 feedbacks "
             f"(± sample std over seeds); planted = the {'/'.join(map(str, counts))} test candidates that are "
-            "planted return-phase events.", "", "Verdicts:", ""]
+            "planted return-phase events; planted AUC and calibration (mean predicted / observed rate) are means "
+            "over the 8 feedbacks there: whether an arm ranks those candidates (reads the old affinity) or "
+            "only sets their level.", "", "Verdicts:", ""]
   for v in found:
     mark = v["verdict"] if isinstance(v["verdict"], str) else ("true" if v["verdict"] else "false")
     lines.append(f"- {v['claim']}: **{mark}** ({v['numbers']})")

@@ -23,7 +23,8 @@ def _fabricated_run(folder, arm, seed, *, test_ne, planted_ne, flops, preset="cp
           "best_epoch": {"epoch": 3, "mean": {"ne": test_ne - 0.01, "auc": 0.6}},
           "test": {"mean": {"ne": test_ne, "auc": 0.6, "gauc": 0.55, "oracle_ne": 0.85,
                             "gap_closed": (1 - test_ne) / 0.15},
-                   "planted": {"candidates": 1233, "mean": {"ne": planted_ne, "oracle_ne": 0.84,
+                   "planted": {"candidates": 1233, "mean": {"ne": planted_ne, "oracle_ne": 0.84, "auc": 0.58,
+                                                           "calibration": 0.8,
                                                            "gap_closed": (1 - planted_ne) / 0.16}}}}}
   if quick:   # quick runs evaluate only at the end: no selected epoch
     del record["metrics"]["best_epoch"]
@@ -68,7 +69,7 @@ def test_gatherer_table_and_verdicts_on_fabricated_runs(runs, tmp_path):
   assert within["verdict"] is True and "0.40x" in within["numbers"]
   assert gact["verdict"] == "not run" and "gact_f4" in gact["numbers"]      # only skipped files have it
   table = (tmp_path / "out" / "cpu.md").read_text()
-  assert table.count("\n| ") == 4 and "| ultra | 1 | 0.9528 | +0.30% |" in table
+  assert table.count("\n| ") == 4 and "| ultra | 1 | 0.9528 | +0.30% | 0.9050 (0.8400) | 0.580 | 0.80 |" in table
   assert "**true**" in table and "**not run**" in table
   assert all((tmp_path / "out" / f).stat().st_size > 0 for f in ("cpu_ne_vs_flops.png", "cpu_planted_ne.png"))
   saved = json.loads((tmp_path / "out" / "cpu.json").read_text())
