@@ -115,7 +115,7 @@ def test_returned_feedback_follows_the_old_affinity(long_world):
   lr, w = long_world.long_range, long_world
   user = w.log["user_id"]
   ret = lr["planted_phase"] == 2
-  expected = sy.feedback_probabilities(lr["old_affinity"][user[ret]], w.item_duration_ms[w.log["video_id"][ret]])
+  expected = sy.feedback_probabilities(lr["old_affinity"][user[ret], 0], w.item_duration_ms[w.log["video_id"][ret]])
   for name in kuairand.ACTION_BITS:
     np.testing.assert_allclose(w.oracle[name][ret], expected[name])
   # The early phase's realised engagement predicts the returned one across users (same latent a_u).
