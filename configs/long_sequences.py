@@ -88,6 +88,8 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            Seed 2 at 8 epochs (from 3def614), nearly alone on the box: hstu_newest256 4 min, gact_f4 12 min
            (its file's 18 min include a 6-minute pause), ultra 27 min, trunc_f4 22 min. Not timed: hstu_sl, the ultra
            ablations (ultra_mot has two block stacks: about twice ultra), gact_f2/f8, trunc_f2/f8.
+           `cpu_multi` at 8 epochs (from ac9d01a, one run at a time): hstu_newest256 4-6 min, hstu_full 34 min
+           (41 with the test suite beside it).
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
@@ -101,6 +103,10 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            ultra .9134, gact_f4 .9527, trunc_f4 .9106; planted NE 0.99-1.03) moves test NE by .002-.010;
            truncation beats GACT at both seeds. Why the planted signal is not learned: the README's section
            (the training split holds 452 planted return-phase examples; scripts/long_world_split_signal.py).
+           `cpu_multi` preset, 8 epochs, seeds 1-3 (summary/cpu_multi_e8.md; 6,242 planted training
+           examples): planted NE hstu_full .9754 ± .0115 vs hstu_newest256 .9931 ± .0060. Full history is
+           ahead at every seed (by .016 / .003 / .034), but the paired 95% interval [-.057, +.021] holds 0,
+           so verdict 1 is still false (within noise). Test NE .9467 ± .0054 vs .9458 ± .0038.
 """
 import ml_collections
 
