@@ -506,7 +506,7 @@ def _plant_dormant_topics(cfg: WorldConfig, cat: _Catalogue, theta: tuple[np.nda
   """Plants the return-after-gap structure in place (item, event_topic, followed, log_aff, is_noise).
 
   Per user u: the T = `dormant_topics` dormant topics d_u,1..T are the topics of least base interest
-  (theta_start + theta_end), so the base process almost never shows them; each has an old affinity
+  (theta_start + theta_end), so the base process rarely shows them; each has an old affinity
   a_u,t ~ N(0, sigma^2) clipped to [-3, 2.5]. A non-random event at history share f becomes a
   dormant event with probability `dormant_early_rate` when f < dormant_early_until and
   `dormant_return_rate` when f >= dormant_return_from; none between (the gap). Its topic is one of
