@@ -67,10 +67,10 @@ CPU_WORLD = dict(WORLD, num_users=384, mean_seq_len=1200.0, seq_len_sigma=0.6, m
 # times more sparsely than one would, so the newest 256 events reveal less of the affinity a
 # returned event follows. Tab noise is lower than CPU_WORLD's (2-20% uniformly random items instead
 # of 5-80%): a random item on a dormant topic carries the base world's low affinity, and with ten
-# dormant topics at CPU_WORLD's noise such items outnumbered the planted ones two to one in the
-# return phase, so no model could tell which dormant-topic events follow the old affinity (an
-# hstu_newest256 run on that first version, e8 seed 1, read planted NE 1.041). Here 73% of the
-# return phase's dormant-topic events are planted (CPU_WORLD: 71%). Counted with
+# dormant topics at CPU_WORLD's noise only 25% of the training candidates on a dormant topic were
+# planted (summary/world_split_signal_cpu_multi_first_version.json), so a model had little to tell
+# which dormant-topic events follow the old affinity (an hstu_newest256 run on that first version,
+# e8, one seed, read planted NE 1.041). Here 63% are. Counted with
 # scripts/long_world_split_signal.py --preset cpu_multi (the study's split, no training): 6,242
 # training / 1,942 validation / 1,932 test candidates are return-phase events; on the test ones the
 # Bayes NE is 0.8438 oracle / 0.8503 full history / 0.8856 newest 256 / 0.9645 no history
