@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -59,7 +60,7 @@ class Workload:
   B: int
   H: int
   D: int
-  bias: bool
+  bias: str  # which relative-bias tables: "pos+ts", "pos", "ts" or "none"
 
   @property
   def Lk(self) -> int:
@@ -101,11 +102,14 @@ def make_fns(w: Workload, interpret: bool, dtype, block_sizes: BlockSizes
 
     def run(impl, q, k, v, pos=None, ts=None):
       fn = hstu_attention if impl == "pallas" else hstu_attention_reference
-      bias = dict(pos_weights=pos, ts_weights=ts, query_times=times,
-                  key_times=times) if w.bias else {}
+      bias = {}
+      if "pos" in w.bias:
+        bias.update(pos_weights=pos)
+      if "ts" in w.bias:
+        bias.update(ts_weights=ts, query_times=times, key_times=times)
       return fn(q, k, v, lengths, mask=w.mask, scale=1.0 / w.L,
                 block_sizes=block_sizes, interpret=interpret, **bias)
-    args = (q, k, v, pos, ts) if w.bias else (q, k, v)
+    args = (q, k, v, pos, ts)
 
   fns = {}
   for impl in ("pallas", "xla"):
@@ -158,7 +162,8 @@ def bench(w: Workload, interpret: bool, dtype, iters: int,
   return row
 
 
-def workloads(lengths: list[int], smoke: bool) -> list[Workload]:
+def workloads(lengths: list[int], smoke: bool, bias_ablation: bool = False
+              ) -> list[Workload]:
   out = []
   for L in lengths:
     # Keep tokens per batch roughly constant (32k; 128 sequences at L=200).
@@ -169,11 +174,31 @@ def workloads(lengths: list[int], smoke: bool) -> list[Workload]:
     sla = MaskSpec(local_window=min(256, L), global_prefix=min(32, L))
     if smoke:
       sla = MaskSpec(local_window=32, global_prefix=8)
-    out += [Workload("hstu_causal", "hstu", MaskSpec(), L, B, H, D, True),
-            Workload("semi_local", "hstu", sla, L, B, H, D, True),
+    if bias_ablation:
+      # Which relative-bias table costs what, forward and backward (the tables' gradients are
+      # scatter-adds of every visible dS entry).
+      out += [Workload(f"causal_{b.replace('+', '_')}", "hstu", MaskSpec(), L, B, H, D, b)
+              for b in ("none", "pos", "ts", "pos+ts")]
+      continue
+    out += [Workload("hstu_causal", "hstu", MaskSpec(), L, B, H, D, "pos+ts"),
+            Workload("semi_local", "hstu", sla, L, B, H, D, "pos+ts"),
             Workload("gdpa", "gdpa", MaskSpec(causal=False), L, B, H, D,
-                     False)]
+                     "none")]
   return out
+
+
+def _commit() -> str:
+  """HEAD's sha, "+dirty" when the kernels or this script differ from it (inline, not
+  recjax.train.results.git_commit: this script runs where only jax is installed)."""
+  try:
+    sha = subprocess.check_output(["git", "rev-parse", "HEAD"], text=True,
+                                  stderr=subprocess.DEVNULL).strip()
+    dirty = subprocess.check_output(
+        ["git", "status", "--porcelain", "--", ":(top)pallas_kernels",
+         ":(top)scripts/bench_kernels.py"], text=True, stderr=subprocess.DEVNULL)
+    return sha + ("+dirty" if dirty.strip() else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
 
 
 def _fmt(cell: dict, key: str, spec: str) -> str:
@@ -210,6 +235,9 @@ def main(argv=None):
   parser.add_argument("--dtype", default="bfloat16",
                       choices=["bfloat16", "float32"])
   parser.add_argument("--iters", type=int, default=None)
+  parser.add_argument("--bias_ablation", action="store_true",
+                      help="time causal HSTU attention with no bias, the positional table "
+                           "alone, the time table alone and both, instead of the default rows")
   args = parser.parse_args(argv)
 
   backend = jax.default_backend()
@@ -231,22 +259,30 @@ def main(argv=None):
           "These numbers show the script works; they are NOT kernel "
           "performance.")
   dtype = jnp.dtype(args.dtype)
-  rows = []
-  for w in workloads(lengths, smoke=not gpu):
-    rows.append(bench(w, interpret=not gpu, dtype=dtype, iters=iters,
-                      block_sizes=block_sizes))
-    print(f"  done {w.name} L={w.L}", flush=True)
-  print_table(rows)
-  result = dict(
-      device=getattr(device, "device_kind", backend), backend=backend,
-      compiled=gpu, date=datetime.datetime.now().isoformat(timespec="seconds"),
-      jax_version=jax.__version__, dtype=args.dtype, iters=iters,
-      block_sizes=dataclasses.asdict(block_sizes), rows=rows)
   out = args.out or os.path.join("results", "bench",
                                  f"kernels_{device_name}.json")
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(result, f, indent=1)
+  rows = []
+  commit = _commit()
+
+  def write(partial: bool):
+    # Rewritten after every row: a run stopped at its time limit keeps what it measured.
+    result = dict(
+        command=" ".join(["python"] + sys.argv), commit=commit,
+        device=getattr(device, "device_kind", backend), backend=backend,
+        compiled=gpu, date=datetime.datetime.now().isoformat(timespec="seconds"),
+        jax_version=jax.__version__, dtype=args.dtype, iters=iters,
+        block_sizes=dataclasses.asdict(block_sizes), partial=partial, rows=rows)
+    with open(out, "w") as f:
+      json.dump(result, f, indent=1)
+
+  for w in workloads(lengths, smoke=not gpu, bias_ablation=args.bias_ablation):
+    rows.append(bench(w, interpret=not gpu, dtype=dtype, iters=iters,
+                      block_sizes=block_sizes))
+    print(f"  done {w.name} L={w.L}", flush=True)
+    write(partial=True)
+  print_table(rows)
+  write(partial=False)
   print(f"wrote {out}")
 
 
