@@ -13,7 +13,10 @@ other preset's runs skipped; quick runs only with `--quick_runs`, and then only 
                            their ratio to hstu_full; then the verdicts;
   <out>.json               the same rows, per-run rows and the verdicts with their numbers;
   <out>_ne_vs_flops.png    test NE against training FLOPs per example, one point per arm;
-  <out>_planted_ne.png     planted NE per arm, the oracle's NE on the same candidates beside.
+  <out>_planted_ne.png     planted NE per arm, the oracle's NE on the same candidates beside;
+  <out>_ne_vs_tokens.png   test and planted NE against the history tokens each arm's stack runs on
+                           (quality against L: truncation to the newest H / f events and GACT folding
+                           to H / f tokens as two lines, HSTU newest-256 / full as a third).
 Every number is the test split at the epoch each run selected on validation (`metrics.test`).
 Training FLOPs per example are the run's own count (`train_flops.per_example`: every step at its
 batch's width, over all steps), not one entry of the per-shape `flops` list: ragged batches come
@@ -100,7 +103,10 @@ def run_row(path: str, preset: str, quick: bool) -> dict | None:
                test_oracle_ne=test["mean"].get("oracle_ne", np.nan), planted_candidates=planted.get("candidates", 0),
                planted_ne=pm.get("ne", np.nan), planted_oracle_ne=pm.get("oracle_ne", np.nan),
                planted_auc=pm.get("auc", np.nan), planted_calibration=pm.get("calibration", np.nan),
-               planted_gap_closed=pm.get("gap_closed", np.nan))
+               planted_gap_closed=pm.get("gap_closed", np.nan),
+               history_events=int(r["config_values"]["ranking"]["history_len"]),
+               history_tokens=int(r["config_values"]["ranking"]["history_len"])
+               // int(r["config_values"]["model"].get("history_fold") or 1))
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: not a finished configs/long_sequences.py run ({type(e).__name__}: {e})") from None
   return row
@@ -179,7 +185,8 @@ def arm_summaries(rows: list[dict]) -> dict[str, dict]:
                    ("test_ne", "test_auc", "test_gap_closed", "planted_ne", "planted_oracle_ne", "planted_auc",
                     "planted_calibration",
                     "planted_gap_closed", "flops_per_example", "inference_flops_per_example", "valid_ne")},
-                "planted_candidates": group[0]["planted_candidates"]}
+                "planted_candidates": group[0]["planted_candidates"],
+                "history_events": group[0]["history_events"], "history_tokens": group[0]["history_tokens"]}
   ref = out.get(REFERENCE)
   for s in out.values():
     s["delta_ne_vs_ref"] = (s["test_ne"]["mean"] / ref["test_ne"]["mean"] - 1.0) if ref else float("nan")
@@ -268,12 +275,12 @@ def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
 
 
 def plot(stem: str, arms: dict[str, dict], preset: str) -> list[str]:
-  """The two PNGs (module docstring) -> their paths."""
+  """The three PNGs (module docstring) -> their paths."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   names = list(arms)
-  paths = [f"{stem}_ne_vs_flops.png", f"{stem}_planted_ne.png"]
+  paths = [f"{stem}_ne_vs_flops.png", f"{stem}_planted_ne.png", f"{stem}_ne_vs_tokens.png"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for arm in names:
     s = arms[arm]
@@ -306,7 +313,55 @@ def plot(stem: str, arms: dict[str, dict], preset: str) -> list[str]:
   fig.tight_layout()
   fig.savefig(paths[1], dpi=120)
   plt.close(fig)
+  plot_tokens(paths[2], arms, preset)
   return paths
+
+
+# The families of the quality-vs-token-budget plot: which arms draw one line, in budget order.
+TOKEN_FAMILIES = (
+    ("newest events only (ULTRA-HSTU model, no folding)", "tab:orange", ("trunc_f8", "trunc_f4", "trunc_f2")),
+    ("whole history folded (GACT f = 8, 4, 2)", "tab:green", ("gact_f8", "gact_f4", "gact_f2")),
+    ("HSTU: newest 256 / whole history", "tab:blue", ("hstu_newest256", "hstu_full")),
+)
+
+
+def plot_tokens(path: str, arms: dict[str, dict], preset: str) -> str:
+  """Test NE and planted NE against the history tokens an arm's stack runs on (its history window over its
+  fold: GACT f reads every event in H / f tokens, truncation the newest H / f events): quality against L,
+  and verdict 3 (GACT vs truncation at the same budget) as two lines. Arms outside TOKEN_FAMILIES (ultra
+  and its ablations) are single points."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+  in_family = {a for _, _, members in TOKEN_FAMILIES for a in members}
+  for ax, quality, label in ((axes[0], "test_ne", "test NE (mean over feedbacks)"),
+                             (axes[1], "planted_ne", "NE on planted return-phase candidates")):
+    for name, color, members in TOKEN_FAMILIES:
+      pts = [(arms[a]["history_tokens"], arms[a][quality]) for a in members if a in arms
+             and np.isfinite(arms[a][quality]["mean"])]
+      if pts:
+        ax.errorbar([x for x, _ in pts], [q["mean"] for _, q in pts],
+                    yerr=[q["std"] if q["n"] > 1 else 0.0 for _, q in pts], fmt="o-", capsize=3, color=color,
+                    label=name)
+    singles = [a for a, s in arms.items() if a not in in_family and np.isfinite(s[quality]["mean"])]
+    for i, arm in enumerate(singles):
+      s = arms[arm]
+      ax.errorbar([s["history_tokens"]], [s[quality]["mean"]],
+                  yerr=[s[quality]["std"] if s[quality]["n"] > 1 else 0.0], fmt="s", capsize=3, color="tab:red")
+      ax.annotate(arm, (s["history_tokens"], s[quality]["mean"]), textcoords="offset points",
+                  xytext=(6, 6 - 12 * (i % 2)), fontsize=8)   # alternate: same-budget arms overlap
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("history tokens the stack runs on (max per request)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.suptitle(f"long-sequence study ({preset}): quality against the history token budget "
+               "(mean ± std over seeds)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
 
 
 SCALING_PAIRS = (("ultra", REFERENCE),)   # (A, B): scaling efficiency of A over B

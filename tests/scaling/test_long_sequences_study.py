@@ -12,11 +12,16 @@ def _fabricated_run(folder, arm, seed, *, test_ne, planted_ne, flops, preset="cp
                     name=None, width=None):
   """A made-up results file with the fields a configs/long_sequences.py ranking run writes."""
   name = name or f"long_sequences_{preset}_{arm}{f'_w{width}' if width else ''}_seed{seed}"
+  # The history window and fold each arm's config sets (configs/long_sequences.py, H = 4,096).
+  f = int(arm.rsplit("_f", 1)[1]) if arm.startswith(("gact_f", "trunc_f")) else 1
+  history_len = 256 if arm == "hstu_newest256" else 4096 // f if arm.startswith("trunc_f") else 4096
+  fold = f if arm.startswith("gact_f") else 1
   record = {
       "partial": partial, "task": "ranking", "dataset": "long_sequences", "config": name, "seed": seed,
       "commit": "fabricated", "num_params": 1000, "steps": 10, "epochs": 4.0, "wall_clock_s": 60.0,
       "train_flops": {"flops": flops * 160, "examples": 160, "steps": 10, "per_example": flops},
-      "config_values": {"quick": quick, "model": {"name": "ultra_hstu", "dim": 64},
+      "config_values": {"quick": quick, "model": {"name": "ultra_hstu", "dim": 64, "history_fold": fold},
+                        "ranking": {"history_len": history_len},
                         "study": {"name": "long_sequences", "arm": arm, "preset": preset,
                                   **({"width": width} if width else {})}},
       "metrics": {
@@ -55,6 +60,7 @@ def test_gatherer_table_and_verdicts_on_fabricated_runs(runs, tmp_path):
   assert len(rows) == 8
   multi = study.collect(str(runs), "cpu_multi")   # each preset's runs alone; the argument rebuilds the config
   assert [(r["arm"], r["seed"]) for r in multi] == [("gact_f4", 4)]
+  assert (multi[0]["history_events"], multi[0]["history_tokens"]) == (4096, 1024)   # every event, folded by 4
   assert study.config_argument(multi[0]) == "gact_f4,cpu_multi" and study.config_argument(rows[0]) == "hstu_full,cpu"
   record = study.gather(str(runs), "cpu", str(tmp_path / "out" / "cpu"))
   arms = record["arms"]
@@ -71,7 +77,11 @@ def test_gatherer_table_and_verdicts_on_fabricated_runs(runs, tmp_path):
   table = (tmp_path / "out" / "cpu.md").read_text()
   assert table.count("\n| ") == 4 and "| ultra | 1 | 0.9528 | +0.30% | 0.9050 (0.8400) | 0.580 | 0.80 |" in table
   assert "**true**" in table and "**not run**" in table
-  assert all((tmp_path / "out" / f).stat().st_size > 0 for f in ("cpu_ne_vs_flops.png", "cpu_planted_ne.png"))
+  assert all((tmp_path / "out" / f).stat().st_size > 0
+             for f in ("cpu_ne_vs_flops.png", "cpu_planted_ne.png", "cpu_ne_vs_tokens.png"))
+  # The token budget each arm's stack runs on: its history window over its fold.
+  assert {a: s["history_tokens"] for a, s in arms.items()} == {
+      "hstu_full": 4096, "hstu_newest256": 256, "ultra": 4096, "trunc_f4": 1024}
   saved = json.loads((tmp_path / "out" / "cpu.json").read_text())
   assert {"dataset", "model", "config", "command", "commit", "versions", "hardware", "wall_clock_s", "seed",
           "metrics"} <= set(saved)
