@@ -65,6 +65,11 @@ differ only by what each arm attends to. The arms:
   gact_f2/4/8      ULTRA-HSTU with plain causal attention (sla=False), no truncation, one stream, and
                    GACT temporal folding f (`history_fold`: f events -> one token, layers/gact.py) over
                    the whole history: H / f history tokens.
+  gact_newest_f4   gact_f4 with its folds aligned to the newest event (`model.fold_align="newest"`,
+                   gact.fold_time): the partly filled fold is the oldest, so the newest event always sits
+                   in the last slot of the last fold. gact_f4 folds from the oldest event, which puts the
+                   newest in slot (n - 1) mod 4 of the last fold, a different slot per history length n.
+                   Added after gact_f4 lost to trunc_f4 on both worlds: does the slot drift explain it?
   trunc_f2/4/8     the same model without folding, histories cut to the newest H / f events: GACT f's
                    token budget spent on recent events instead of on the whole history folded.
 Choices where the study is silent: every ULTRA-HSTU arm divides attention by N = its largest token
@@ -115,7 +120,7 @@ from configs.ultra_hstu_rank_synthetic import ENGAGEMENT_BITS
 
 ARMS = ("hstu_full", "hstu_newest256", "hstu_sl", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
         "ultra_interleaved",
-        "gact_f2", "gact_f4", "gact_f8", "trunc_f2", "trunc_f4", "trunc_f8")
+        "gact_f2", "gact_f4", "gact_f8", "gact_newest_f4", "trunc_f2", "trunc_f4", "trunc_f8")
 EXTRAS = ("cpu", "cpu_multi", "quick")
 # World presets (configs/long_world.py) by their extra; without one, `world` (long_world.WORLD).
 PRESETS = {"cpu": long_world.CPU_WORLD, "cpu_multi": long_world.CPU_MULTI_WORLD, "world": long_world.WORLD}
@@ -195,13 +200,14 @@ def get_config(arg: str | None = None):
       m.stream_select = (0, ENGAGEMENT_BITS)
       m.stream_encode = (255, ENGAGEMENT_BITS)
       m.fusion = "concat_mlp"
-    elif arm.startswith(("gact_f", "trunc_f")):
+    elif arm.startswith(("gact_f", "gact_newest_f", "trunc_f")):
       f = int(arm.rsplit("_f", 1)[1])
       m.sla = False
       m.local_window = m.global_window = m.sla_block = 0   # unused without SLA: keep the dump honest
       m.truncated_len = 0
-      if arm.startswith("gact_f"):
+      if arm.startswith("gact"):
         m.history_fold = f
+        m.fold_align = "newest" if arm.startswith("gact_newest_f") else "oldest"
         m.attn_norm_len = h // f + c.ranking.request_size
       else:
         long_sequences_hstu_rank.cut_history(c, h // f)

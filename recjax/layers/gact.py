@@ -33,17 +33,40 @@ from pallas_kernels.mask import MaskSpec
 from recjax.layers.transformer import TransformerBlock
 
 
-def fold_time(x_BLD: jax.Array, lengths_B: jax.Array, fold: int) -> tuple[jax.Array, jax.Array]:
+FOLD_ALIGNS = ("oldest", "newest")
+
+
+def fold_time(x_BLD: jax.Array, lengths_B: jax.Array, fold: int, align: str = "oldest"
+              ) -> tuple[jax.Array, jax.Array]:
   """Concatenate `fold` consecutive events along features -> (x_BMF [B, ⌈L/f⌉, f·D], lengths_B).
 
   Events at or past a row's length are zeroed, so padding never enters a partly filled fold.
+  `align` says which end of a row the folds start from when its length is not a multiple of f:
+    "oldest": folds start at event 0, so the partly filled fold is the newest one, and the newest
+              event sits in slot (length - 1) mod f of it: a different slot for different lengths;
+    "newest": each row is shifted right by (-length) mod f zero slots first, so the partly filled
+              fold is the oldest one and the newest event always sits in the last slot of the last
+              fold, whatever the length (the projection f·D -> D then sees the newest events in
+              fixed slots, as truncation's attention sees them at fixed distances).
+  Both give ⌈length / f⌉ folded tokens; they agree where f divides the length.
   """
   if fold < 1:
     raise ValueError(f"fold must be >= 1, got {fold}")
+  if align not in FOLD_ALIGNS:
+    raise ValueError(f"fold align must be one of {FOLD_ALIGNS}, got {align!r}")
   b, l, d = x_BLD.shape
   m = -(-l // fold)
+  lengths_B = jnp.asarray(lengths_B, jnp.int32)
   x_BLD = jnp.where(jnp.arange(l)[None, :, None] < lengths_B[:, None, None], x_BLD, 0)
-  x_BLD = jnp.pad(x_BLD, ((0, 0), (0, m * fold - l), (0, 0)))
+  if align == "newest" and fold > 1:
+    # Slot j of the shifted row holds event j - shift (zero where that is before event 0); the
+    # shifted length, length + shift, is a multiple of f and at most m·f, so nothing is lost.
+    shift_B = (-lengths_B) % fold
+    src_BL = jnp.arange(m * fold)[None, :] - shift_B[:, None]
+    x_BLD = jnp.where((src_BL >= 0)[..., None],
+                      jnp.take_along_axis(x_BLD, jnp.clip(src_BL, 0, l - 1)[..., None], axis=1), 0)
+  else:
+    x_BLD = jnp.pad(x_BLD, ((0, 0), (0, m * fold - l), (0, 0)))
   return x_BLD.reshape(b, m, fold * d), -(-lengths_B // fold)
 
 

@@ -47,7 +47,8 @@ Per request and per stream s (a "transducer" of the mixture), one sequence
 
 * GACT temporal folding (papers.md §4.2, `layers/gact.py`; `history_fold` f > 1): each stream's
   history tokens (built and selected as above) are folded f at a time along the feature axis
-  (`gact.fold_time`, oldest first, no learned pooling) and mapped f·D -> D by one Dense, so the
+  (`gact.fold_time`, no learned pooling; `fold_align`: folds start at the oldest event (default) or
+  end at the newest, which keeps the newest event in a fixed slot) and mapped f·D -> D by one Dense, so the
   stack runs on C + ⌈n/f⌉ + T tokens instead of C + n + T. GACT's global query tokens are the
   ones this layout already has: the user-context prefix every token sees and the candidates
   (which carry the request time through the time-gap embedding), each reading the whole folded
@@ -70,7 +71,7 @@ import jax.numpy as jnp
 from pallas_kernels.mask import MaskSpec
 from recjax.layers.dropout import Dropout
 from recjax.layers.embeddings import truncated_normal
-from recjax.layers.gact import fold_time
+from recjax.layers.gact import FOLD_ALIGNS, fold_time
 from recjax.layers.norms import layer_norm_no_affine
 from recjax.layers.ranking_inputs import NUM_TABS, NUM_WATCH_BUCKETS, RankingInputs
 from recjax.layers.relative_bias import time_buckets
@@ -139,6 +140,7 @@ class UltraHSTU(nn.Module):
   full_layers: int = 1           # N1
   truncated_len: int = 0         # L' (0: no truncation)
   history_fold: int = 1          # GACT fold f: f history events per token (1: off)
+  fold_align: str = "oldest"     # which end the folds start from (gact.fold_time): "oldest" | "newest"
   token_layout: str = "summed"   # "summed": item + action in one token; "interleaved": two tokens per event
   stream_select: tuple[int, ...] = (0,)      # per stream: events with action & select != 0 (0: all)
   stream_encode: tuple[int, ...] = (255,)    # per stream: the action bits its tokens encode
@@ -164,6 +166,8 @@ class UltraHSTU(nn.Module):
                        f"{self.local_window}, {self.global_window}, {self.sla_block}")
     if self.history_fold < 1:
       raise ValueError(f"model.history_fold must be >= 1, got {self.history_fold}")
+    if self.fold_align not in FOLD_ALIGNS:
+      raise ValueError(f"model.fold_align must be one of {FOLD_ALIGNS}, got {self.fold_align!r}")
     if self.token_layout not in TOKEN_LAYOUTS:
       raise ValueError(f"model.token_layout must be one of {TOKEN_LAYOUTS}, got {self.token_layout!r}")
     if self.token_layout == "interleaved" and self.history_fold > 1:
@@ -220,7 +224,7 @@ class UltraHSTU(nn.Module):
       self.sow("intermediates", f"stream_{s}_history_tokens", hist_x)   # the layout, for tests
       hist_x = self.perturb(f"stream_{s}_history_tokens", hist_x)
       if self.history_fold > 1:   # GACT: [N, H, D] -> [N, ⌈H/f⌉, f·D] -> [N, ⌈H/f⌉, D]
-        hist_x, len_s = fold_time(hist_x, len_s, self.history_fold)
+        hist_x, len_s = fold_time(hist_x, len_s, self.history_fold, align=self.fold_align)
         hist_x = nn.Dense(self.dim, name=f"stream_{s}_fold_proj")(hist_x)
         hist_x = jnp.where((jnp.arange(hist_x.shape[1])[None, :] < len_s[:, None])[..., None], hist_x, 0.0)
       outs.append(self._stream(s, ctx_x, hist_x, len_s, cand_x, train))

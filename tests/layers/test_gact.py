@@ -49,6 +49,33 @@ def test_fold_time_layout():
   np.testing.assert_array_equal(got[1, 1], jnp.concatenate([x[1, 3], jnp.zeros(4)]))  # past length: 0
   with pytest.raises(ValueError, match="fold"):
     fold_time(x, jnp.array([7, 4]), 0)
+  with pytest.raises(ValueError, match="align"):
+    fold_time(x, jnp.array([7, 4]), 3, align="middle")
+
+
+def test_fold_time_newest_alignment():
+  """align="newest": the newest event in the last slot of the last fold at every length; the partly
+  filled fold is the oldest; the same tokens as "oldest" where f divides the length."""
+  x = jnp.arange(3 * 7 * 2, dtype=jnp.float32).reshape(3, 7, 2) + 1
+  lengths = jnp.array([7, 4, 6])
+  got, m_len = fold_time(x, lengths, 3, align="newest")
+  assert got.shape == (3, 3, 6) and m_len.tolist() == [3, 2, 2]
+  for b, n in enumerate(lengths.tolist()):
+    last = got[b, -(-n // 3) - 1]
+    np.testing.assert_array_equal(last[-2:], x[b, n - 1])                # newest event, last slot
+    np.testing.assert_array_equal(last, x[b, n - 3:n].reshape(-1))       # the three newest, in order
+  # Row 0 (7 events): two zero slots, then event 0, in the oldest fold; nothing past the folded length.
+  np.testing.assert_array_equal(got[0, 0], jnp.concatenate([jnp.zeros(4), x[0, 0]]))
+  assert not np.asarray(got[1, 2]).any() and not np.asarray(got[2, 2]).any()
+  # Row 1 (4 events): the oldest fold holds event 0 alone, in its last slot.
+  np.testing.assert_array_equal(got[1, 0], jnp.concatenate([jnp.zeros(4), x[1, 0]]))
+  # Row 2 (6 events, a multiple of 3): exactly the oldest-first layout.
+  oldest, _ = fold_time(x, lengths, 3)
+  np.testing.assert_array_equal(got[2], oldest[2])
+  # Every real event appears exactly once, whatever the alignment.
+  for b, n in enumerate(lengths.tolist()):
+    vals = np.sort(np.asarray(got[b]).reshape(-1))
+    np.testing.assert_array_equal(vals[vals > 0], np.sort(np.asarray(x[b, :n]).reshape(-1)))
 
 
 @pytest.mark.parametrize("fold,context", [(3, 0), (4, 2)])

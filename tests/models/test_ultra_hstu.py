@@ -218,15 +218,16 @@ def test_remat_gives_equal_loss_and_gradients(variables):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
 
 
-def _every_other_event(batch: dict) -> dict:
-  """The batch whose histories keep only events 0, 2, 4, ... of each row (length ⌈n / 2⌉)."""
+def _every_other_event(batch: dict, newest: bool = False) -> dict:
+  """The batch whose histories keep only events 0, 2, 4, ... of each row (length ⌈n / 2⌉); with
+  `newest`, the events n - 1, n - 3, ... instead (every other one, ending at the newest)."""
   out = dict(batch)
   lengths = np.asarray(batch["hist_lengths"])
   for k in ("hist_ids", "hist_actions", "hist_watch", "hist_tab", "hist_times", "hist_feats"):
     old = np.asarray(batch[k])
     new = np.zeros_like(old)
     for r in range(N):
-      kept = old[r, :lengths[r]:2]
+      kept = old[r, (lengths[r] - 1) % 2 if newest else 0:lengths[r]:2]
       new[r, :len(kept)] = kept
     out[k] = jnp.asarray(new)
   out["hist_lengths"] = jnp.asarray(-(-lengths // 2), jnp.int32)
@@ -252,6 +253,29 @@ def test_gact_fold_reads_whole_folds_as_one_token(variables):
   both = {"kernel": jnp.concatenate([jnp.eye(d), jnp.eye(d)]), "bias": jnp.zeros(d)}
   moved = _logits(folded)({"params": dict(params, stream_0_fold_proj=both), "perturbations": pert}, batch)
   assert not np.allclose(moved[:2], want[:2], atol=1e-4)       # rows with history: the second events count
+
+
+def test_gact_fold_aligned_to_the_newest_event(variables):
+  """fold_align="newest" with the fold map set to "keep the second event of each pair" equals the
+  unfolded model on the history of events n - 1, n - 3, ...: every fold ends on an event that is an
+  even distance from the newest, whatever n (the batch has odd and even lengths)."""
+  batch = _batch(3)
+  assert len({int(n) % 2 for n in np.asarray(batch["hist_lengths"]) if n}) == 2, "need odd and even lengths"
+  plain = _model(stream_select=(0,), stream_encode=(255,))
+  folded = _model(stream_select=(0,), stream_encode=(255,), history_fold=2, fold_align="newest")
+  params = jax.tree.map(lambda x: x, variables["params"])
+  params["recency_embedding"] = {"embedding": jnp.zeros_like(params["recency_embedding"]["embedding"])}
+  d = 16
+  second = {"kernel": jnp.concatenate([jnp.zeros((d, d)), jnp.eye(d)]), "bias": jnp.zeros(d)}
+  pert = variables["perturbations"]
+  want = _logits(plain)({"params": params, "perturbations": pert}, _every_other_event(batch, newest=True))
+  got = _logits(folded)({"params": dict(params, stream_0_fold_proj=second), "perturbations": pert}, batch)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  oldest = _logits(_model(stream_select=(0,), stream_encode=(255,), history_fold=2))(
+      {"params": dict(params, stream_0_fold_proj=second), "perturbations": pert}, batch)
+  assert not np.allclose(oldest, want, atol=1e-4)      # folding from the oldest event pairs them differently
+  with pytest.raises(ValueError, match="fold_align"):
+    _model(history_fold=2, fold_align="middle").check()
 
 
 def test_gact_fold_one_is_the_unfolded_model():

@@ -62,6 +62,10 @@ def test_every_arm_resolves_to_its_model():
     assert (g.model.sla, g.model.history_fold, g.ranking.history_len) == (False, f, 4096)
     assert (t.model.sla, t.model.history_fold, t.ranking.history_len) == (False, 1, 4096 // f)
     assert g.model.attn_norm_len == t.model.attn_norm_len
+    assert g.model.fold_align == "oldest"
+  newest = ls.get_config("gact_newest_f4,cpu").model   # gact_f4 with the folds ending at the newest event
+  assert newest.fold_align == "newest" and {k: v for k, v in newest.items() if k != "fold_align"} == {
+      k: v for k, v in m["gact_f4"].items() if k != "fold_align"}
   w = ls.get_config("ultra,cpu,w32")   # another width: the scaling fit's points, all else equal
   assert (w.model.dim, w.model.dqk, w.model.dv, w.study.width) == (32, 16, 16, 32) and w.name.endswith("_w32")
   assert ls.get_config("ultra,cpu").study.width == ls.DEFAULT_WIDTH == 64
