@@ -94,7 +94,9 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            (its file's 18 min include a 6-minute pause), ultra 27 min, trunc_f4 22 min. Not timed: hstu_sl, the ultra
            ablations (ultra_mot has two block stacks: about twice ultra), gact_f2/f8, trunc_f2/f8.
            `cpu_multi` at 8 epochs (from ac9d01a, one run at a time): hstu_newest256 4-6 min, hstu_full 34 min
-           (41 with the test suite beside it).
+           (41 with the test suite beside it); (from c6ceb04, one run at a time) gact_f4 8 min, trunc_f4
+           19-22 min, ultra 33 min (seed 1, with gact_newest_f4 beside it: 13 min each), gact_f8 5 min,
+           trunc_f8 8 min.
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
@@ -112,6 +114,9 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            examples): planted NE hstu_full .9754 ± .0115 vs hstu_newest256 .9931 ± .0060. Full history is
            ahead at every seed (by .016 / .003 / .034), but the paired 95% interval [-.057, +.021] holds 0,
            so verdict 1 is still false (within noise). Test NE .9467 ± .0054 vs .9458 ± .0038.
+           Verdict 2 holds there (ultra .9396 at seed 1, 0.21x hstu_full's training FLOPs); verdict 3 misses
+           (trunc_f4 .9413 ± .0032 vs gact_f4 .9537 ± .0041, seeds 1-2; at f = 8, seed 1: .9487 vs .9545);
+           gact_newest_f4 (folds aligned to the newest event) .9552 ± .0052: no better than gact_f4.
 """
 import ml_collections
 
