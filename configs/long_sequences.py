@@ -114,7 +114,7 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            examples): planted NE hstu_full .9754 ± .0115 vs hstu_newest256 .9931 ± .0060. Full history is
            ahead at every seed (by .016 / .003 / .034), but the paired 95% interval [-.057, +.021] holds 0,
            so verdict 1 is still false (within noise). Test NE .9467 ± .0054 vs .9458 ± .0038.
-           Verdict 2 holds there (ultra .9396 at seed 1, 0.21x hstu_full's training FLOPs); verdict 3 misses
+           Verdict 2 holds there (ultra .9406 ± .0015 at seeds 1-2, 0.21x hstu_full's training FLOPs); verdict 3 misses
            (trunc_f4 .9413 ± .0032 vs gact_f4 .9537 ± .0041, seeds 1-2; at f = 8, seed 1: .9487 vs .9545);
            gact_newest_f4 (folds aligned to the newest event) .9552 ± .0052: no better than gact_f4.
 """
