@@ -320,9 +320,10 @@ def _add_by_value(table_ref, idx, ds, mask):
   One masked tile sum and one scalar atomic add per distinct index in the tile's range, not an
   atomic add per element. Why: a tile's time buckets take few distinct values (gaps are
   log-bucketed), so per-element atomics pile onto a handful of addresses and serialise. On an H200
-  that made the time table's backward pass 100-200x slower than the same kernel without it, and
-  2x slower than the dense XLA path (results/bench/kernels_bias_ablation_nvidia_h200.json, before
-  this change). The loop runs over [min, max] of the visible entries' indices: near the diagonal
+  that made forward+backward with the time table 20-200x slower than the same kernel without it
+  (L = 200 ... 4k), and 2x slower than the dense XLA path
+  (results/bench/kernels_bias_ablation_nvidia_h200_per_element_ts_grad.json; after this change:
+  kernels_bias_ablation_nvidia_h200.json). The loop runs over [min, max] of the visible entries' indices: near the diagonal
   up to ~50 buckets, a few far from it, none in a tile with no visible entry. Masked entries of ds
   are exact zeros, so the range only bounds the work.
 
