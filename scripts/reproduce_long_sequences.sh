@@ -6,7 +6,8 @@
 # keeps its checkpoints in workdirs/long_sequences/<name>: a run whose results file exists (and is not
 # a --snapshot's partial one) is skipped, an interrupted one resumes from its checkpoint on the rerun.
 #
-#   usage: SEEDS="1 2 3" PRESET=cpu [EPOCHS=N] scripts/reproduce_long_sequences.sh [arm ...]   (default: every arm)
+#   usage: SEEDS="1 2 3" PRESET=cpu [EPOCHS=N] scripts/reproduce_long_sequences.sh [arm[,w<D>] ...]   (default: every arm)
+#   arm,w<D> (e.g. ultra,w32): the arm at width D, named ..._<arm>_w<D>...: the scaling-efficiency points.
 #   EPOCHS=N (default 8): the `e<N>` budget, runs named ..._e<N>_seed<S>, gathered into their own table
 #   (summary/<preset>_e<N>). 8, not the config's DEFAULT_EPOCHS = 4: at 4 epochs every arm was still
 #   improving (configs/long_sequences.py, Result). EPOCHS=4 runs the config's default budget, named
@@ -37,7 +38,7 @@ fi
 mkdir -p workdirs/long_sequences
 for arm in "${arms[@]}"; do
   for s in $SEEDS; do
-    name="${prefix}_${arm}${ebudget}_seed${s}"
+    name="${prefix}_${arm//,/_}${ebudget}_seed${s}"   # ultra,w32 -> ..._ultra_w32_e8_seed1, as the config names it
     out="results/long_sequences/$name.json"
     if [ -f "$out" ] && ! grep -q '"partial": true' "$out"; then echo "skip $name ($out exists)"; continue; fi
     echo "run $name ($(date -u +%H:%M:%S))"
