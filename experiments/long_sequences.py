@@ -16,7 +16,9 @@ other preset's runs skipped; quick runs only with `--quick_runs`, and then only 
   <out>_planted_ne.png     planted NE per arm, the oracle's NE on the same candidates beside;
   <out>_ne_vs_tokens.png   test and planted NE against the history tokens each arm's stack runs on
                            (quality against L: truncation to the newest H / f events and GACT folding
-                           to H / f tokens as two lines, HSTU newest-256 / full as a third).
+                           to H / f tokens as two lines, HSTU newest-256 / full as a third);
+  <out>_scaling.png        only with the width runs below: test NE against training (and inference)
+                           FLOPs per example, every run of ultra and hstu_full a point, their fits.
 Every number is the test split at the epoch each run selected on validation (`metrics.test`).
 Training FLOPs per example are the run's own count (`train_flops.per_example`: every step at its
 batch's width, over all steps), not one entry of the per-shape `flops` list: ragged batches come
@@ -419,7 +421,7 @@ def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_
   table = markdown(arms, found, preset) + _scaling_markdown(efficiency)
   with open(stem + ".md", "w") as f:
     f.write(table)
-  pngs = plot(stem, arms, preset)
+  pngs = plot(stem, arms, preset) + plot_scaling(stem + "_scaling.png", all_rows, efficiency, preset)
   record = {   # the fields every results file carries (results.py), then the study's own
       "dataset": f"long_sequences ({preset} world)", "model": ", ".join(arms), "config": "configs/long_sequences.py",
       "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.long_sequences"] + sys.argv[1:]),
@@ -437,6 +439,31 @@ def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_
       "runs_wall_clock_s": float(sum(r["wall_clock_s"] for r in all_rows))}
   results.write_results(stem + ".json", record)
   return record
+
+
+def plot_scaling(path: str, rows: list[dict], efficiency: dict, preset: str) -> list[str]:
+  """<out>_scaling.png: test NE against FLOPs per example of every SCALING_PAIRS family's runs (every width
+  and seed a point), the log-linear fit and its bootstrap band, a panel per phase that `scaling` fitted
+  (training; inference where counted) -> [path], or [] when no pair was fitted."""
+  panels = []
+  for phase, key in (("training", "flops_per_example"), ("inference", "inference_flops_per_example")):
+    fams = {}
+    for (a, b), e in zip(SCALING_PAIRS, efficiency.values()):
+      if e.get("verdict") == "not run" or e[phase].get("verdict") == "not run":
+        continue
+      for m in (a, b):
+        fam = [r for r in rows if r["arm"] == m]
+        fams[m] = (np.array([r[key] for r in fam]), np.array([r["test_ne"] for r in fam]))
+    if fams:
+      panels.append(fits.Panel(fams, law="log_linear", ylabel="test NE (mean over feedbacks)",
+                               xlabel=f"{phase} FLOPs per example", title=f"{phase}: NE = q0 − η log10(C / c0)"))
+  if not panels:
+    return []
+  families = {m for pair in SCALING_PAIRS for m in pair}
+  widths = sorted({r["width"] for r in rows if r["arm"] in families})
+  fits.plot_panels(path, panels, num_bootstrap=SCALING_BOOTSTRAP,
+                   title=f"long-sequence study ({preset}): scaling over widths {widths}")
+  return [path]
 
 
 def _scaling_markdown(efficiency: dict) -> str:

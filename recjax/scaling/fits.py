@@ -341,10 +341,13 @@ def read_compute_runs(path: str, *, compute_column: str = "compute", quality_col
 
 @dataclasses.dataclass(frozen=True)
 class Panel:
-  """One axis of `plot_panels`: families name -> (compute [R], quality [R]), the law, the y label."""
+  """One axis of `plot_panels`: families name -> (compute [R], quality [R]), the law, the y label, and
+  optionally its own x label and title (default: `plot_panels`' xlabel, and the law's name)."""
   families: Mapping[str, tuple]
   law: str = "log_linear"
   ylabel: str = "quality"
+  xlabel: str | None = None
+  title: str | None = None
 
 
 def _draw(ax, families: Mapping[str, tuple], law: str, num_bootstrap: int, level: float, seed: int,
@@ -404,7 +407,8 @@ def plot_panels(path, panels: list[Panel], *, num_bootstrap: int = 200, level: f
   if not panels:
     raise ValueError("plot_panels: no panels")
   fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
-  out = [_draw(ax, p.families, p.law, num_bootstrap, level, seed, xlabel, p.ylabel, p.law.replace("_", "-"))
+  out = [_draw(ax, p.families, p.law, num_bootstrap, level, seed, p.xlabel or xlabel, p.ylabel,
+               p.title or p.law.replace("_", "-"))
          for ax, p in zip(axes[0], panels)]
   if title:
     fig.suptitle(title)

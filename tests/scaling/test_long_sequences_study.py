@@ -1,6 +1,7 @@
 """experiments/long_sequences.py on FABRICATED results files (made up here, not from any run): the
 table, the per-arm summaries over seeds and issue 18's three verdicts; other files skipped."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -108,8 +109,9 @@ def test_verdicts_fail_where_the_fabricated_numbers_miss(runs):
 def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
   """Fabricated NE exactly log-linear in FLOPs: hstu_full NE = 1.2 - 0.03 log10 F, ultra NE = 1.3 - 0.045 log10 F
   (1.5x the slope); the fit recovers the slope ratio, and the iso-NE compute ratio follows from the laws."""
-  assert study.gather(str(runs), "cpu", str(tmp_path / "a" / "cpu"))["scaling_efficiency"][
-      "ultra over hstu_full"]["verdict"] == "not run"   # one width each: nothing to fit
+  unfitted = study.gather(str(runs), "cpu", str(tmp_path / "a" / "cpu"))
+  assert unfitted["scaling_efficiency"]["ultra over hstu_full"]["verdict"] == "not run"   # one width each
+  assert not any(p.endswith("_scaling.png") for p in unfitted["plots"])                  # nothing to plot
   for w, f in ((32, 3e8), (128, 3e9), (256, 1e10)):
     for seed in (1, 2):
       _fabricated_run(runs, "hstu_full", seed, test_ne=1.2 - 0.03 * np.log10(f), planted_ne=0.9, flops=f, width=w)
@@ -147,6 +149,7 @@ def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
   assert e["inference"]["verdict"] == "not run"                  # ultra,cpu,w256 has no count
   table = open(record["table"]).read()
   assert "training: slope ratio 1.50" in table and "inference: not run" in table
+  assert record["plots"][-1] == str(stem) + "_scaling.png" and os.path.getsize(record["plots"][-1]) > 0
   cache["ultra,cpu,w256"] = {"flops_per_example": 1e10 / 2.5 / 6.0}
   (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps({"counts": cache}))
   infer = study.gather(str(runs), "cpu", str(stem))["scaling_efficiency"]["ultra over hstu_full"]["inference"]
