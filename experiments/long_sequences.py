@@ -10,8 +10,10 @@ other preset's runs skipped; quick runs only with `--quick_runs`, and then only 
                            ± sample std over seeds where several), ΔNE vs hstu_full (relative), NE
                            and gap closed on the planted return-phase candidates (`planted.`, the
                            ranking task) with their AUC and calibration, the overall gap closed, training FLOPs per example and
-                           their ratio to hstu_full; then the verdicts;
-  <out>.json               the same rows, per-run rows and the verdicts with their numbers;
+                           their ratio to hstu_full; then the verdicts; then the ULTRA-HSTU ablations
+                           that have run, in the paper's shape (ABLATIONS: ΔNE and training / inference
+                           FLOPs per example against `ultra`);
+  <out>.json               the same rows, per-run rows, the verdicts with their numbers, the ablations;
   <out>_ne_vs_flops.png    test NE against training FLOPs per example, one point per arm;
   <out>_planted_ne.png     planted NE per arm, the oracle's NE on the same candidates beside;
   <out>_ne_vs_tokens.png   test and planted NE against the history tokens each arm's stack runs on
@@ -238,6 +240,57 @@ def verdicts(rows: list[dict], arms: dict[str, dict]) -> list[dict]:
   return out
 
 
+# The ULTRA-HSTU ablations in the paper's shape (papers.md §2: ΔNE, training and inference FLOPs per
+# example, each against the full ULTRA-HSTU arm): arm -> what it changes.
+ABLATION_BASE = "ultra"
+ABLATIONS = (
+    ("ultra_k1_0", "K1 = 0 (no local band)"),
+    ("ultra_k2_0", "K2 = 0 (no global columns)"),
+    ("ultra_no_trunc", "attention truncation off"),
+    ("ultra_mot", "mixture of two transducers on (ultra: one stream)"),
+    ("ultra_interleaved", "interleaved item, action tokens (ultra: summed)"),
+)
+
+
+def ablations(rows: list[dict], arms: dict[str, dict]) -> list[dict]:
+  """Each ABLATIONS arm with a finished run beside ultra: test ΔNE relative to ultra (the means; with the
+  paired difference over the seeds both have), planted ΔNE, and training / inference FLOPs over ultra's."""
+  base = arms.get(ABLATION_BASE)
+  out = []
+  for arm, change in ABLATIONS:
+    if arm not in arms or base is None:
+      continue
+    s = arms[arm]
+    entry = {"arm": arm, "change": change, "seeds": s["seeds"],
+             "delta_ne": s["test_ne"]["mean"] / base["test_ne"]["mean"] - 1.0,
+             "delta_planted_ne": s["planted_ne"]["mean"] / base["planted_ne"]["mean"] - 1.0,
+             "flops_vs_base": s["flops_per_example"]["mean"] / base["flops_per_example"]["mean"],
+             "inference_flops_vs_base": (s["inference_flops_per_example"]["mean"]
+                                         / base["inference_flops_per_example"]["mean"])}
+    a, b = _by_seed(rows, arm, "test_ne"), _by_seed(rows, ABLATION_BASE, "test_ne")
+    entry["paired"] = seeds_lib.paired_difference(a, b) if set(a) & set(b) else None
+    out.append(entry)
+  return out
+
+
+def _ablation_markdown(found: list[dict]) -> str:
+  if not found:
+    return ""
+  lines = ["", f"ULTRA-HSTU ablations (each against `{ABLATION_BASE}`; ΔNE relative, on the means; the paired test NE "
+           "difference over the seeds both have, with its 95% t-interval from 2 seeds on):", "",
+           "| ablation | arm | seeds | ΔNE | planted ΔNE | paired ΔNE (abs.) | training FLOPs | inference FLOPs |",
+           "|---|---|---|---|---|---|---|---|"]
+  for e in found:
+    d = e["paired"]
+    paired = "no common seed" if d is None else f"{d['mean']:+.4f}" + (
+        f" [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d["ci"] else " (one seed)")
+    ratio = lambda x: "–" if not np.isfinite(x) else f"{x:.2f}x"
+    lines.append(f"| {e['change']} | {e['arm']} | {','.join(map(str, e['seeds']))} | {100 * e['delta_ne']:+.2f}% | "
+                 + ("–" if not np.isfinite(e["delta_planted_ne"]) else f"{100 * e['delta_planted_ne']:+.2f}%")
+                 + f" | {paired} | {ratio(e['flops_vs_base'])} | {ratio(e['inference_flops_vs_base'])} |")
+  return "\n".join(lines) + "\n"
+
+
 def _pm(s: dict, fmt: str = ".4f") -> str:
   if not np.isfinite(s["mean"]):
     return "–"
@@ -417,8 +470,9 @@ def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_
   arms = arm_summaries(rows)
   found = verdicts(rows, arms)
   efficiency = scaling(all_rows)
+  ablated = ablations(rows, arms)
   os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-  table = markdown(arms, found, preset) + _scaling_markdown(efficiency)
+  table = markdown(arms, found, preset) + _ablation_markdown(ablated) + _scaling_markdown(efficiency)
   with open(stem + ".md", "w") as f:
     f.write(table)
   pngs = plot(stem, arms, preset) + plot_scaling(stem + "_scaling.png", all_rows, efficiency, preset)
@@ -433,7 +487,7 @@ def gather(results_dir: str, preset: str, stem: str, quick: bool = False, count_
                   "test_ne": {a: s["test_ne"] for a, s in arms.items()},
                   "planted_ne": {a: s["planted_ne"] for a, s in arms.items()}},
       "study": "long_sequences", "preset": preset, "epochs": epochs, "quick_runs": quick, "results_dir": results_dir,
-      "arms": arms, "verdicts": found, "scaling_efficiency": efficiency, "runs": all_rows, "table": stem + ".md",
+      "arms": arms, "verdicts": found, "ablations": ablated, "scaling_efficiency": efficiency, "runs": all_rows, "table": stem + ".md",
       "plots": pngs,
       "wall_clock_s": time.time() - t0,   # the gatherer's; the runs' own are summed below
       "runs_wall_clock_s": float(sum(r["wall_clock_s"] for r in all_rows))}

@@ -88,6 +88,30 @@ def test_gatherer_table_and_verdicts_on_fabricated_runs(runs, tmp_path):
           "metrics"} <= set(saved)
 
 
+def test_ablations_in_the_papers_shape_against_ultra(runs, tmp_path):
+  """Each ULTRA-HSTU ablation that has run: ΔNE relative to ultra, the paired difference over common seeds,
+  and FLOPs over ultra's; ablations without runs are left out, and so is the table without ultra."""
+  _fabricated_run(runs, "ultra", 2, test_ne=0.9540, planted_ne=0.905, flops=4e8)
+  for seed, ne in ((1, 0.9600), (2, 0.9620)):                    # K1 = 0: worse by .0072 and .0080
+    _fabricated_run(runs, "ultra_k1_0", seed, test_ne=ne, planted_ne=0.91, flops=2e8)
+  _fabricated_run(runs, "ultra_no_trunc", 1, test_ne=0.9500, planted_ne=0.90, flops=8e8)
+  record = study.gather(str(runs), "cpu", str(tmp_path / "out" / "cpu"))
+  by_arm = {e["arm"]: e for e in record["ablations"]}
+  assert list(by_arm) == ["ultra_k1_0", "ultra_no_trunc"]        # ABLATIONS order; the others never ran
+  k1 = by_arm["ultra_k1_0"]
+  ultra_mean = (0.950 * 1.003 + 0.9540) / 2
+  assert k1["delta_ne"] == pytest.approx(0.9610 / ultra_mean - 1)
+  assert k1["flops_vs_base"] == pytest.approx(0.5)
+  assert k1["paired"]["diffs"] == pytest.approx([0.9600 - 0.950 * 1.003, 0.0080])
+  assert k1["paired"]["ci"] is not None and k1["paired"]["verdict"] in ("worse", "within noise")
+  assert by_arm["ultra_no_trunc"]["paired"]["n"] == 1 and by_arm["ultra_no_trunc"]["flops_vs_base"] == 2.0
+  table = (tmp_path / "out" / "cpu.md").read_text()
+  assert "| K1 = 0 (no local band) | ultra_k1_0 | 1,2 |" in table and "| 0.50x | – |" in table
+  assert "(one seed)" in table                                   # no_trunc's single common seed
+  rows = [r for r in study.collect(str(runs), "cpu") if r["arm"] != "ultra"]
+  assert study.ablations(rows, study.arm_summaries(rows)) == []
+
+
 def test_verdicts_fail_where_the_fabricated_numbers_miss(runs):
   _fabricated_run(runs, "ultra", 1, test_ne=0.950 * 1.003, planted_ne=0.905, flops=6e8)   # 0.6x FLOPs: over budget
   for seed, ne in ((1, 0.954), (2, 0.957)):                                              # GACT worse than truncation
