@@ -33,7 +33,8 @@ The verdicts (each true, false or "not run" when an arm it needs has no finished
   3. "GACT f=4 beats truncation to the same token budget": gact_f4 vs trunc_f4 on test NE.
 Scaling efficiency (issue 18): where ultra and hstu_full have runs at >= 3 widths (`w<D>` extras),
 `scaling` fits test NE against log10 training FLOPs per example per family (every run one point)
-and reports ultra's slope ratio and iso-NE compute ratio over hstu_full with bootstrap intervals,
+and reports ultra's slope ratio and iso-NE compute ratio over hstu_full with bootstrap intervals (the
+latter at hstu_full's largest run and at ultra's: `scaling`),
 in the .md and under `scaling_efficiency` (`training`; `inference` the same against inference FLOPs
 per example where every run has a count); the table and verdicts use the default width only.
 Inference FLOPs per example (`--count_inference`, cached in <out>_inference_flops.json) are counted
@@ -426,9 +427,11 @@ SCALING_BOOTSTRAP = 1000
 def scaling(rows: list[dict], *, num_bootstrap: int = SCALING_BOOTSTRAP, seed: int = 0) -> dict:
   """Scaling efficiency of each SCALING_PAIRS A over B from runs at several widths (`w<D>` extras):
   log-linear fits of test NE against training FLOPs per example, every run (width x seed) one point,
-  the slope ratio A / B and the iso-NE compute ratio (the FLOPs B needs for the NE A reaches at the
-  reference's largest measured FLOPs, over those FLOPs: > 1 favours A), each with a 95% bootstrap
-  interval over runs. A pair whose families have fewer than 3 widths each is "not run"."""
+  the slope ratio A / B and the iso-NE compute ratio (the FLOPs B needs for the NE A reaches at a
+  compute C, over C: > 1 favours A) at two C: the reference B's largest measured FLOPs (as first
+  stated; where A is much cheaper this reads A's line far beyond its runs) and A's largest measured
+  FLOPs (`_at_a`: A's NE inside its runs), each with a 95% bootstrap interval over runs. A pair whose
+  families have fewer than 3 widths each is "not run"."""
   out = {}
   for a, b in SCALING_PAIRS:
     fam = {m: [r for r in rows if r["arm"] == m] for m in (a, b)}
@@ -447,12 +450,18 @@ def scaling(rows: list[dict], *, num_bootstrap: int = SCALING_BOOTSTRAP, seed: i
       if not all(np.isfinite(x).all() for x, _ in data.values()):
         out[name][phase] = {"verdict": "not run", "why": f"{key} missing for some runs (--count_inference)"}
         continue
-      at = float(np.max(data[b][0]))
-      eff = fits.scaling_efficiency(*data[a], *data[b], at_compute=at, law="log_linear",
-                                    num_bootstrap=num_bootstrap, seed=seed)
+      # Two places to read the iso-NE ratio: at B's largest run (the ratio as first stated; it extrapolates
+      # A's line when A's runs are all cheaper), and at A's largest run (A's NE measured there; B's line
+      # read near its own range when A's best NE is close to B's).
+      at, at_a = float(np.max(data[b][0])), float(np.max(data[a][0]))
+      eff, eff_a = (fits.scaling_efficiency(*data[a], *data[b], at_compute=x, law="log_linear",
+                                            num_bootstrap=num_bootstrap, seed=seed) for x in (at, at_a))
       out[name][phase] = {"at_flops_per_example": at,
                           "slope_ratio": scaling_study.estimate_record(eff.slope_ratio),
-                          "iso_ne_compute_ratio": scaling_study.estimate_record(eff.iso_compute_ratio)}
+                          "iso_ne_compute_ratio": scaling_study.estimate_record(eff.iso_compute_ratio),
+                          "at_a_flops_per_example": at_a,
+                          "iso_ne_compute_ratio_at_a": scaling_study.estimate_record(eff_a.iso_compute_ratio),
+                          "flops_range": {m: [float(np.min(data[m][0])), float(np.max(data[m][0]))] for m in (a, b)}}
   return out
 
 
@@ -520,6 +529,10 @@ def plot_scaling(path: str, rows: list[dict], efficiency: dict, preset: str) -> 
   return [path]
 
 
+def _ci(e: dict) -> str:
+  return f"{e['value']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]"
+
+
 def _scaling_markdown(efficiency: dict) -> str:
   lines = ["", "Scaling efficiency (test NE vs training FLOPs per example, log-linear, runs at several widths):", ""]
   for name, e in efficiency.items():
@@ -531,10 +544,13 @@ def _scaling_markdown(efficiency: dict) -> str:
       if p.get("verdict") == "not run":
         lines.append(f"- {name}, {phase}: not run ({p['why']})")
         continue
-      sr, iso = p["slope_ratio"], p["iso_ne_compute_ratio"]
-      lines.append(f"- {name}, {phase}: slope ratio {sr['value']:.2f} [{sr['lo']:.2f}, {sr['hi']:.2f}], iso-NE "
-                   f"compute ratio {iso['value']:.2f} [{iso['lo']:.2f}, {iso['hi']:.2f}] at "
-                   f"{p['at_flops_per_example']:.3g} {phase} FLOPs per example (95% bootstrap over runs)")
+      sr, iso, iso_a = p["slope_ratio"], p["iso_ne_compute_ratio"], p["iso_ne_compute_ratio_at_a"]
+      a = name.split(" over ")[0]
+      at, at_a = p["at_flops_per_example"], p["at_a_flops_per_example"]
+      beyond = f"; reads {a}'s line beyond its runs, which end at {at_a:.3g}" if at_a < at else ""
+      lines.append(f"- {name}, {phase}: slope ratio {_ci(sr)}; iso-NE compute ratio {_ci(iso)} at {at:.3g} "
+                   f"{phase} FLOPs per example (the reference's largest run{beyond}), {_ci(iso_a)} at {a}'s "
+                   f"largest run ({at_a:.3g}); 95% bootstrap over runs")
   return "\n".join(lines) + "\n"
 
 

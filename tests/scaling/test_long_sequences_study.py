@@ -170,9 +170,15 @@ def test_scaling_efficiency_from_runs_at_several_widths(runs, tmp_path):
   want = 10 ** ((1.2 - ne_a) / 0.03) / at                         # hstu_full's compute for it, over at
   assert train["iso_ne_compute_ratio"]["value"] == pytest.approx(want, rel=1e-6)
   assert train["slope_ratio"]["lo"] <= 1.5 <= train["slope_ratio"]["hi"]
+  at_a = train["at_a_flops_per_example"]                          # ultra's largest run: 1e10 / 2.5
+  assert at_a == pytest.approx(4e9) and train["flops_range"]["ultra"] == pytest.approx([3e8 / 2.5, 4e9])
+  want_a = 10 ** ((1.2 - (1.3 - 0.045 * np.log10(at_a))) / 0.03) / at_a
+  assert train["iso_ne_compute_ratio_at_a"]["value"] == pytest.approx(want_a, rel=1e-6)
+  assert want_a != pytest.approx(want, rel=0.01)                  # the slopes differ: the place matters
   assert e["inference"]["verdict"] == "not run"                  # ultra,cpu,w256 has no count
   table = open(record["table"]).read()
   assert "training: slope ratio 1.50" in table and "inference: not run" in table
+  assert "reads ultra's line beyond its runs, which end at 4e+09" in table and "at ultra's largest run (4e+09)" in table
   assert record["plots"][-1] == str(stem) + "_scaling.png" and os.path.getsize(record["plots"][-1]) > 0
   cache["ultra,cpu,w256"] = {"flops_per_example": 1e10 / 2.5 / 6.0}
   (tmp_path / "b" / "cpu_inference_flops.json").write_text(json.dumps({"counts": cache}))
