@@ -97,8 +97,8 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            (41 with the test suite beside it); (from c6ceb04, one run at a time) gact_f4 8 min, trunc_f4
            19-22 min, ultra 33 min (seed 1, with gact_newest_f4 beside it: 13 min each), gact_f8 5 min,
            trunc_f8 8 min. Widths (from 2b999c6, one run at a time): ultra w16 15 min, w32 20 min;
-           hstu_full w32 23 min, w16 27 min (beside the test suite); ultra_k1_0 15 min, ultra_k2_0
-           25 min (beside the test suite).
+           hstu_full w32 23 min, w16 27 min (beside the test suite); ultra_k1_0 15 min (seed 2: 20, beside
+           the test suite), ultra_k2_0 25 min (beside the test suite).
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
@@ -122,8 +122,9 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            Widths 16 / 32 / 64 (seed 1 at 16 and 32): ultra .9604 / .9536 / .9406, hstu_full .9586 /
            .9538 / .9467; ultra's scaling efficiency over hstu_full (summary/cpu_multi_e8.md): slope ratio
            1.59 [0.89, 3.26] (training FLOPs), iso-NE compute ratio 8.8x [4.7, 34] training and 10.0x
-           [5.6, 36] inference at ultra's largest run. Ablations (seed 1, against ultra's .9396): K1 = 0
-           .9426 at 0.58x ultra's training FLOPs, K2 = 0 .9398 at 0.95x.
+           [5.6, 36] inference at ultra's largest run. Ablations against ultra: K1 = 0 .9435 ± .0013
+           (seeds 1-2; paired +.0029 [+.0012, +.0046]) at 0.58x ultra's training FLOPs; K2 = 0 .9398 at
+           0.95x (seed 1; ultra's seed 1 .9396).
 """
 import ml_collections
 
