@@ -285,11 +285,15 @@ def _ablation_markdown(found: list[dict]) -> str:
     d = e["paired"]
     paired = "no common seed" if d is None else f"{d['mean']:+.4f}" + (
         f" [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d["ci"] else " (one seed)")
-    ratio = lambda x: "–" if not np.isfinite(x) else f"{x:.2f}x"
     lines.append(f"| {e['change']} | {e['arm']} | {','.join(map(str, e['seeds']))} | {100 * e['delta_ne']:+.2f}% | "
                  + ("–" if not np.isfinite(e["delta_planted_ne"]) else f"{100 * e['delta_planted_ne']:+.2f}%")
-                 + f" | {paired} | {ratio(e['flops_vs_base'])} | {ratio(e['inference_flops_vs_base'])} |")
+                 + f" | {paired} | {_times(e['flops_vs_base'])} | {_times(e['inference_flops_vs_base'])} |")
   return "\n".join(lines) + "\n"
+
+
+def _times(x: float) -> str:
+  """A FLOPs ratio as the tables print it: "0.58x", or "–" where a count is missing."""
+  return "–" if not np.isfinite(x) else f"{x:.2f}x"
 
 
 def _pm(s: dict, fmt: str = ".4f") -> str:
@@ -314,10 +318,10 @@ def markdown(arms: dict[str, dict], found: list[dict], preset: str) -> str:
         _pm(s["planted_auc"], ".3f"), _pm(s["planted_calibration"], ".2f"),
         _pm(s["planted_gap_closed"], ".3f"), _pm(s["test_gap_closed"], ".3f"),
         f"{s['flops_per_example']['mean']:.3g}",
-        "–" if not np.isfinite(s["flops_vs_ref"]) else f"{s['flops_vs_ref']:.2f}x",
+        _times(s["flops_vs_ref"]),
         "–" if not np.isfinite(s["inference_flops_per_example"]["mean"]) else
         f"{s['inference_flops_per_example']['mean']:.3g}",
-        "–" if not np.isfinite(s["inference_flops_vs_ref"]) else f"{s['inference_flops_vs_ref']:.2f}x")) + " |")
+        _times(s["inference_flops_vs_ref"]))) + " |")
   counts = sorted({s["planted_candidates"] for s in arms.values()})
   lines += ["", f"Preset `{preset}`; test split at each run's selected epoch; NE = mean over the 8 feedbacks "
             f"(± sample std over seeds); planted = the {'/'.join(map(str, counts))} test candidates that are "
@@ -441,7 +445,7 @@ def scaling(rows: list[dict], *, num_bootstrap: int = SCALING_BOOTSTRAP, seed: i
       out[name] = {"verdict": "not run", "widths": widths,
                    "why": "needs each family at >= 3 widths (configs/long_sequences.py `w<D>`)"}
       continue
-    out[name] = {"widths": widths, "law": "test NE = a + b log10(FLOPs per example)",
+    out[name] = {"a": a, "b": b, "widths": widths, "law": "test NE = a + b log10(FLOPs per example)",
                  "ci": f"95% percentile bootstrap over runs ({num_bootstrap} resamples, families resampled "
                        "independently)"}
     for phase, key in (("training", "flops_per_example"), ("inference", "inference_flops_per_example")):
@@ -545,7 +549,7 @@ def _scaling_markdown(efficiency: dict) -> str:
         lines.append(f"- {name}, {phase}: not run ({p['why']})")
         continue
       sr, iso, iso_a = p["slope_ratio"], p["iso_ne_compute_ratio"], p["iso_ne_compute_ratio_at_a"]
-      a = name.split(" over ")[0]
+      a = e["a"]
       at, at_a = p["at_flops_per_example"], p["at_a_flops_per_example"]
       beyond = f"; reads {a}'s line beyond its runs, which end at {at_a:.3g}" if at_a < at else ""
       lines.append(f"- {name}, {phase}: slope ratio {_ci(sr)}; iso-NE compute ratio {_ci(iso)} at {at:.3g} "
