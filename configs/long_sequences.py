@@ -61,7 +61,12 @@ differ only by what each arm attends to. The arms:
   ultra_mot        ultra with a mixture of two transducers: every event with all 8 feedback bits, and
                    the engagement events (like / follow / comment / forward / hate / profile, bits 190)
                    with those bits, fused by concat + Dense (as configs/ultra_hstu_rank_synthetic.py).
-                   Two block stacks: about twice ultra's FLOPs, as in the paper.
+                   Two block stacks, each at the full history width: 2x ultra's FLOPs. Not the paper's
+                   budget-matched mixture (its streams split one token budget): that is ultra_mot_budget.
+  ultra_mot_budget ultra_mot in ultra's token budget (`model.stream_len`): the newest 3H / 4 events of
+                   the all-event stream and the newest H / 4 engagement events (3,072 + 1,024 at H = 4,096),
+                   as the paper's 2k consumption + 1k engagement against 3k mixed. Added after ultra_mot
+                   (2x the FLOPs) lost to ultra at one seed.
   gact_f2/4/8      ULTRA-HSTU with plain causal attention (sla=False), no truncation, one stream, and
                    GACT temporal folding f (`history_fold`: f events -> one token, layers/gact.py) over
                    the whole history: H / f history tokens.
@@ -92,13 +97,14 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            hstu_full 91 min, ultra 69 min, trunc_f4 61 min, gact_f4 31 min, hstu_newest256 7 min.
            Seed 2 at 8 epochs (from 3def614), nearly alone on the box: hstu_newest256 4 min, gact_f4 12 min
            (its file's 18 min include a 6-minute pause), ultra 27 min, trunc_f4 22 min. Not timed: hstu_sl, the ultra
-           ablations (ultra_mot has two block stacks: about twice ultra), gact_f2/f8, trunc_f2/f8.
+           ablations, gact_f2/f8, trunc_f2/f8.
            `cpu_multi` at 8 epochs (from ac9d01a, one run at a time): hstu_newest256 4-6 min, hstu_full 34 min
            (41 with the test suite beside it); (from c6ceb04, one run at a time) gact_f4 8 min, trunc_f4
            19-22 min, ultra 33 min (seed 1, with gact_newest_f4 beside it: 13 min each), gact_f8 5 min,
            trunc_f8 8 min. Widths (from 2b999c6, one run at a time): ultra w16 15 min, w32 20 min;
            hstu_full w32 23 min, w16 27 min (beside the test suite); ultra_k1_0 15 min (seed 2: 20, beside
-           the test suite), ultra_k2_0 25 min (beside the test suite).
+           the test suite; seed 3: 14), ultra_k2_0 25 min (beside the test suite), ultra_no_trunc 34 min,
+           ultra_mot 49 min, ultra seed 3 22 min (one run at a time).
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
@@ -122,9 +128,11 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            Widths 16 / 32 / 64 (seed 1 at 16 and 32): ultra .9604 / .9536 / .9406, hstu_full .9586 /
            .9538 / .9467; ultra's scaling efficiency over hstu_full (summary/cpu_multi_e8.md): slope ratio
            1.59 [0.89, 3.26] (training FLOPs), iso-NE compute ratio 8.8x [4.7, 34] training and 10.0x
-           [5.6, 36] inference at ultra's largest run. Ablations against ultra: K1 = 0 .9435 ± .0013
-           (seeds 1-2; paired +.0029 [+.0012, +.0046]) at 0.58x ultra's training FLOPs; K2 = 0 .9398 at
-           0.95x (seed 1; ultra's seed 1 .9396).
+           [5.6, 36] inference at ultra's largest run (with ultra seed 3: 1.52 [0.93, 3.08]; 8.1x
+           [4.6, 31] and 9.3x [5.5, 33]). Ablations against ultra (.9415 ± .0019, seeds 1-3): K1 = 0
+           .9455 ± .0035 (seeds 1-3; worse at each, paired +.0039 [-.0005, +.0084]) at 0.58x ultra's
+           training FLOPs; K2 = 0 .9398 at 0.95x (seed 1; ultra's seed 1 .9396); truncation off .9430 at
+           1.39x (seed 1); ultra_mot .9472 at 2.00x (seed 1).
 """
 import ml_collections
 
@@ -132,7 +140,7 @@ from configs import long_sequences_hstu_rank, long_world
 from configs.ultra_hstu_rank_synthetic import ENGAGEMENT_BITS
 
 ARMS = ("hstu_full", "hstu_newest256", "hstu_sl", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
-        "ultra_interleaved",
+        "ultra_mot_budget", "ultra_interleaved",
         "gact_f2", "gact_f4", "gact_f8", "gact_newest_f4", "trunc_f2", "trunc_f4", "trunc_f8")
 EXTRAS = ("cpu", "cpu_multi", "quick")
 # World presets (configs/long_world.py) by their extra; without one, `world` (long_world.WORLD).
@@ -209,10 +217,12 @@ def get_config(arg: str | None = None):
       m.token_layout = "interleaved"
       m.local_window, m.global_window, m.truncated_len = 2 * m.local_window, 2 * m.global_window, 2 * m.truncated_len
       m.attn_norm_len = 2 * h + c.ranking.request_size
-    elif arm == "ultra_mot":
+    elif arm in ("ultra_mot", "ultra_mot_budget"):
       m.stream_select = (0, ENGAGEMENT_BITS)
       m.stream_encode = (255, ENGAGEMENT_BITS)
       m.fusion = "concat_mlp"
+      if arm == "ultra_mot_budget":   # ultra's H history tokens split 3:1 between the two streams
+        m.stream_len = (3 * h // 4, h // 4)
     elif arm.startswith(("gact_f", "gact_newest_f", "trunc_f")):
       f = int(arm.rsplit("_f", 1)[1])
       m.sla = False

@@ -249,6 +249,7 @@ ABLATIONS = (
     ("ultra_k2_0", "K2 = 0 (no global columns)"),
     ("ultra_no_trunc", "attention truncation off"),
     ("ultra_mot", "mixture of two transducers on (ultra: one stream)"),
+    ("ultra_mot_budget", "mixture of two transducers in ultra's token budget (3H/4 all events + H/4 engagement)"),
     ("ultra_interleaved", "interleaved item, action tokens (ultra: summed)"),
 )
 

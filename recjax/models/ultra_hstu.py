@@ -41,6 +41,9 @@ Per request and per stream s (a "transducer" of the mixture), one sequence
   of the S streams are fused by a sum or by concat + Dense (`fusion`). One stream is plain
   ULTRA-HSTU. E.g. consumption vs engagement on KuaiRand bits: select (0, 190) = (every event,
   events with a like / follow / comment / forward / hate / profile visit), encode (255, 190).
+  `stream_len` gives each stream a token budget, its newest k tokens (before any GACT fold), and cuts
+  the stream's width to k, so a sparse stream does not run at the whole history's padded width: the
+  paper splits one budget between its streams (2k consumption + 1k engagement against 3k mixed).
 * One logit per feedback from the fused candidate output (the ranking task's multi-task BCE).
 * `remat`: every block under `jax.checkpoint` (`nn.remat`, policy `remat_policy`): activations are
   recomputed in the backward pass; values and gradients are unchanged.
@@ -144,6 +147,7 @@ class UltraHSTU(nn.Module):
   token_layout: str = "summed"   # "summed": item + action in one token; "interleaved": two tokens per event
   stream_select: tuple[int, ...] = (0,)      # per stream: events with action & select != 0 (0: all)
   stream_encode: tuple[int, ...] = (255,)    # per stream: the action bits its tokens encode
+  stream_len: tuple[int, ...] = ()           # per stream: its newest k history tokens only (0 or (): all)
   fusion: str = "sum"
   remat: bool = False
   remat_policy: str = "nothing"
@@ -157,6 +161,9 @@ class UltraHSTU(nn.Module):
     if len(self.stream_select) != len(self.stream_encode) or not self.stream_select:
       raise ValueError(f"model.stream_select {self.stream_select} and model.stream_encode {self.stream_encode} "
                        "must be non-empty and of the same length (one entry per stream)")
+    if self.stream_len and (len(self.stream_len) != len(self.stream_select) or min(self.stream_len) < 0):
+      raise ValueError(f"model.stream_len {self.stream_len} must be empty or hold one length >= 0 per stream "
+                       f"(model.stream_select {self.stream_select}; 0: the stream's whole history)")
     if self.fusion not in FUSIONS:
       raise ValueError(f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
     if self.remat_policy not in REMAT_POLICIES:
@@ -221,6 +228,9 @@ class UltraHSTU(nn.Module):
         hist_x, _ = inputs.history(stream_batch)
         len_s, (hist_x,) = compact_events(keep, hist_x * scale + where_NH)
       hist_x = jnp.where((jnp.arange(hist_x.shape[1])[None, :] < len_s[:, None])[..., None], hist_x, 0.0)
+      cap = self.stream_len[s] if self.stream_len else 0
+      if 0 < cap < hist_x.shape[1]:   # a token budget per stream: its newest `cap` tokens, the width cut to it
+        hist_x, len_s = newest(hist_x, 0, len_s, cap)
       self.sow("intermediates", f"stream_{s}_history_tokens", hist_x)   # the layout, for tests
       hist_x = self.perturb(f"stream_{s}_history_tokens", hist_x)
       if self.history_fold > 1:   # GACT: [N, H, D] -> [N, ⌈H/f⌉, f·D] -> [N, ⌈H/f⌉, D]

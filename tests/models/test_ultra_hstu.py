@@ -334,6 +334,37 @@ def test_interleaved_layout_gives_each_event_an_item_and_an_action_token(variabl
     _model(token_layout="pairs").check()
 
 
+def test_stream_len_keeps_each_stream_newest_tokens(variables):
+  """stream_len: the capped stream's tokens are exactly its newest k selected events (the uncapped
+  stream's last k kept tokens, zero padded), its width is k, the other stream is untouched, and a cap
+  at or above the history width changes no logit."""
+  batch = _batch(6)
+  k = 3
+  params = {"params": variables["params"]}   # the fixture's perturbations have the uncapped widths
+
+  def tokens(model):
+    _, state = model.apply(params, batch, mutable=["intermediates"])
+    return [np.asarray(state["intermediates"][f"stream_{s}_history_tokens"][0]) for s in range(2)]
+
+  whole, capped = tokens(_model(**FULL)), tokens(_model(**FULL, stream_len=(0, k)))
+  np.testing.assert_array_equal(capped[0], whole[0])
+  assert capped[1].shape == (N, k, 16)
+  selected = np.asarray(((batch["hist_actions"] & (2 | 8)) != 0) & (np.arange(H)[None] < np.asarray(LENGTHS)[:, None]))
+  for r, n_sel in enumerate(selected.sum(1)):
+    kept = min(n_sel, k)
+    np.testing.assert_allclose(capped[1][r, :kept], whole[1][r, n_sel - kept:n_sel], rtol=1e-6, atol=1e-6)
+    assert np.all(capped[1][r, kept:] == 0.0)
+  assert selected.sum(1).max() > k            # the cap cuts something in this batch
+  np.testing.assert_allclose(_logits(_model(**FULL, stream_len=(H, H)))(params, batch),
+                             _logits(_model(**FULL))(params, batch), rtol=1e-6, atol=1e-6)
+  assert not np.allclose(_logits(_model(**FULL, stream_len=(0, k)))(params, batch),
+                         _logits(_model(**FULL))(params, batch), atol=1e-4)
+  with pytest.raises(ValueError, match="stream_len"):
+    _model(**FULL, stream_len=(4,)).check()
+  with pytest.raises(ValueError, match="stream_len"):
+    _model(**FULL, stream_len=(4, -1)).check()
+
+
 def test_k1_k2_map_onto_the_mask_spec():
   """K2 global history columns after the C context tokens; K1 = 0 keeps only the diagonal (as the
   paper's K1 = 0); sla=False is the plain causal mask with context prefix and isolated targets."""

@@ -50,6 +50,8 @@ def test_every_arm_resolves_to_its_model():
           m["ultra"].truncated_len, m["ultra"].stream_select) == (256, 32, 128, 1, 512, (0,))
   assert m["ultra_k1_0"].local_window == 0 and m["ultra_k2_0"].global_window == 0
   assert m["ultra_no_trunc"].truncated_len == 0 and len(m["ultra_mot"].stream_select) == 2
+  assert m["ultra_mot_budget"].stream_len == (3072, 1024) and not m["ultra_mot"].get("stream_len")
+  assert {k: v for k, v in m["ultra_mot_budget"].items() if k != "stream_len"} == m["ultra_mot"].to_dict()
   inter = m["ultra_interleaved"]   # two tokens per event; every token count doubled, nothing else changed
   assert (inter.token_layout, inter.local_window, inter.global_window, inter.truncated_len, inter.attn_norm_len) == (
       "interleaved", 512, 64, 1024, 2 * 4096 + 16)
@@ -102,7 +104,8 @@ def test_experiments_run_accepts_an_arm_at_quick(tmp_path):
 
 
 @pytest.mark.slow   # ~1-2 min per arm on the loaded 2-core box
-@pytest.mark.parametrize("arm", ["hstu_full", "hstu_newest256", "ultra", "ultra_mot", "ultra_interleaved", "gact_f4", "trunc_f4"])
+@pytest.mark.parametrize("arm", ["hstu_full", "hstu_newest256", "ultra", "ultra_mot", "ultra_mot_budget", "ultra_interleaved",
+                                 "gact_f4", "trunc_f4"])
 def test_experiments_run_accepts_each_arm_at_quick(arm, tmp_path):
   r = _run_quick(arm, tmp_path)
   assert r["config_values"]["study"]["arm"] == arm and r["steps"] == 2
