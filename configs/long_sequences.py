@@ -122,17 +122,17 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            examples): planted NE hstu_full .9754 ± .0115 vs hstu_newest256 .9931 ± .0060. Full history is
            ahead at every seed (by .016 / .003 / .034), but the paired 95% interval [-.057, +.021] holds 0,
            so verdict 1 is still false (within noise). Test NE .9467 ± .0054 vs .9458 ± .0038.
-           Verdict 2 holds there (ultra .9406 ± .0015 at seeds 1-2, 0.21x hstu_full's training FLOPs); verdict 3 misses
+           Verdict 2 holds there (ultra .9415 ± .0019 at seeds 1-3, 0.21x hstu_full's training FLOPs); verdict 3 misses
            (trunc_f4 .9413 ± .0032 vs gact_f4 .9537 ± .0041, seeds 1-2; at f = 8, seed 1: .9487 vs .9545);
            gact_newest_f4 (folds aligned to the newest event) .9552 ± .0052: no better than gact_f4.
-           Widths 16 / 32 / 64 (seed 1 at 16 and 32): ultra .9604 / .9536 / .9406, hstu_full .9586 /
+           Widths 16 / 32 / 64 (seed 1 at 16 and 32): ultra .9604 / .9536 / .9415, hstu_full .9586 /
            .9538 / .9467; ultra's scaling efficiency over hstu_full (summary/cpu_multi_e8.md): slope ratio
-           1.59 [0.89, 3.26] (training FLOPs), iso-NE compute ratio 8.8x [4.7, 34] training and 10.0x
-           [5.6, 36] inference at ultra's largest run (with ultra seed 3: 1.52 [0.93, 3.08]; 8.1x
-           [4.6, 31] and 9.3x [5.5, 33]). Ablations against ultra (.9415 ± .0019, seeds 1-3): K1 = 0
-           .9455 ± .0035 (seeds 1-3; worse at each, paired +.0039 [-.0005, +.0084]) at 0.58x ultra's
-           training FLOPs; K2 = 0 .9414 ± .0021 at 0.95x (seeds 1-2; paired +.0007 [-.0051, +.0065]); truncation off .9430 at
-           1.39x (seed 1); ultra_mot .9472 at 2.00x (seed 1).
+           1.52 [0.93, 3.08] (training FLOPs), iso-NE compute ratio 8.1x [4.6, 31] training and 9.3x
+           [5.5, 33] inference at ultra's largest run (with ultra's seeds 1-2 only: 1.59, 8.8x, 10.0x).
+           Ablations against ultra (.9415 ± .0019, seeds 1-3): K1 = 0 .9455 ± .0035 (seeds 1-3; worse at
+           each, paired +.0039 [-.0005, +.0084]) at 0.58x ultra's training FLOPs; K2 = 0 .9414 ± .0021 at
+           0.95x (seeds 1-2; paired +.0007 [-.0051, +.0065]); truncation off .9430 at 1.39x (seed 1);
+           ultra_mot .9472 at 2.00x (seed 1). ultra_mot_budget has not run.
 """
 import ml_collections
 
