@@ -66,7 +66,14 @@ differ only by what each arm attends to. The arms:
   ultra_mot_budget ultra_mot in ultra's token budget (`model.stream_len`): the newest 3H / 4 events of
                    the all-event stream and the newest H / 4 engagement events (3,072 + 1,024 at H = 4,096),
                    as the paper's 2k consumption + 1k engagement against 3k mixed. Added after ultra_mot
-                   (2x the FLOPs) lost to ultra at one seed.
+                   (2x the FLOPs) lost to ultra at one seed. On the cpu worlds its caps hardly bind (3% of
+                   users have more than 3,072 events, none 1,024 engagement events): see the next pair.
+  ultra_newest1k   ultra's one stream on its newest H / 4 = 1,024 tokens (`stream_len = (H / 4,)`): a cap that
+                   binds on about half the cpu world's users (median history 1,001 events).
+  ultra_mot_newest1k  the mixture in ultra_newest1k's budget: the newest 3H / 16 = 768 events and the newest
+                   H / 16 = 256 engagement events. Against ultra_newest1k (not ultra), this pair is the paper's
+                   mixture ablation with a budget that binds; each stream still runs both blocks, so the
+                   FLOPs are not matched.
   gact_f2/4/8      ULTRA-HSTU with plain causal attention (sla=False), no truncation, one stream, and
                    GACT temporal folding f (`history_fold`: f events -> one token, layers/gact.py) over
                    the whole history: H / f history tokens.
@@ -142,7 +149,7 @@ from configs import long_sequences_hstu_rank, long_world
 from configs.ultra_hstu_rank_synthetic import ENGAGEMENT_BITS
 
 ARMS = ("hstu_full", "hstu_newest256", "hstu_sl", "ultra", "ultra_k1_0", "ultra_k2_0", "ultra_no_trunc", "ultra_mot",
-        "ultra_mot_budget", "ultra_interleaved",
+        "ultra_mot_budget", "ultra_interleaved", "ultra_newest1k", "ultra_mot_newest1k",
         "gact_f2", "gact_f4", "gact_f8", "gact_newest_f4", "trunc_f2", "trunc_f4", "trunc_f8")
 EXTRAS = ("cpu", "cpu_multi", "quick")
 # World presets (configs/long_world.py) by their extra; without one, `world` (long_world.WORLD).
@@ -225,6 +232,11 @@ def get_config(arg: str | None = None):
       m.fusion = "concat_mlp"
       if arm == "ultra_mot_budget":   # ultra's H history tokens split 3:1 between the two streams
         m.stream_len = (3 * h // 4, h // 4)
+    elif arm == "ultra_newest1k":   # ultra's one stream on its newest H / 4 tokens: a budget that binds
+      m.stream_len = (h // 4,)
+    elif arm == "ultra_mot_newest1k":   # ultra_newest1k's H / 4 tokens split 3:1 between the two streams
+      m.stream_select, m.stream_encode, m.fusion = (0, ENGAGEMENT_BITS), (255, ENGAGEMENT_BITS), "concat_mlp"
+      m.stream_len = (3 * h // 16, h // 16)
     elif arm.startswith(("gact_f", "gact_newest_f", "trunc_f")):
       f = int(arm.rsplit("_f", 1)[1])
       m.sla = False

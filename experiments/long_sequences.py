@@ -12,7 +12,7 @@ other preset's runs skipped; quick runs only with `--quick_runs`, and then only 
                            ranking task) with their AUC and calibration, the overall gap closed, training FLOPs per example and
                            their ratio to hstu_full; then the verdicts; then the ULTRA-HSTU ablations
                            that have run, in the paper's shape (ABLATIONS: ΔNE and training / inference
-                           FLOPs per example against `ultra`);
+                           FLOPs per example against `ultra`, or the arm an entry names);
   <out>.json               the same rows, per-run rows, the verdicts with their numbers, the ablations;
   <out>_ne_vs_flops.png    test NE against training FLOPs per example, one point per arm;
   <out>_planted_ne.png     planted NE per arm, the oracle's NE on the same candidates beside;
@@ -110,11 +110,19 @@ def run_row(path: str, preset: str, quick: bool) -> dict | None:
                planted_auc=pm.get("auc", np.nan), planted_calibration=pm.get("calibration", np.nan),
                planted_gap_closed=pm.get("gap_closed", np.nan),
                history_events=int(r["config_values"]["ranking"]["history_len"]),
-               history_tokens=int(r["config_values"]["ranking"]["history_len"])
-               // int(r["config_values"]["model"].get("history_fold") or 1))
+               history_tokens=history_tokens(r["config_values"]["ranking"]["history_len"],
+                                             r["config_values"]["model"]))
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: not a finished configs/long_sequences.py run ({type(e).__name__}: {e})") from None
   return row
+
+
+def history_tokens(history_len: int, model: dict) -> int:
+  """The most history tokens a request's stacks run on, summed over the streams: each stream its events'
+  tokens (two per event when interleaved), cut to its `stream_len` cap, over the GACT fold."""
+  per_stream = int(history_len) * (2 if model.get("token_layout") == "interleaved" else 1)
+  caps = list(model.get("stream_len") or ()) or [0] * len(model.get("stream_select") or (0,))
+  return sum(min(int(c), per_stream) if c else per_stream for c in caps) // int(model.get("history_fold") or 1)
 
 
 def collect(results_dir: str, preset: str, quick: bool = False) -> list[dict]:
@@ -242,7 +250,8 @@ def verdicts(rows: list[dict], arms: dict[str, dict]) -> list[dict]:
 
 
 # The ULTRA-HSTU ablations in the paper's shape (papers.md §2: ΔNE, training and inference FLOPs per
-# example, each against the full ULTRA-HSTU arm): arm -> what it changes.
+# example, each against the arm it changes, the full ULTRA-HSTU arm unless a third entry names another):
+# arm -> what it changes.
 ABLATION_BASE = "ultra"
 ABLATIONS = (
     ("ultra_k1_0", "K1 = 0 (no local band)"),
@@ -251,25 +260,30 @@ ABLATIONS = (
     ("ultra_mot", "mixture of two transducers on (ultra: one stream)"),
     ("ultra_mot_budget", "mixture of two transducers in ultra's token budget (3H/4 all events + H/4 engagement)"),
     ("ultra_interleaved", "interleaved item, action tokens (ultra: summed)"),
+    ("ultra_newest1k", "ultra on its newest H/4 tokens"),
+    ("ultra_mot_newest1k", "mixture of two transducers in an H/4 budget that binds (3H/16 all + H/16 engagement)",
+     "ultra_newest1k"),
 )
 
 
 def ablations(rows: list[dict], arms: dict[str, dict]) -> list[dict]:
-  """Each ABLATIONS arm with a finished run beside ultra: test ΔNE relative to ultra (the means; with the
-  paired difference over the seeds both have), planted ΔNE, and training / inference FLOPs over ultra's."""
-  base = arms.get(ABLATION_BASE)
+  """Each ABLATIONS arm with a finished run beside its base arm (ultra unless named): test ΔNE relative to
+  the base (the means; with the paired difference over the seeds both have), planted ΔNE, and training /
+  inference FLOPs over the base's."""
   out = []
-  for arm, change in ABLATIONS:
+  for arm, change, *named in ABLATIONS:
+    base_arm = named[0] if named else ABLATION_BASE
+    base = arms.get(base_arm)
     if arm not in arms or base is None:
       continue
     s = arms[arm]
-    entry = {"arm": arm, "change": change, "seeds": s["seeds"],
+    entry = {"arm": arm, "change": change, "base": base_arm, "seeds": s["seeds"],
              "delta_ne": s["test_ne"]["mean"] / base["test_ne"]["mean"] - 1.0,
              "delta_planted_ne": s["planted_ne"]["mean"] / base["planted_ne"]["mean"] - 1.0,
              "flops_vs_base": s["flops_per_example"]["mean"] / base["flops_per_example"]["mean"],
              "inference_flops_vs_base": (s["inference_flops_per_example"]["mean"]
                                          / base["inference_flops_per_example"]["mean"])}
-    a, b = _by_seed(rows, arm, "test_ne"), _by_seed(rows, ABLATION_BASE, "test_ne")
+    a, b = _by_seed(rows, arm, "test_ne"), _by_seed(rows, base_arm, "test_ne")
     entry["paired"] = seeds_lib.paired_difference(a, b) if set(a) & set(b) else None
     out.append(entry)
   return out
@@ -278,15 +292,16 @@ def ablations(rows: list[dict], arms: dict[str, dict]) -> list[dict]:
 def _ablation_markdown(found: list[dict]) -> str:
   if not found:
     return ""
-  lines = ["", f"ULTRA-HSTU ablations (each against `{ABLATION_BASE}`; ΔNE relative, on the means; the paired test NE "
+  lines = ["", "ULTRA-HSTU ablations (each against the arm it changes; ΔNE relative, on the means; the paired test NE "
            "difference over the seeds both have, with its 95% t-interval from 2 seeds on):", "",
-           "| ablation | arm | seeds | ΔNE | planted ΔNE | paired ΔNE (abs.) | training FLOPs | inference FLOPs |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| ablation | arm | against | seeds | ΔNE | planted ΔNE | paired ΔNE (abs.) | training FLOPs | "
+           "inference FLOPs |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for e in found:
     d = e["paired"]
     paired = "no common seed" if d is None else f"{d['mean']:+.4f}" + (
         f" [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d["ci"] else " (one seed)")
-    lines.append(f"| {e['change']} | {e['arm']} | {','.join(map(str, e['seeds']))} | {100 * e['delta_ne']:+.2f}% | "
+    lines.append(f"| {e['change']} | {e['arm']} | {e['base']} | {','.join(map(str, e['seeds']))} | {100 * e['delta_ne']:+.2f}% | "
                  + ("–" if not np.isfinite(e["delta_planted_ne"]) else f"{100 * e['delta_planted_ne']:+.2f}%")
                  + f" | {paired} | {_times(e['flops_vs_base'])} | {_times(e['inference_flops_vs_base'])} |")
   return "\n".join(lines) + "\n"

@@ -106,10 +106,36 @@ def test_ablations_in_the_papers_shape_against_ultra(runs, tmp_path):
   assert k1["paired"]["ci"] is not None and k1["paired"]["verdict"] in ("worse", "within noise")
   assert by_arm["ultra_no_trunc"]["paired"]["n"] == 1 and by_arm["ultra_no_trunc"]["flops_vs_base"] == 2.0
   table = (tmp_path / "out" / "cpu.md").read_text()
-  assert "| K1 = 0 (no local band) | ultra_k1_0 | 1,2 |" in table and "| 0.50x | – |" in table
+  assert "| K1 = 0 (no local band) | ultra_k1_0 | ultra | 1,2 |" in table and "| 0.50x | – |" in table
   assert "(one seed)" in table                                   # no_trunc's single common seed
   rows = [r for r in study.collect(str(runs), "cpu") if r["arm"] != "ultra"]
   assert study.ablations(rows, study.arm_summaries(rows)) == []
+
+
+def test_an_ablation_is_measured_against_the_arm_it_names(runs, tmp_path):
+  """ultra_mot_newest1k changes ultra_newest1k, not ultra: its ΔNE, pairing and FLOPs are over that arm's."""
+  _fabricated_run(runs, "ultra_newest1k", 1, test_ne=0.9600, planted_ne=0.95, flops=2e8)
+  _fabricated_run(runs, "ultra_mot_newest1k", 1, test_ne=0.9552, planted_ne=0.95, flops=3e8)
+  record = study.gather(str(runs), "cpu", str(tmp_path / "out" / "cpu"))
+  by_arm = {e["arm"]: e for e in record["ablations"]}
+  assert by_arm["ultra_newest1k"]["base"] == "ultra" and by_arm["ultra_newest1k"]["flops_vs_base"] == 0.5
+  mot = by_arm["ultra_mot_newest1k"]
+  assert mot["base"] == "ultra_newest1k" and mot["flops_vs_base"] == pytest.approx(1.5)
+  assert mot["delta_ne"] == pytest.approx(0.9552 / 0.9600 - 1) and mot["paired"]["diffs"] == pytest.approx([-0.0048])
+  assert "| ultra_mot_newest1k | ultra_newest1k | 1 |" in (tmp_path / "out" / "cpu.md").read_text()
+
+
+def test_history_tokens_sum_the_streams_after_their_caps_and_the_fold():
+  """The budget each arm's stacks run on: two tokens per interleaved event, one count per stream, each
+  stream cut to its cap, the whole over the GACT fold; the HSTU ranker's config has no streams (one)."""
+  assert study.history_tokens(4096, {"name": "hstu_ranker"}) == 4096
+  assert study.history_tokens(4096, {"stream_select": [0], "history_fold": 4}) == 1024
+  assert study.history_tokens(4096, {"stream_select": [0], "token_layout": "interleaved"}) == 8192
+  assert study.history_tokens(4096, {"stream_select": [0, 190]}) == 8192                # ultra_mot: both whole
+  assert study.history_tokens(4096, {"stream_select": [0, 190], "stream_len": [3072, 1024]}) == 4096
+  assert study.history_tokens(4096, {"stream_select": [0, 190], "stream_len": [0, 1024]}) == 5120  # 0: uncapped
+  assert study.history_tokens(4096, {"stream_select": [0], "stream_len": [1024]}) == 1024
+  assert study.history_tokens(512, {"stream_select": [0], "stream_len": [1024]}) == 512  # a cap above the width
 
 
 def test_verdicts_fail_where_the_fabricated_numbers_miss(runs):

@@ -52,6 +52,10 @@ def test_every_arm_resolves_to_its_model():
   assert m["ultra_no_trunc"].truncated_len == 0 and len(m["ultra_mot"].stream_select) == 2
   assert m["ultra_mot_budget"].stream_len == (3072, 1024) and not m["ultra_mot"].get("stream_len")
   assert {k: v for k, v in m["ultra_mot_budget"].items() if k != "stream_len"} == m["ultra_mot"].to_dict()
+  assert m["ultra_newest1k"].stream_len == (1024,)   # a budget that binds, one stream; the mixture splits it 3:1
+  assert {k: v for k, v in m["ultra_newest1k"].items() if k != "stream_len"} == m["ultra"].to_dict()
+  assert m["ultra_mot_newest1k"].stream_len == (768, 256)
+  assert {k: v for k, v in m["ultra_mot_newest1k"].items() if k != "stream_len"} == m["ultra_mot"].to_dict()
   inter = m["ultra_interleaved"]   # two tokens per event; every token count doubled, nothing else changed
   assert (inter.token_layout, inter.local_window, inter.global_window, inter.truncated_len, inter.attn_norm_len) == (
       "interleaved", 512, 64, 1024, 2 * 4096 + 16)
@@ -105,6 +109,7 @@ def test_experiments_run_accepts_an_arm_at_quick(tmp_path):
 
 @pytest.mark.slow   # ~1-2 min per arm on the loaded 2-core box
 @pytest.mark.parametrize("arm", ["hstu_full", "hstu_newest256", "ultra", "ultra_mot", "ultra_mot_budget", "ultra_interleaved",
+                                 "ultra_newest1k", "ultra_mot_newest1k",
                                  "gact_f4", "trunc_f4"])
 def test_experiments_run_accepts_each_arm_at_quick(arm, tmp_path):
   r = _run_quick(arm, tmp_path)
