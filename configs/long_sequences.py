@@ -57,7 +57,8 @@ differ only by what each arm attends to. The arms:
                    (item, then action; `token_layout="interleaved"`), so 2n history tokens; K1, K2, L' and
                    the attention normaliser doubled (512, 64, 1,024, 2H + 16) so that every window spans
                    the same events as ultra's. The summed-vs-interleaved ablation: 2.8x ultra's inference
-                   FLOPs per example on the cpu world (1.18e9 vs 4.20e8, XLA count of the test batches).
+                   FLOPs per example on the cpu worlds (1.18e9 vs 4.20e8, XLA count of the test batches), 2.79x
+                   its training FLOPs.
   ultra_mot        ultra with a mixture of two transducers: every event with all 8 feedback bits, and
                    the engagement events (like / follow / comment / forward / hate / profile, bits 190)
                    with those bits, fused by concat + Dense (as configs/ultra_hstu_rank_synthetic.py).
@@ -112,7 +113,7 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            hstu_full w32 23 min, w16 27 min (beside the test suite); ultra_k1_0 15 min (seed 2: 20, beside
            the test suite; seed 3: 14), ultra_k2_0 25 min (beside the test suite), ultra_no_trunc 34 min,
            ultra_mot 49 min, ultra seed 3 22 min (one run at a time); ultra_k2_0 seed 2 28 min (beside the test suite);
-           (from cfa958d) ultra_mot_budget 41 min (resumed once).
+           (from cfa958d) ultra_mot_budget 41 min (resumed once), ultra_interleaved 90 min (one run at a time).
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
@@ -142,6 +143,7 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            0.95x (seeds 1-2; paired +.0007 [-.0051, +.0065]); truncation off .9430 at 1.39x (seed 1);
            ultra_mot .9472 at 2.00x (seed 1); ultra_mot_budget .9460 at 1.71x (seed 1): on this world its
            caps hardly bind (3% of users have more than 3,072 events; none has 1,024 engagement events).
+           ultra_interleaved .9602 at 2.79x (seed 1): summed tokens are better here and 2.8x cheaper.
 """
 import ml_collections
 
