@@ -70,7 +70,8 @@ differ only by what each arm attends to. The arms:
                    (2x the FLOPs) lost to ultra at one seed. On the cpu worlds its caps hardly bind (3% of
                    users have more than 3,072 events, none 1,024 engagement events): see the next pair.
   ultra_newest1k   ultra's one stream on its newest H / 4 = 1,024 tokens (`stream_len = (H / 4,)`): a cap that
-                   binds on about half the cpu world's users (median history 1,001 events).
+                   binds on the longer histories (47% of cpu_multi's users have more than 1,024 events in all;
+                   a request's history holds only the events before it, so fewer requests are cut).
   ultra_mot_newest1k  the mixture in ultra_newest1k's budget: the newest 3H / 16 = 768 events and the newest
                    H / 16 = 256 engagement events. Against ultra_newest1k (not ultra), this pair is the paper's
                    mixture ablation with a budget that binds; each stream still runs both blocks, so the
