@@ -114,7 +114,8 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            hstu_full w32 23 min, w16 27 min (beside the test suite); ultra_k1_0 15 min (seed 2: 20, beside
            the test suite; seed 3: 14), ultra_k2_0 25 min (beside the test suite), ultra_no_trunc 34 min,
            ultra_mot 49 min, ultra seed 3 22 min (one run at a time); ultra_k2_0 seed 2 28 min (beside the test suite);
-           (from cfa958d) ultra_mot_budget 41 min (resumed once), ultra_interleaved 90 min, ultra_k2_0 seed 3 21 min (one run at a time).
+           (from cfa958d) ultra_mot_budget 41 min (resumed once), ultra_interleaved 90 min (its first 20 beside newcomer-check),
+           ultra_k2_0 seed 3 21 min (one run at a time).
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
