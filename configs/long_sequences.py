@@ -230,17 +230,16 @@ def get_config(arg: str | None = None):
       m.token_layout = "interleaved"
       m.local_window, m.global_window, m.truncated_len = 2 * m.local_window, 2 * m.global_window, 2 * m.truncated_len
       m.attn_norm_len = 2 * h + c.ranking.request_size
-    elif arm in ("ultra_mot", "ultra_mot_budget"):
+    elif arm in ("ultra_mot", "ultra_mot_budget", "ultra_mot_newest1k"):
       m.stream_select = (0, ENGAGEMENT_BITS)
       m.stream_encode = (255, ENGAGEMENT_BITS)
       m.fusion = "concat_mlp"
       if arm == "ultra_mot_budget":   # ultra's H history tokens split 3:1 between the two streams
         m.stream_len = (3 * h // 4, h // 4)
+      elif arm == "ultra_mot_newest1k":   # ultra_newest1k's H / 4 tokens split 3:1 between the two streams
+        m.stream_len = (3 * h // 16, h // 16)
     elif arm == "ultra_newest1k":   # ultra's one stream on its newest H / 4 tokens: a budget that binds
       m.stream_len = (h // 4,)
-    elif arm == "ultra_mot_newest1k":   # ultra_newest1k's H / 4 tokens split 3:1 between the two streams
-      m.stream_select, m.stream_encode, m.fusion = (0, ENGAGEMENT_BITS), (255, ENGAGEMENT_BITS), "concat_mlp"
-      m.stream_len = (3 * h // 16, h // 16)
     elif arm.startswith(("gact_f", "gact_newest_f", "trunc_f")):
       f = int(arm.rsplit("_f", 1)[1])
       m.sla = False
