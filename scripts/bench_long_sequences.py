@@ -1,7 +1,7 @@
 """Long user histories on the XLA path: step time and peak memory against sequence length.
 
 One attention layer, forward + backward (gradients wrt q, k, v of a weighted sum of the output),
-batch 4, one head, d = 50, float32, at L = 2k, 4k, 8k, 16k:
+batch 4, one head, d = 50, float32, at L = 256 ... 16k (every power of two):
 
   * sla_blocked: semi-local attention (K1 = 256, K2 = 32, HSTU pointwise SiLU, 1/L scale) computed
     blockwise by `recjax/layers/sla.py` (attention(..., sla=SLABlocking(128)));
@@ -12,7 +12,9 @@ batch 4, one head, d = 50, float32, at L = 2k, 4k, 8k, 16k:
 
 Step time is the fastest of `--iters` runs (other processes on a shared CPU only add time), CPU
 time the least process CPU time (all threads) of one step, the steadier measure of work on a loaded
-machine; each exponent is the least-squares slope of log(time) on log(L). Peak memory is XLA's
+machine; each exponent is the least-squares slope of log(time) on log(L) over L >= `--fit_from`
+(2k: issue 18 states its linearity criterion between 2k and 16k, and below 2k fixed per-step costs
+flatten the curve). Peak memory is XLA's
 compiled estimate (`compiled.memory_analysis()`: arguments + outputs + temporaries - aliases).
 
 `--level step` measures a whole ranker training step instead (issue 18's step-memory criterion):
@@ -26,7 +28,8 @@ heads, dqk = dv = 32, max_history = L, attn_norm_len = L + 16, user features as 
     attention in XLA (`attention_impl="xla"`: not the C++ kernel, which XLA's analyses cannot see);
   * ultra_sla: ULTRA-HSTU, one stream, SLA K1 = 256, K2 = 32 on the blocked path (block 128);
   * ultra_sla_trunc: the same with attention truncation (N1 = 1 full block, then the newest 1,024);
-  * gact_f4: ULTRA-HSTU, plain causal attention over GACT-folded tokens (4 events per token);
+  * gact_f2, gact_f4, gact_f8: ULTRA-HSTU, plain causal attention over GACT-folded tokens (f events
+    per token, no truncation);
   * ultra_dense: ULTRA-HSTU, plain causal attention, no folding (the same family at full attention).
 
 Every row is compiled at every length for XLA's memory estimate ("step memory": arguments +
@@ -34,7 +37,7 @@ outputs + temporaries - aliases, the donated state counted once), its FLOPs (cos
 its compile time, and timed only where the estimate is under `--step_limit_gb`.
 
 Usage:
-  python scripts/bench_long_sequences.py [--lengths 2048 4096 8192 16384] [--iters 3]
+  python scripts/bench_long_sequences.py [--lengths 256 512 ... 16384] [--iters 3] [--fit_from 2048]
       [--out results/bench/long_sequences_cpu.json]
   python scripts/bench_long_sequences.py --level step [--rows hstu_full ultra_sla ...]
       [--step_limit_gb 3] [--out results/bench/long_step_cpu.json]
@@ -131,8 +134,14 @@ def provenance(benchmark: str) -> dict:
           "versions": versions(), "hardware": hardware()}
 
 
-def exponent(cells: list[dict], key: str = "step_s") -> float | None:
-  pts = [(c["L"], c[key]) for c in cells if key in c]
+def fitted_lengths(cells: list[dict], key: str, fit_from: int) -> list[int]:
+  """The lengths an exponent is fitted over: those >= fit_from where `key` was measured."""
+  return [c["L"] for c in cells if key in c and c["L"] >= fit_from]
+
+
+def exponent(cells: list[dict], key: str, fit_from: int) -> float | None:
+  """Least-squares slope of log(cell[key]) on log(L) over L >= fit_from; None with < 2 points."""
+  pts = [(c["L"], c[key]) for c in cells if key in c and c["L"] >= fit_from]
   if len(pts) < 2:
     return None
   x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -143,8 +152,8 @@ def exponent(cells: list[dict], key: str = "step_s") -> float | None:
 
 STEP_BATCH, STEP_CANDS, STEP_TASKS = 4, 16, 8
 USER_VOCAB, ITEM_VOCAB = (16, 8, 4), (32, 8)   # 3 user-context tokens, 2 item features
-# Each row: its model config on top of the shared width / depth (`step_config`); the SLA windows,
-# L' and the fold come from the command line.
+# Each row: its model config on top of the shared width / depth (`step_config`); the SLA windows
+# and L' come from the command line.
 STEP_ROWS = {
     # attention_impl "xla": the C++ kernel (the ranker's CPU default) is a custom call that XLA's
     # memory and FLOP analyses cannot see into; this row is XLA's full attention, as measured so far.
@@ -152,7 +161,9 @@ STEP_ROWS = {
                       attention_impl="xla"),
     "ultra_sla": dict(name="ultra_hstu", sla=True, truncated_len=0),
     "ultra_sla_trunc": dict(name="ultra_hstu", sla=True, full_layers=1),
-    "gact_f4": dict(name="ultra_hstu", sla=False),
+    "gact_f2": dict(name="ultra_hstu", sla=False, history_fold=2),
+    "gact_f4": dict(name="ultra_hstu", sla=False, history_fold=4),
+    "gact_f8": dict(name="ultra_hstu", sla=False, history_fold=8),
     "ultra_dense": dict(name="ultra_hstu", sla=False, history_fold=1),
 }
 
@@ -166,8 +177,6 @@ def step_config(row: str, L: int, args) -> dict:
     cfg.update(local_window=args.local_window, global_window=args.global_window, sla_block=args.sla_block)
   if row == "ultra_sla_trunc":
     cfg["truncated_len"] = args.truncated_len
-  if row == "gact_f4":
-    cfg["history_fold"] = args.fold
   return cfg
 
 
@@ -272,12 +281,13 @@ def run_steps(args) -> dict:
   fits = {}
   for row in args.rows:
     mine = [c for c in cells if c["row"] == row]
-    fits[row] = {key: exponent(mine, key) for key in ("step_s", "cpu_s", "peak_bytes")}
-    fits[row]["timed_lengths"] = [c["L"] for c in mine if "step_s" in c]
+    fits[row] = {key: exponent(mine, key, args.fit_from) for key in ("step_s", "cpu_s", "peak_bytes")}
+    fits[row]["timed_lengths"] = fitted_lengths(mine, "step_s", args.fit_from)
+    fits[row]["memory_lengths"] = fitted_lengths(mine, "peak_bytes", args.fit_from)
   at = args.ratio_length if args.ratio_length in args.lengths else max(args.lengths)
   mem = {c["row"]: c["peak_bytes"] for c in cells if c["L"] == at}
   ratios = {f"{a}/{b}": mem[a] / mem[b] for a in ("hstu_full", "ultra_dense")
-            for b in ("ultra_sla", "ultra_sla_trunc", "gact_f4") if a in mem and b in mem}
+            for b in ("ultra_sla", "ultra_sla_trunc", "gact_f2", "gact_f4", "gact_f8") if a in mem and b in mem}
   tag = length_label(at)
   verdicts = {}
   for name, ratio in ((f"sla_memory_ratio_{tag}", "hstu_full/ultra_sla"),
@@ -297,7 +307,8 @@ def run_steps(args) -> dict:
     print(f"| {c['row']} | {c['L']} | {c['tokens']} | {c['peak_bytes'] / 2**20:.1f} | {c['temp_bytes'] / 2**20:.1f} | "
           f"{gflops} | {c['compile_s']:.1f} | {step} |")
   for row, fit in fits.items():
-    parts = [f"memory ∝ L^{fit['peak_bytes']:.2f}"] if fit["peak_bytes"] is not None else []
+    parts = ([f"memory ∝ L^{fit['peak_bytes']:.2f} over L = {fit['memory_lengths']}"]
+             if fit["peak_bytes"] is not None else [])
     if fit["step_s"] is not None:
       parts.append(f"wall time ∝ L^{fit['step_s']:.2f}, CPU time ∝ L^{fit['cpu_s']:.2f} over L = {fit['timed_lengths']}")
     if parts:
@@ -315,8 +326,9 @@ def run_steps(args) -> dict:
                 "requests": STEP_BATCH, "candidates": STEP_CANDS, "tasks": STEP_TASKS,
                 "num_items": args.num_items, "user_vocab": list(USER_VOCAB), "item_vocab": list(ITEM_VOCAB),
                 "dropout": args.dropout, "local_window": args.local_window, "global_window": args.global_window,
-                "sla_block": args.sla_block, "truncated_len": args.truncated_len, "fold": args.fold,
+                "sla_block": args.sla_block, "truncated_len": args.truncated_len,
                 "step_limit_gb": args.step_limit_gb, "iters": args.iters, "lengths": args.lengths,
+                "fit_from": args.fit_from,
                 "models": {row: dict(step_config(row, 0, args), max_history="L", attn_norm_len="L + 16")
                            for row in args.rows}},
       "cells": cells, "exponents": fits, "ratio_length": at, "memory_ratios": ratios, "verdicts": verdicts,
@@ -333,7 +345,9 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--level", choices=("layer", "step"), default="layer",
                       help="one attention layer (default) or a whole ranker training step")
-  parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
+  parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192, 16384])
+  parser.add_argument("--fit_from", type=int, default=2048,
+                      help="fit the exponents over lengths >= this (issue 18's criterion: 2k to 16k)")
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--dense_lengths", type=int, nargs="+", default=[2048, 8192],
                       help="layer level: lengths at which the dense path is compiled for its memory estimate")
@@ -349,7 +363,6 @@ def main(argv=None):
   parser.add_argument("--global_window", type=int, default=32, help="step level: SLA K2")
   parser.add_argument("--sla_block", type=int, default=128, help="step level: query rows per SLA block")
   parser.add_argument("--truncated_len", type=int, default=1024, help="step level: L' of ultra_sla_trunc")
-  parser.add_argument("--fold", type=int, default=4, help="step level: GACT fold f of gact_f4")
   parser.add_argument("--ratio_length", type=int, default=8192,
                       help="step level: the L at which the memory ratios are read (else the largest)")
   parser.add_argument("--out", default=None,
@@ -373,18 +386,20 @@ def main(argv=None):
     step = f"{probe['step_s'] * 1e3:9.1f} ms" if "step_s" in probe else "  not run"
     print(f"{'sla_dense':12s} L={L:6d}  step {step}  peak {probe['peak_bytes'] / 2**20:8.1f} MiB", flush=True)
 
-  fits = {impl: {key: exponent([c for c in cells if c["impl"] == impl], key) for key in ("step_s", "cpu_s")}
-          for impl in ("sla_blocked", "linear_hstu")}
+  fits = {impl: {key: exponent([c for c in cells if c["impl"] == impl], key, args.fit_from)
+                for key in ("step_s", "cpu_s")} for impl in ("sla_blocked", "linear_hstu")}
   print("\n| impl | L | step (ms) | CPU time (ms) | peak memory (MiB) |\n|---|---|---|---|---|")
   for c in cells:
     step = f"{c['step_s'] * 1e3:.1f} | {c['cpu_s'] * 1e3:.1f}" if "step_s" in c else "not run (memory) | -"
     print(f"| {c['impl']} | {c['L']} | {step} | {c['peak_bytes'] / 2**20:.1f} |")
   for impl, fit in fits.items():
-    print(f"{impl}: wall time ∝ L^{fit['step_s']:.2f}, CPU time ∝ L^{fit['cpu_s']:.2f} over L = {args.lengths}")
+    print(f"{impl}: wall time ∝ L^{fit['step_s']:.2f}, CPU time ∝ L^{fit['cpu_s']:.2f} "
+          f"over L = {[L for L in args.lengths if L >= args.fit_from]}")
   record = {
       **provenance("long_sequences"),
       "setup": {"batch": B, "heads": H, "d": D, "dtype": "float32", "mask": str(SLA), "sla_block": BLOCK,
-                "linear_chunk": 64, "iters": args.iters, "what": "one attention layer, forward + backward"},
+                "linear_chunk": 64, "iters": args.iters, "fit_from": args.fit_from,
+                "what": "one attention layer, forward + backward"},
       "cells": cells, "time_exponent": fits, "wall_s": time.time() - start,
   }
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
