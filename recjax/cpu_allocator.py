@@ -5,9 +5,16 @@ and frees it at the end. glibc serves the request from a worker thread, whose se
 cannot hold it, so it is `mmap`ed and `munmap`ed every step: 66k page faults and ≈ 200 ms of
 kernel time per step on a 2-core machine (measured; `strace` shows one 270 MB mmap/munmap pair
 per step). With one malloc arena, no mmap and no trimming, the block is reused and a step runs
-≈ 35% faster. The price: RSS stays near its high-water mark (up to 2 GB of free heap top is kept,
-and memory freed by one phase is not given back to the system), which is why it is applied only
-where it pays.
+≈ 35% faster. The price: RSS stays at its high-water mark (the free heap top is never given back
+to the system, so memory freed by one phase stays with the process), which is why it is applied
+only where it pays.
+
+"Never" has to be said as -1. `mallopt` takes an int, so the largest threshold it can write is
+2^31 - 1 (2 GB); glibc converts the int to its size_t setting, so -1 becomes SIZE_MAX: no trimming
+at all. A 2 GB threshold (the setting until 2026-12-05) trims any step whose scratch block is
+larger: the ULTRA-HSTU ranker's step at 16k events (2.8 GB of scratch, scripts/bench_long_sequences.py
+--level step) then took 750k page faults and 1.6 s of kernel time per step, 3.6x its 8k step for
+2x the FLOPs; the 8k step (1.4 GB) took none.
 
 That heap must also never hold two steps' blocks at once. JAX's CPU client runs a computation on a
 worker thread when dispatch is asynchronous (or its inputs are still being copied in), marks the
@@ -56,7 +63,7 @@ OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_NO_TRIM = 2 ** 31 - 1   # mallopt takes an int: 2 GB of free heap top is kept, not returned
+_NO_TRIM = -1   # read by glibc as size_t: SIZE_MAX, never trim (module docstring: 2^31 - 1 trims above 2 GB)
 SETTINGS = {"arena_max": 1, "mmap_max": 0, "trim_threshold": _NO_TRIM}
 # JAX's CPU client: computations whose inputs are ready run inline (module docstring).
 JAX_SETTINGS = {"jax_cpu_enable_async_dispatch": False}
