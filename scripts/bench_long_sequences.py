@@ -40,7 +40,8 @@ Usage:
   python scripts/bench_long_sequences.py [--lengths 256 512 ... 16384] [--iters 3] [--fit_from 2048]
       [--out results/bench/long_sequences_cpu.json]
   python scripts/bench_long_sequences.py --level step [--rows hstu_full ultra_sla ...]
-      [--step_limit_gb 3] [--out results/bench/long_step_cpu.json]
+      [--step_limit_gb 3] [--out results/bench/long_step_cpu.json] [--replot]
+  (the step level also draws <out>.png: step memory and CPU time against L per row)
 """
 from __future__ import annotations
 
@@ -264,9 +265,47 @@ def length_label(L: int) -> str:
   return f"{L // 1024}k" if L % 1024 == 0 else str(L)
 
 
+def plot_steps(record: dict, path: str) -> str:
+  """Step memory and step CPU time against L, one line per row, log-log -> the PNG's path. Memory is
+  drawn at every length (XLA's estimate), time only where the step ran."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, (mem_ax, time_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+  rows = list(dict.fromkeys(c["row"] for c in record["cells"]))
+  for row in rows:
+    mine = sorted((c for c in record["cells"] if c["row"] == row), key=lambda c: c["L"])
+    line, = mem_ax.plot([c["L"] for c in mine], [c["peak_bytes"] / 2**30 for c in mine], "o-", label=row)
+    timed_cells = [c for c in mine if "cpu_s" in c]
+    if timed_cells:
+      time_ax.plot([c["L"] for c in timed_cells], [c["cpu_s"] for c in timed_cells], "o-", color=line.get_color(),
+                   label=row)
+  limit = record["setup"]["step_limit_gb"]
+  mem_ax.axhline(limit, color="grey", ls=":", lw=1)
+  mem_ax.annotate(f"timed below {limit:g} GiB", (min(c["L"] for c in record["cells"]), limit),
+                  textcoords="offset points", xytext=(2, 3), fontsize=8, color="grey")
+  for ax, label in ((mem_ax, "step memory (GiB, XLA estimate)"), (time_ax, "CPU time per step (s)")):
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("history length L (events)")
+    ax.set_ylabel(label)
+    ax.grid(True, which="both", alpha=0.3)
+  time_ax.legend(fontsize=8)
+  fig.suptitle("one ranker training step against history length (scripts/bench_long_sequences.py --level step)",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def run_steps(args) -> dict:
   """--level step: every row at every length, the table, the fits, the verdicts, the JSON."""
   out = args.out or "results/bench/long_step_cpu.json"
+  if args.replot:
+    with open(out) as f:
+      print(f"wrote {plot_steps(json.load(f), os.path.splitext(out)[0] + '.png')}")
+    return None
   start = time.time()
   cells = []
   for row in args.rows:
@@ -337,7 +376,7 @@ def run_steps(args) -> dict:
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   with open(out, "w") as f:
     json.dump(record, f, indent=1)
-  print(f"wrote {out} ({record['wall_s']:.0f} s)")
+  print(f"wrote {out} and {plot_steps(record, os.path.splitext(out)[0] + '.png')} ({record['wall_s']:.0f} s)")
   return record
 
 
@@ -365,6 +404,8 @@ def main(argv=None):
   parser.add_argument("--truncated_len", type=int, default=1024, help="step level: L' of ultra_sla_trunc")
   parser.add_argument("--ratio_length", type=int, default=8192,
                       help="step level: the L at which the memory ratios are read (else the largest)")
+  parser.add_argument("--replot", action="store_true",
+                      help="step level: only redraw the PNG from the JSON at --out (no measuring)")
   parser.add_argument("--out", default=None,
                       help="default results/bench/long_sequences_cpu.json (layer), long_step_cpu.json (step)")
   args = parser.parse_args(argv)

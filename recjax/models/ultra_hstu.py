@@ -34,7 +34,8 @@ Per request and per stream s (a "transducer" of the mixture), one sequence
   Candidates see the context, the whole history and themselves, never another candidate.
 * Attention truncation (§2.3): the first `full_layers` (N1) blocks run on the whole sequence; then
   only the context, the newest `truncated_len` (L') history tokens and the candidates go on to
-  the remaining blocks (`truncated_len=0`: off).
+  the remaining blocks (`truncated_len=0`: off). A batch whose history width is at most L' is not
+  truncated: it has nothing to cut, and its blocks keep its own width rather than L'.
 * Mixture of transducers (§2.3): stream s keeps the history events with `action & select_s != 0`
   (`select_s = 0`: every event), in order, and encodes only the bits `encode_s` of their action;
   each stream has its own block stack (the embedding tables are shared). The candidates' outputs
@@ -259,9 +260,12 @@ class UltraHSTU(nn.Module):
     run = _run_block
     if self.remat:
       run = nn.remat(_run_block, policy=REMAT_POLICIES[self.remat_policy], static_argnums=(3,))
+    hist_width = x.shape[1] - num_ctx - c
     for i in range(self.num_blocks):
-      if self.truncated_len and i == self.full_layers:
-        # Attention truncation: the context, the newest L' history tokens, the candidates.
+      # Attention truncation: the context, the newest L' history tokens, the candidates. Only where the
+      # batch's history is wider than L': a narrower one has nothing to cut, and padding it out to L'
+      # would only make the remaining blocks run on more (empty) tokens.
+      if 0 < self.truncated_len < hist_width and i == self.full_layers:
         x = self.perturb(f"stream_{s}_truncation_input", x)
         cand = jnp.take_along_axis(x, (num_ctx + len_N[:, None] + jnp.arange(c))[..., None], axis=1)
         hist_x, len_N = newest(x, num_ctx, len_N, self.truncated_len)

@@ -159,6 +159,22 @@ def test_truncation_keeps_exactly_the_newest_events(variables):
     assert np.all(g[r, NUM_CTX + n + C:] == 0.0)                      # padding
 
 
+def test_truncation_wider_than_the_batch_changes_nothing_and_costs_nothing(variables):
+  """L' >= the batch's history width: nothing to cut, so the same logits as no truncation and the
+  same compiled FLOPs (the remaining blocks keep the batch's width instead of padding it to L')."""
+  batch = _batch(4)
+  v = {"params": variables["params"]}
+  plain, wide = _model(truncated_len=0), _model(truncated_len=H + 3)
+  np.testing.assert_array_equal(_logits(wide)(v, batch), _logits(plain)(v, batch))
+
+  def flops(model):
+    cost = _logits(model).lower(v, batch).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+
+  assert flops(wide) == flops(plain)
+  assert flops(_model(truncated_len=H - 4)) < flops(plain)   # a cut that binds runs on fewer tokens
+
+
 def test_sla_covering_everything_equals_dense_causal_and_blocked_equals_dense(variables):
   """K1 >= L, K2 = 0, no truncation, one stream: the blocked SLA model equals the model under the
   dense [context | causal history | isolated candidates] mask (plain causal, no SLA). The blocked
