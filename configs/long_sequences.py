@@ -115,7 +115,9 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            the test suite; seed 3: 14), ultra_k2_0 25 min (beside the test suite), ultra_no_trunc 34 min,
            ultra_mot 49 min, ultra seed 3 22 min (one run at a time); ultra_k2_0 seed 2 28 min (beside the test suite);
            (from cfa958d) ultra_mot_budget 41 min (resumed once), ultra_interleaved 90 min (its first 20 beside newcomer-check),
-           ultra_k2_0 seed 3 21 min (one run at a time).
+           ultra_k2_0 seed 3 21 min (one run at a time); (from f7d0138) ultra_newest1k 17 min, ultra_mot_newest1k
+           29 min, ultra_no_trunc seed 2 63 min (15 of them paused for benches, 19 beside newcomer-check),
+           seed 3 36 min (alone).
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
@@ -142,10 +144,13 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            [5.5, 33] inference at ultra's largest run (with ultra's seeds 1-2 only: 1.59, 8.8x, 10.0x).
            Ablations against ultra (.9415 ± .0019, seeds 1-3): K1 = 0 .9455 ± .0035 (seeds 1-3; worse at
            each, paired +.0039 [-.0005, +.0084]) at 0.58x ultra's training FLOPs; K2 = 0 .9418 ± .0017 at
-           0.95x (seeds 1-3; paired +.0003 [-.0020, +.0025]); truncation off .9430 at 1.39x (seed 1);
+           0.95x (seeds 1-3; paired +.0003 [-.0020, +.0025]); truncation off .9417 ± .0011 at 1.39x (seeds 1-3;
+           paired +.0002 [-.0069, +.0073]: truncation saves 28% of the training FLOPs at no measurable cost);
            ultra_mot .9472 at 2.00x (seed 1); ultra_mot_budget .9460 at 1.71x (seed 1): on this world its
            caps hardly bind (3% of users have more than 3,072 events; none has 1,024 engagement events).
            ultra_interleaved .9602 at 2.79x (seed 1): summed tokens are better here and 2.8x cheaper.
+           The binding pair (seed 1): ultra_newest1k .9410 at 0.75x ultra's training FLOPs; ultra_mot_newest1k
+           .9491, .0081 worse than ultra_newest1k (the engagement heads worse, click and long view better).
 """
 import ml_collections
 
