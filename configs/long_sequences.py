@@ -117,7 +117,7 @@ Runtime:   measured, `cpu` preset, seed 1, wall-clock per run (training + per-ep
            (from cfa958d) ultra_mot_budget 41 min (resumed once), ultra_interleaved 90 min (its first 20 beside newcomer-check),
            ultra_k2_0 seed 3 21 min (one run at a time); (from f7d0138) ultra_newest1k 17 min, ultra_mot_newest1k
            29 min, ultra_no_trunc seed 2 63 min (15 of them paused for benches, 19 beside newcomer-check),
-           seed 3 36 min (alone).
+           seed 3 36 min (alone); (from 06e3de9) ultra_newest1k seed 2 18 min (alone).
            The `world` preset (histories to 16k) is meant for an accelerator.
 Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e8.md). Test NE (mean of
            the 8 feedbacks; oracle 0.8625) at 4 / 8 epochs: ultra .9508 / .9168, trunc_f4 .9491 / .9208,
@@ -149,8 +149,9 @@ Result:    `cpu` preset, seed 1 (results/long_sequences/summary/cpu.md and cpu_e
            ultra_mot .9472 at 2.00x (seed 1); ultra_mot_budget .9460 at 1.71x (seed 1): on this world its
            caps hardly bind (3% of users have more than 3,072 events; none has 1,024 engagement events).
            ultra_interleaved .9602 at 2.79x (seed 1): summed tokens are better here and 2.8x cheaper.
-           The binding pair (seed 1): ultra_newest1k .9410 at 0.75x ultra's training FLOPs; ultra_mot_newest1k
-           .9491, .0081 worse than ultra_newest1k (the engagement heads worse, click and long view better).
+           The binding pair: ultra_newest1k .9437 ± .0038 (seeds 1-2) at 0.75x ultra's training FLOPs;
+           ultra_mot_newest1k .9491 (seed 1), .0081 worse than ultra_newest1k at seed 1 (the engagement heads
+           worse, click and long view better).
 """
 import ml_collections
 
