@@ -141,11 +141,12 @@ def fitted_lengths(cells: list[dict], key: str, fit_from: int) -> list[int]:
 
 
 def exponent(cells: list[dict], key: str, fit_from: int) -> float | None:
-  """Least-squares slope of log(cell[key]) on log(L) over L >= fit_from; None with < 2 points."""
-  pts = [(c["L"], c[key]) for c in cells if key in c and c["L"] >= fit_from]
-  if len(pts) < 2:
+  """Least-squares slope of log(cell[key]) on log(L) over `fitted_lengths`; None with < 2 points."""
+  lengths = fitted_lengths(cells, key, fit_from)
+  if len(lengths) < 2:
     return None
-  x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+  by_length = {c["L"]: c[key] for c in cells if c["L"] in lengths}
+  x, y = np.log(lengths), np.log([by_length[L] for L in lengths])
   return float(np.polyfit(x, y, 1)[0])
 
 
@@ -303,6 +304,8 @@ def run_steps(args) -> dict:
   """--level step: every row at every length, the table, the fits, the verdicts, the JSON."""
   out = args.out or "results/bench/long_step_cpu.json"
   if args.replot:
+    if not os.path.exists(out):
+      raise SystemExit(f"--replot: no step results at {out} (run --level step first, or pass --out)")
     with open(out) as f:
       print(f"wrote {plot_steps(json.load(f), os.path.splitext(out)[0] + '.png')}")
     return None
@@ -409,6 +412,12 @@ def main(argv=None):
   parser.add_argument("--out", default=None,
                       help="default results/bench/long_sequences_cpu.json (layer), long_step_cpu.json (step)")
   args = parser.parse_args(argv)
+  if min(args.lengths) < 1:
+    parser.error(f"--lengths must be positive, got {args.lengths}")
+  if args.fit_from > max(args.lengths):
+    parser.error(f"--fit_from {args.fit_from} is above every --lengths value {args.lengths}: nothing to fit")
+  if args.replot and args.level != "step":
+    parser.error("--replot redraws the step level's PNG: use it with --level step")
   if args.level == "step":
     return run_steps(args)
   args.out = args.out or "results/bench/long_sequences_cpu.json"
@@ -434,8 +443,9 @@ def main(argv=None):
     step = f"{c['step_s'] * 1e3:.1f} | {c['cpu_s'] * 1e3:.1f}" if "step_s" in c else "not run (memory) | -"
     print(f"| {c['impl']} | {c['L']} | {step} | {c['peak_bytes'] / 2**20:.1f} |")
   for impl, fit in fits.items():
-    print(f"{impl}: wall time ∝ L^{fit['step_s']:.2f}, CPU time ∝ L^{fit['cpu_s']:.2f} "
-          f"over L = {[L for L in args.lengths if L >= args.fit_from]}")
+    if fit["step_s"] is not None:   # None: fewer than two lengths from --fit_from on
+      print(f"{impl}: wall time ∝ L^{fit['step_s']:.2f}, CPU time ∝ L^{fit['cpu_s']:.2f} "
+            f"over L = {[L for L in args.lengths if L >= args.fit_from]}")
   record = {
       **provenance("long_sequences"),
       "setup": {"batch": B, "heads": H, "d": D, "dtype": "float32", "mask": str(SLA), "sla_block": BLOCK,
