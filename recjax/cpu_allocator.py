@@ -14,7 +14,8 @@ only where it pays.
 at all. A 2 GB threshold (the setting until 2026-12-05) trims any step whose scratch block is
 larger: the ULTRA-HSTU ranker's step at 16k events (2.8 GB of scratch, scripts/bench_long_sequences.py
 --level step) then took 750k page faults and 1.6 s of kernel time per step, 3.6x its 8k step for
-2x the FLOPs; the 8k step (1.4 GB) took none.
+2x the FLOPs; the 8k step (1.4 GB) took none (counted with getrusage around the compiled step;
+tests/test_cpu_allocator.py's slow test shows the same on a 2.1 GB block).
 
 That heap must also never hold two steps' blocks at once. JAX's CPU client runs a computation on a
 worker thread when dispatch is asynchronous (or its inputs are still being copied in), marks the
